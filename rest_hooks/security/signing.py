@@ -1,0 +1,420 @@
+"""Signing and verification of hook deliveries, in the Standard Webhooks wire format.
+
+We sign exactly the way https://www.standardwebhooks.com/ specifies (HMAC-SHA256 over
+``"{id}.{timestamp}.{body}"``, ``v1,<base64>`` entries, ``whsec_`` secrets) so that
+receivers can verify our deliveries with the off-the-shelf ``standardwebhooks`` or
+``svix`` libraries instead of trusting hand-written code. The same values are also
+sent under ``X-Hook-*`` names for receivers written against those names.
+
+This module deliberately imports nothing from Django: receivers that are not Django
+projects (or that verify before settings are configured) can use :func:`verify`.
+
+Verification treats every input as hostile. Whatever the caller passes as body or
+headers, :func:`verify` either returns the parsed JSON body or raises a
+:class:`SignatureError` subclass, so a receiver can map that one exception family to
+an HTTP 4xx answer. No exception message ever contains a secret, because these
+messages end up in logs and error trackers.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import math
+import re
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from secrets import token_bytes
+from typing import Any, Final
+
+SECRET_PREFIX: Final = "whsec_"  # noqa: S105 -- a format prefix, not a secret
+#: Bytes of randomness in a secret made by :func:`generate_secret`.
+SECRET_BYTES: Final = 32
+#: Shortest key accepted; the Standard Webhooks specification asks for 24 to 64 bytes.
+MIN_SECRET_BYTES: Final = 24
+#: Default clock skew accepted by :func:`verify`, in seconds (the specification's 5 min).
+DEFAULT_TOLERANCE: Final = 300
+SIGNATURE_VERSION: Final = "v1"
+
+HEADER_ID: Final = "webhook-id"
+HEADER_TIMESTAMP: Final = "webhook-timestamp"
+HEADER_SIGNATURE: Final = "webhook-signature"
+HOOK_HEADER_ID: Final = "X-Hook-Id"
+HOOK_HEADER_TIMESTAMP: Final = "X-Hook-Timestamp"
+HOOK_HEADER_SIGNATURE: Final = "X-Hook-Signature"
+
+# Header families in order of preference: (id, timestamp, signature), lower-cased
+# because HTTP header names are case-insensitive.
+_STANDARD_FAMILY: Final = (HEADER_ID, HEADER_TIMESTAMP, HEADER_SIGNATURE)
+_HOOK_FAMILY: Final = tuple(
+    name.lower() for name in (HOOK_HEADER_ID, HOOK_HEADER_TIMESTAMP, HOOK_HEADER_SIGNATURE)
+)
+_WANTED_HEADERS: Final = frozenset(_STANDARD_FAMILY + _HOOK_FAMILY)
+
+# Timestamps travel as canonical non-negative decimal integers. Being strict (ASCII
+# digits only, no sign, no leading zeros, no whitespace) means one timestamp has
+# exactly one accepted spelling, so the signed text cannot be altered without
+# breaking the signature, and `int()` is never fed Unicode digits or 4300-digit
+# strings. 18 digits is far beyond any clock, yet keeps the value comfortably finite.
+_MAX_TIMESTAMP_DIGITS: Final = 18
+_MAX_TIMESTAMP: Final = 10**_MAX_TIMESTAMP_DIGITS - 1
+_TIMESTAMP_RE: Final = re.compile(rf"0|[1-9][0-9]{{0,{_MAX_TIMESTAMP_DIGITS - 1}}}")
+
+# Message ids we sign must survive an HTTP header unchanged: visible ASCII only, so
+# no whitespace that proxies strip and no CR/LF that could inject headers.
+_MSG_ID_RE: Final = re.compile(r"[\x21-\x7e]+")
+
+
+class SignatureError(ValueError):
+    """A delivery failed verification; receivers should answer it with HTTP 4xx.
+
+    It subclasses :class:`ValueError` so code that already treats bad input as a
+    ``ValueError`` keeps working.
+    """
+
+
+class MissingHeaderError(SignatureError):
+    """A required ``webhook-*`` / ``X-Hook-*`` header is absent."""
+
+
+class MalformedHeaderError(SignatureError):
+    """The headers are present but cannot be parsed (wrong type, bad timestamp, ...)."""
+
+
+class TimestampError(SignatureError):
+    """The delivery's timestamp is outside the accepted window (replay protection)."""
+
+
+class TimestampTooOldError(TimestampError):
+    """The delivery was signed longer ago than the tolerance: possibly a replay."""
+
+
+class TimestampTooNewError(TimestampError):
+    """The delivery claims to be signed in the future: a clock skew or a forgery."""
+
+
+class NoMatchingSignatureError(SignatureError):
+    """No ``v1`` signature entry matches any of the receiver's secrets."""
+
+
+class MalformedBodyError(SignatureError):
+    """The body is authentic but not UTF-8 JSON, or not bytes/str at all."""
+
+
+class InvalidSecretError(SignatureError):
+    """A hook secret is not ``whsec_`` + base64 of at least 24 bytes.
+
+    This is a configuration problem rather than a bad delivery; it is still a
+    :class:`SignatureError` (and therefore a :class:`ValueError`) so that
+    :func:`verify` keeps its promise of raising nothing else.
+    """
+
+
+def generate_secret() -> str:
+    """Return a new random hook secret in the ``whsec_`` format.
+
+    32 bytes from the OS CSPRNG match what Svix issues and exceed the 24-byte minimum.
+    """
+    return SECRET_PREFIX + base64.b64encode(token_bytes(SECRET_BYTES)).decode("ascii")
+
+
+def decode_secret(secret: str) -> bytes:
+    """Return the HMAC key held by a ``whsec_`` secret.
+
+    Missing ``=`` padding is tolerated because some providers print secrets without
+    it; anything else that is not standard base64 is rejected rather than silently
+    decoded into a different key. Raises :class:`InvalidSecretError` (a
+    ``ValueError``) whose message never includes the secret.
+    """
+    if not isinstance(secret, str):
+        raise InvalidSecretError(f"a hook secret must be a str, not {type(secret).__name__}")
+    if not secret.startswith(SECRET_PREFIX):
+        raise InvalidSecretError(f"a hook secret must start with {SECRET_PREFIX!r}")
+    encoded = secret[len(SECRET_PREFIX) :]
+    try:
+        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+    except ValueError:  # binascii.Error, or non-ASCII text
+        # `from None`: the original exception is not useful and must not drag the
+        # secret into tracebacks.
+        raise InvalidSecretError(
+            f"the part of a hook secret after {SECRET_PREFIX!r} must be standard base64"
+            " (alphabet A-Z a-z 0-9 + /, no whitespace)"
+        ) from None
+    if len(key) < MIN_SECRET_BYTES:
+        raise InvalidSecretError(
+            f"a hook secret must decode to at least {MIN_SECRET_BYTES} bytes, not {len(key)}"
+        )
+    return key
+
+
+def sign(secrets: str | Sequence[str], msg_id: str, timestamp: int, body: bytes) -> str:
+    """Return the ``webhook-signature`` header value for one delivery.
+
+    With several secrets (during a rotation) there is one space-separated ``v1,``
+    entry per secret, in the order given, so receivers still holding either the old
+    or the new secret accept the delivery.
+
+    Raises :class:`InvalidSecretError` for an undecodable secret, ``TypeError`` /
+    ``ValueError`` for arguments that :func:`verify` would reject on arrival (an id
+    that is not visible ASCII, a negative or oversized timestamp, a non-bytes body):
+    failing loudly here beats sending deliveries no receiver can ever verify.
+    """
+    keys = _decode_secrets(secrets)
+    if not isinstance(msg_id, str):
+        raise TypeError(f"msg_id must be a str, not {type(msg_id).__name__}")
+    if not _MSG_ID_RE.fullmatch(msg_id):
+        raise ValueError("msg_id must be non-empty visible ASCII (no spaces or controls)")
+    if not isinstance(timestamp, int) or isinstance(timestamp, bool):
+        raise TypeError(f"timestamp must be an int, not {type(timestamp).__name__}")
+    if not 0 <= timestamp <= _MAX_TIMESTAMP:
+        raise ValueError(f"timestamp must be between 0 and {_MAX_TIMESTAMP}")
+    if not isinstance(body, (bytes, bytearray, memoryview)):
+        raise TypeError(f"body must be bytes, not {type(body).__name__}")
+    id_bytes = msg_id.encode("ascii")
+    ts_bytes = str(timestamp).encode("ascii")
+    return " ".join(
+        f"{SIGNATURE_VERSION},{base64.b64encode(_digest(key, id_bytes, ts_bytes, body)).decode()}"
+        for key in keys
+    )
+
+
+def signature_headers(
+    secrets: str | Sequence[str], msg_id: str, timestamp: int, body: bytes
+) -> dict[str, str]:
+    """Return all six signing headers, ready to merge into a delivery's headers.
+
+    Both the Standard Webhooks names and the ``X-Hook-*`` names carry identical
+    values, so every receiver finds the names it expects.
+    """
+    signature = sign(secrets, msg_id, timestamp, body)
+    ts = str(timestamp)
+    return {
+        HEADER_ID: msg_id,
+        HEADER_TIMESTAMP: ts,
+        HEADER_SIGNATURE: signature,
+        HOOK_HEADER_ID: msg_id,
+        HOOK_HEADER_TIMESTAMP: ts,
+        HOOK_HEADER_SIGNATURE: signature,
+    }
+
+
+def verify(
+    body: bytes | str,
+    headers: Mapping[str, str] | Iterable[tuple[str, str]],
+    secret: str | Sequence[str],
+    *,
+    tolerance: int = DEFAULT_TOLERANCE,
+    now: float | None = None,
+) -> Any:
+    """Check that a delivery is authentic and fresh, and return its parsed JSON body.
+
+    ``body`` must be the raw request body exactly as received (re-serialised JSON
+    will not match). ``headers`` may be any mapping (e.g. Django's
+    ``request.headers``) or an iterable of ``(name, value)`` pairs; names are matched
+    case-insensitively. If any ``webhook-*`` header is present that family is used,
+    otherwise the ``X-Hook-*`` family; the two are never mixed, so a forged header of
+    one family cannot stand in for a missing one of the other.
+
+    ``secret`` may be a list during a rotation: a delivery passes if any secret
+    matches any ``v1`` entry. Entries of other versions (e.g. ``v1a`` for Ed25519)
+    are skipped so senders can add new schemes without breaking this receiver.
+
+    The timestamp must be within ``tolerance`` seconds of ``now`` (default: the
+    current time) in either direction, which bounds how long a captured delivery can
+    be replayed; deduplicate on ``webhook-id`` to close the window entirely.
+
+    Raises a :class:`SignatureError` subclass for any problem with the delivery and
+    nothing else; a plain ``ValueError`` only for a nonsensical ``tolerance`` or
+    ``now``, which are the caller's own bugs.
+    """
+    if not isinstance(tolerance, int) or tolerance < 0:
+        raise ValueError("tolerance must be a non-negative int")
+    if now is None:
+        now = time.time()
+    elif not isinstance(now, (int, float)) or not math.isfinite(now):
+        raise ValueError("now must be a finite number of Unix seconds")
+
+    # Secrets first: a misconfigured receiver should fail on every request, not only
+    # on the ones that happen to carry well-formed headers.
+    keys = _decode_secrets(secret)
+
+    msg_id, raw_timestamp, raw_signature = _select_headers(_collect_headers(headers))
+    try:
+        id_bytes = msg_id.encode("utf-8")
+    except UnicodeEncodeError:
+        raise MalformedHeaderError("the webhook-id header is not valid text") from None
+
+    timestamp = _parse_timestamp(raw_timestamp)
+    if timestamp < now - tolerance:
+        raise TimestampTooOldError(
+            f"timestamp {timestamp} is more than {tolerance}s before now ({math.floor(now)})"
+        )
+    if timestamp > now + tolerance:
+        raise TimestampTooNewError(
+            f"timestamp {timestamp} is more than {tolerance}s after now ({math.floor(now)})"
+        )
+
+    candidates = _parse_signatures(raw_signature)
+    raw_body = _body_bytes(body)
+    ts_bytes = raw_timestamp.encode("ascii")
+    if not any(
+        hmac.compare_digest(_digest(key, id_bytes, ts_bytes, raw_body), candidate)
+        for key in keys
+        for candidate in candidates
+    ):
+        raise NoMatchingSignatureError("no signature matches any of the hook secrets")
+
+    try:
+        return json.loads(raw_body.decode("utf-8"))
+    except (ValueError, RecursionError):  # bad UTF-8, bad JSON, absurdly deep nesting
+        raise MalformedBodyError("the body is not valid UTF-8 JSON") from None
+
+
+def _digest(
+    key: bytes, id_bytes: bytes, ts_bytes: bytes, body: bytes | bytearray | memoryview
+) -> bytes:
+    """HMAC-SHA256 of ``id.timestamp.body``, fed in pieces so a large body is not copied."""
+    mac = hmac.new(key, id_bytes, hashlib.sha256)
+    mac.update(b".")
+    mac.update(ts_bytes)
+    mac.update(b".")
+    mac.update(body)
+    return mac.digest()
+
+
+def _decode_secrets(secrets: object) -> list[bytes]:
+    """Decode one secret or a rotation list, naming the culprit by position only."""
+    if isinstance(secrets, str):
+        return [decode_secret(secrets)]
+    if not isinstance(secrets, Sequence) or isinstance(secrets, (bytes, bytearray)):
+        raise InvalidSecretError(
+            f"hook secrets must be a str or a sequence of str, not {type(secrets).__name__}"
+        )
+    if not secrets:
+        raise InvalidSecretError("no hook secret given")
+    keys = []
+    for index, item in enumerate(secrets):
+        try:
+            keys.append(decode_secret(item))
+        except InvalidSecretError as exc:
+            raise InvalidSecretError(f"hook secret #{index}: {exc}") from None
+    return keys
+
+
+def _collect_headers(headers: object) -> dict[str, object]:
+    """Gather the headers we read, keyed by lower-cased name.
+
+    Conflicting duplicates are rejected instead of picking one, because which copy a
+    proxy or framework would have kept is unknowable.
+    """
+    if headers is None or isinstance(headers, (str, bytes, bytearray, memoryview)):
+        raise MalformedHeaderError(
+            "headers must be a mapping or an iterable of (name, value) pairs, "
+            f"not {type(headers).__name__}"
+        )
+    found: dict[str, object] = {}
+    try:
+        items: Iterable[object]
+        if isinstance(headers, Mapping):
+            items = headers.items()
+        elif isinstance(headers, Iterable):
+            items = headers
+        else:
+            raise MalformedHeaderError(
+                "headers must be a mapping or an iterable of (name, value) pairs, "
+                f"not {type(headers).__name__}"
+            )
+        for item in items:
+            if not isinstance(item, (tuple, list)) or len(item) != 2:
+                raise MalformedHeaderError("each header must be a (name, value) pair")
+            name, value = item
+            if not isinstance(name, str):
+                raise MalformedHeaderError(f"header names must be str, not {type(name).__name__}")
+            lowered = name.lower()
+            if lowered not in _WANTED_HEADERS:
+                continue
+            if lowered in found and found[lowered] != value:
+                raise MalformedHeaderError(f"conflicting duplicate {lowered} headers")
+            found[lowered] = value
+    except SignatureError:
+        raise
+    except Exception:
+        # The headers object is caller-supplied and may be anything; whatever goes
+        # wrong while reading it is, by contract, a malformed delivery.
+        raise MalformedHeaderError("the headers could not be read") from None
+    return found
+
+
+def _select_headers(found: Mapping[str, object]) -> tuple[str, str, str]:
+    """Pick one whole header family and check its values are non-empty strings."""
+    family = _STANDARD_FAMILY if any(n in found for n in _STANDARD_FAMILY) else _HOOK_FAMILY
+    if not any(n in found for n in family):
+        raise MissingHeaderError(
+            f"missing {', '.join(_STANDARD_FAMILY)} headers (or their X-Hook-* equivalents)"
+        )
+    values = []
+    for name in family:
+        if name not in found:
+            raise MissingHeaderError(f"missing {name} header")
+        value = found[name]
+        if not isinstance(value, str):
+            raise MalformedHeaderError(f"the {name} header must be a str")
+        if not value:
+            raise MalformedHeaderError(f"the {name} header is empty")
+        values.append(value)
+    return values[0], values[1], values[2]
+
+
+def _parse_timestamp(raw: str) -> int:
+    """Parse the canonical integer timestamp (see ``_TIMESTAMP_RE`` for why strict)."""
+    if not _TIMESTAMP_RE.fullmatch(raw):
+        raise MalformedHeaderError(
+            "the timestamp header must be Unix seconds as a plain decimal integer"
+        )
+    return int(raw)
+
+
+def _parse_signatures(raw: str) -> list[bytes]:
+    """Return the decoded ``v1`` signatures from a signature header value.
+
+    A bad entry is merely non-matching, so one garbled entry cannot mask a good one;
+    only a header with no well-formed entry at all is malformed. Base64 must be
+    canonical: otherwise several spellings would decode to the same signature and a
+    modified header could still verify.
+    """
+    candidates: list[bytes] = []
+    well_formed = False
+    for entry in raw.split():
+        version, comma, payload = entry.partition(",")
+        if not comma or not version or not payload:
+            continue
+        if version != SIGNATURE_VERSION:
+            well_formed = True  # a scheme we do not implement; not an error
+            continue
+        try:
+            decoded = base64.b64decode(payload, validate=True)
+        except ValueError:  # binascii.Error, or non-ASCII text
+            continue
+        if base64.b64encode(decoded).decode("ascii") != payload:
+            continue
+        well_formed = True
+        candidates.append(decoded)
+    if not well_formed:
+        raise MalformedHeaderError("the signature header has no well-formed entry")
+    return candidates
+
+
+def _body_bytes(body: object) -> bytes:
+    """Return the body as the exact bytes that were signed."""
+    if isinstance(body, bytes):
+        return body
+    if isinstance(body, (bytearray, memoryview)):
+        return bytes(body)
+    if isinstance(body, str):
+        try:
+            return body.encode("utf-8")
+        except UnicodeEncodeError:
+            raise MalformedBodyError("the body is not valid text") from None
+    raise MalformedBodyError(f"the body must be bytes or str, not {type(body).__name__}")
