@@ -1,0 +1,115 @@
+"""Admin for hooks, events and the delivery log.
+
+A hook's secret appears once, on the page that follows its creation, and never again: it is
+not a field of any form, list or message (messages may be stored in a cookie).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.utils.html import format_html
+
+from rest_hooks.conf import hook_settings
+from rest_hooks.events import get_hook_model
+from rest_hooks.models import Delivery, Event
+from rest_hooks.tasks import redeliver
+
+
+class HookForm(forms.ModelForm):  # type: ignore[type-arg]
+    event = forms.ChoiceField(choices=())
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["event"].choices = [(e, e) for e in sorted(hook_settings.HOOK_EVENTS)]  # type: ignore[attr-defined]
+
+
+class HookAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    form = HookForm
+    list_display = ("id", "event", "target", "user", "is_active", "created")
+    list_filter = ("is_active", "event")
+    search_fields = ("target", "event")
+    raw_id_fields = ("user",)
+    fields = ("user", "event", "target", "is_active", "disabled_reason", "disabled_at")
+    readonly_fields = ("disabled_reason", "disabled_at")
+
+    def response_add(
+        self, request: HttpRequest, obj: Any, post_url_continue: str | None = None
+    ) -> HttpResponse:
+        return TemplateResponse(
+            request,
+            "admin/rest_hooks/hook_secret.html",
+            {
+                **self.admin_site.each_context(request),
+                "opts": self.model._meta,
+                "hook": obj,
+                "secret": obj.secret,
+                "title": "Hook created: copy its signing secret",
+            },
+        )
+
+
+class DeliveryInline(admin.TabularInline):  # type: ignore[type-arg]
+    model = Delivery
+    fields = ("id", "hook", "status", "attempts", "last_status_code", "next_attempt_at")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Event)
+class EventAdmin(ReadOnlyAdmin):
+    list_display = ("id", "name", "action", "status", "owner_id", "created_at")
+    list_filter = ("status", "name", "created_at")
+    fields = ("name", "action", "status", "owner_id", "hook", "instance_model", "instance_pk",
+              "created_at", "dispatched_at", "payload_pretty")
+    readonly_fields = fields
+    inlines = [DeliveryInline]
+
+    @admin.display(description="payload")
+    def payload_pretty(self, obj: Event) -> str:
+        return format_html("<pre>{}</pre>", obj.payload)  # escaped by format_html
+
+
+@admin.register(Delivery)
+class DeliveryAdmin(ReadOnlyAdmin):
+    list_display = ("id", "event", "hook", "status", "attempts", "last_status_code",
+                    "created_at", "next_attempt_at")
+    list_filter = ("status", "event__name", "created_at")
+    search_fields = ("=id", "hook__target")
+    list_select_related = ("event", "hook")
+    fields = ("id", "event", "hook", "status", "attempts", "next_attempt_at", "last_attempt_at",
+              "last_status_code", "last_duration_ms", "last_error", "response_pretty",
+              "created_at", "finished_at")
+    readonly_fields = fields
+    actions = ["redeliver_selected"]
+
+    @admin.display(description="response (excerpt)")
+    def response_pretty(self, obj: Delivery) -> str:
+        return format_html("<pre>{}</pre>", obj.response_excerpt)
+
+    @admin.action(description="Redeliver the selected deliveries")
+    def redeliver_selected(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> None:
+        count = redeliver(queryset)
+        self.message_user(request, f"{count} deliveries queued again.", messages.SUCCESS)
+
+
+if not get_hook_model()._meta.swapped and get_hook_model()._meta.app_label == "rest_hooks":
+    admin.site.register(get_hook_model(), HookAdmin)

@@ -1,0 +1,101 @@
+"""The Dramatiq broker the actors use, and the two middlewares rest_hooks brings.
+
+Production: django-dramatiq builds the broker from ``DRAMATIQ_BROKER`` (Redis) and
+``manage.py rundramatiq`` starts the workers. Embedded (nothing configured): a
+``StubBroker`` and a ``dramatiq.Worker`` started in this process on the first message, so
+``runserver`` delivers hooks with no other service. Both run the same actors.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from typing import Any
+
+import dramatiq
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware import Middleware, default_middleware
+
+from rest_hooks.conf import hook_settings
+
+logger = logging.getLogger(__name__)
+
+
+def current_broker() -> dramatiq.Broker | None:
+    return dramatiq.broker.global_broker  # type: ignore[no-any-return]
+
+
+def is_embedded(broker: dramatiq.Broker | None = None) -> bool:
+    return isinstance(broker or current_broker(), StubBroker)
+
+
+def setup_broker() -> dramatiq.Broker:
+    """Make sure a broker exists before the actors are declared, and equip it."""
+    broker = current_broker()
+    if broker is None:
+        from django_dramatiq.middleware import DbConnectionsMiddleware
+
+        broker = StubBroker(middleware=[m() for m in default_middleware])
+        broker.add_middleware(DbConnectionsMiddleware())
+        dramatiq.set_broker(broker)
+        logger.debug("rest_hooks: no Dramatiq broker configured; using the embedded one.")
+    if not any(isinstance(m, RelayMiddleware) for m in broker.middleware):
+        broker.add_middleware(RelayMiddleware())
+    if is_embedded(broker) and hook_settings.EMBEDDED_WORKER:
+        if not any(isinstance(m, EmbeddedWorker) for m in broker.middleware):
+            broker.add_middleware(EmbeddedWorker())
+    return broker
+
+
+class EmbeddedWorker(Middleware):
+    """Starts an in-process worker the first time a message is enqueued."""
+
+    def __init__(self) -> None:
+        self.worker: dramatiq.Worker | None = None
+        self._lock = threading.Lock()
+
+    def before_enqueue(self, broker: dramatiq.Broker, message: Any, delay: int) -> None:
+        if self.worker is None:
+            with self._lock:
+                if self.worker is None:
+                    self.worker = dramatiq.Worker(
+                        broker, worker_threads=hook_settings.EMBEDDED_WORKER_THREADS
+                    )
+                    self.worker.start()
+
+
+class RelayMiddleware(Middleware):
+    """Runs the outbox relay every ``RELAY_INTERVAL`` seconds in each worker process.
+
+    Several processes relaying at once is safe (rows are claimed with SKIP LOCKED and
+    every actor is idempotent); it only costs two small queries per interval each.
+    """
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
+        self._stop.clear()
+        threading.Thread(target=self._run, name="rest_hooks-relay", daemon=True).start()
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        from django.db import close_old_connections, connections
+
+        from rest_hooks.tasks import relay_pending
+
+        while True:
+            interval = float(hook_settings.RELAY_INTERVAL)
+            # Jitter spreads the processes' relays over the interval.
+            if self._stop.wait(interval * random.uniform(0.5, 1.5)):  # noqa: S311
+                return
+            close_old_connections()
+            try:
+                relay_pending()
+            except Exception:
+                logger.exception("rest_hooks relay failed; it will run again.")
+            finally:
+                connections.close_all()

@@ -1,0 +1,192 @@
+"""System checks: a wrong setting stops start-up with a message that names the fix."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+from django.apps import apps
+from django.conf import settings
+from django.core.checks import Error, Warning, register
+from django.utils.module_loading import import_string
+
+from rest_hooks.broker import current_broker, is_embedded
+from rest_hooks.conf import DEFAULTS, hook_model_label, hook_settings
+from rest_hooks.events import parse_hook_events
+
+#: Middleware the actors rely on in worker processes: (dotted path, why).
+REQUIRED_MIDDLEWARE = [
+    ("dramatiq.middleware.Retries", "retries a dispatch that hit a database error"),
+    ("dramatiq.middleware.TimeLimit", "stops an actor stuck past its time limit"),
+    (
+        "django_dramatiq.middleware.DbConnectionsMiddleware",
+        "closes the database connections workers would otherwise leave stale",
+    ),
+]
+
+NUMBER_SETTINGS = [
+    "RETRY_JITTER",
+    "RETRY_AFTER_MIN",
+    "RETRY_AFTER_MAX",
+    "DISABLE_AFTER",
+    "CONNECT_TIMEOUT",
+    "READ_TIMEOUT",
+    "WRITE_TIMEOUT",
+    "POOL_TIMEOUT",
+    "DEADLINE",
+    "MAX_RESPONSE_BYTES",
+    "RESPONSE_EXCERPT_BYTES",
+    "RELAY_AFTER",
+    "RELAY_INTERVAL",
+    "FANOUT_CHUNK_SIZE",
+    "RETENTION_DAYS",
+    "EMBEDDED_WORKER_THREADS",
+]
+
+
+@register()
+def check_hook_events(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    hook_events = getattr(settings, "HOOK_EVENTS", None)
+    if not isinstance(hook_events, dict):
+        return [
+            Error(
+                "settings.HOOK_EVENTS is missing or not a dict.",
+                hint="Define HOOK_EVENTS = {'book.added': 'bookstore.Book.created', ...}.",
+                id="rest_hooks.E001",
+            )
+        ]
+    routes, problems = parse_hook_events(hook_events)
+    errors = [
+        Error(
+            problem,
+            hint="Each model action can have one event.",
+            id="rest_hooks.E003",
+        )
+        if "both route" in problem
+        else Error(problem, hint="Fix or remove this HOOK_EVENTS entry.", id="rest_hooks.E001")
+        for problem in problems
+    ]
+    for (model_label, action), route in routes.items():
+        try:
+            apps.get_model(model_label)
+        except (LookupError, ValueError):
+            errors.append(
+                Error(
+                    f"HOOK_EVENTS[{route.event_name!r}] names the model {model_label!r}, "
+                    "which is not installed.",
+                    hint="Use 'app_label.ModelName' of an installed model (case matters).",
+                    id="rest_hooks.E002",
+                )
+            )
+    return errors
+
+
+@register()
+def check_rest_hooks_setting(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    user_settings = getattr(settings, "REST_HOOKS", None) or {}
+    if not isinstance(user_settings, dict):
+        return [Error("settings.REST_HOOKS must be a dict.", id="rest_hooks.E004")]
+    errors = []
+    for key in user_settings:
+        if key not in DEFAULTS:
+            close = difflib.get_close_matches(key, DEFAULTS, n=1)
+            errors.append(
+                Error(
+                    f"REST_HOOKS has an unknown key {key!r}.",
+                    hint=f"Did you mean {close[0]!r}?" if close else "Remove it.",
+                    id="rest_hooks.E004",
+                )
+            )
+    for key in NUMBER_SETTINGS:
+        value = getattr(hook_settings, key)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            errors.append(
+                Error(
+                    f"REST_HOOKS[{key!r}] must be a non-negative number, not {value!r}.",
+                    hint=f"The default is {DEFAULTS[key]!r}.",
+                    id="rest_hooks.E005",
+                )
+            )
+    schedule = hook_settings.RETRY_SCHEDULE
+    if not isinstance(schedule, list | tuple) or not all(
+        isinstance(s, int | float) and not isinstance(s, bool) and s >= 0 for s in schedule
+    ):
+        errors.append(
+            Error(
+                f"REST_HOOKS['RETRY_SCHEDULE'] must be a list of seconds, not {schedule!r}.",
+                hint="For example [5, 300, 1800]; [] means no retries.",
+                id="rest_hooks.E005",
+            )
+        )
+    return errors
+
+
+@register()
+def check_extension_points(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    errors = []
+    for name in ("HOOK_SERIALIZER", "HOOK_DELIVERER", "HOOK_FINDER"):
+        path = getattr(settings, name, None)
+        if not path:
+            continue
+        try:
+            import_string(path)
+        except ImportError as exc:
+            errors.append(
+                Error(
+                    f"settings.{name} = {path!r} cannot be imported: {exc}",
+                    hint="Give the dotted path of a function, e.g. 'myapp.hooks.deliver'.",
+                    id="rest_hooks.E008",
+                )
+            )
+    from rest_hooks.models import AbstractHook
+
+    label = hook_model_label()
+    try:
+        model = apps.get_model(label)
+    except (LookupError, ValueError):
+        errors.append(
+            Error(
+                f"HOOK_CUSTOM_MODEL names {label!r}, which is not an installed model.",
+                hint="Use 'app_label.ModelName'.",
+                id="rest_hooks.E009",
+            )
+        )
+    else:
+        if not issubclass(model, AbstractHook):
+            errors.append(
+                Error(
+                    f"HOOK_CUSTOM_MODEL {label!r} does not subclass AbstractHook.",
+                    hint="Subclass rest_hooks.models.AbstractHook.",
+                    id="rest_hooks.E009",
+                )
+            )
+    return errors
+
+
+@register()
+def check_broker(app_configs: Any = None, **kwargs: Any) -> list[Error | Warning]:
+    broker = current_broker()
+    if broker is None or is_embedded(broker):
+        return []
+    errors: list[Error | Warning] = []
+    present = {f"{type(m).__module__}.{type(m).__name__}" for m in broker.middleware}
+    present |= {f"{type(m).__module__.rsplit('.', 1)[0]}.{type(m).__name__}" for m in broker.middleware}
+    for path, why in REQUIRED_MIDDLEWARE:
+        if path not in present:
+            errors.append(
+                Error(
+                    f"The Dramatiq broker lacks the middleware {path} ({why}).",
+                    hint=f"Add {path!r} to DRAMATIQ_BROKER['MIDDLEWARE'].",
+                    id="rest_hooks.E006",
+                )
+            )
+    if "Redis" in type(broker).__name__ and not hook_settings.REDIS_URL:
+        errors.append(
+            Error(
+                "The Dramatiq broker is Redis but REST_HOOKS['REDIS_URL'] is not set, so "
+                "rate limits and circuit breakers would live in each worker's memory.",
+                hint="Set REST_HOOKS['REDIS_URL'] (it may be the broker's Redis).",
+                id="rest_hooks.E007",
+            )
+        )
+    return errors

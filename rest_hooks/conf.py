@@ -1,0 +1,128 @@
+"""The settings object: every setting rest_hooks reads, with its default, in one place.
+
+The old ``HOOK_*`` names of django-rest-hooks keep their meaning; everything new lives in
+one dict, ``settings.REST_HOOKS``. Values are read at call time through ``hook_settings``
+and cached; the cache is dropped on Django's ``setting_changed`` signal, so
+``override_settings`` just works (the same pattern as DRF's ``APISettings``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import cached_property
+from typing import Any
+
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+from django.utils.module_loading import import_string
+
+#: Defaults of ``settings.REST_HOOKS``. The README documents each one.
+DEFAULTS: dict[str, Any] = {
+    # Shared state (rate limits, breakers). None: in-process memory (embedded mode).
+    "REDIS_URL": None,
+    # Dramatiq queue the actors use.
+    "QUEUE_NAME": "rest_hooks",
+    # Embedded mode: start an in-process Dramatiq worker when the broker is a StubBroker.
+    "EMBEDDED_WORKER": True,
+    "EMBEDDED_WORKER_THREADS": 4,
+    # Seconds to wait before each retry; its length is the number of retries.
+    "RETRY_SCHEDULE": [5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400],
+    # Each retry delay is multiplied by a random factor in [1 - JITTER, 1 + JITTER].
+    "RETRY_JITTER": 0.1,
+    # A Retry-After answer is obeyed but clamped to [MIN, MAX] seconds.
+    "RETRY_AFTER_MIN": 1,
+    "RETRY_AFTER_MAX": 86400,
+    # A hook whose deliveries have failed without a success for this long is disabled.
+    "DISABLE_AFTER": 5 * 86400,
+    # HTTP, per attempt (seconds, bytes).
+    "CONNECT_TIMEOUT": 5.0,
+    "READ_TIMEOUT": 10.0,
+    "WRITE_TIMEOUT": 10.0,
+    "POOL_TIMEOUT": 5.0,
+    "DEADLINE": 30.0,
+    "MAX_RESPONSE_BYTES": 64 * 1024,
+    # How much of a response body the delivery log keeps.
+    "RESPONSE_EXCERPT_BYTES": 1024,
+    # Targets: loopback and private addresses are refused unless allowed here.
+    "ALLOW_PRIVATE_TARGETS": False,
+    "ALLOWED_NETWORKS": [],
+    # Fire hooks for fixture loading (post_save with raw=True)?
+    "FIRE_ON_RAW_SAVE": False,
+    # Outbox relay: pending events/deliveries older than this many seconds are re-enqueued,
+    # by the workers every RELAY_INTERVAL seconds and by `manage.py rest_hooks_relay`.
+    "RELAY_AFTER": 60,
+    "RELAY_INTERVAL": 30,
+    # `manage.py rest_hooks_purge` deletes finished deliveries and events older than this.
+    "RETENTION_DAYS": 30,
+    # Fan-out reads hooks and writes deliveries in chunks of this size.
+    "FANOUT_CHUNK_SIZE": 500,
+}
+
+
+class HookSettings:
+    """Attribute access to ``REST_HOOKS`` entries and the old ``HOOK_*`` settings."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in DEFAULTS:
+            raise AttributeError(f"Unknown rest_hooks setting: {name!r}")
+        value = self.user_settings.get(name, DEFAULTS[name])
+        self.__dict__[name] = value  # cached until the next setting_changed
+        return value
+
+    @cached_property
+    def user_settings(self) -> dict[str, Any]:
+        return dict(getattr(settings, "REST_HOOKS", None) or {})
+
+    # -- the settings of django-rest-hooks 1.5 -------------------------------------------
+
+    @cached_property
+    def HOOK_EVENTS(self) -> dict[str, str | None]:  # noqa: N802 (the old setting's name)
+        return dict(getattr(settings, "HOOK_EVENTS", None) or {})
+
+    @cached_property
+    def HOOK_SERIALIZER(self) -> Callable[..., Any] | None:  # noqa: N802
+        return _import_optional("HOOK_SERIALIZER")
+
+    @cached_property
+    def HOOK_DELIVERER(self) -> Callable[..., Any] | None:  # noqa: N802
+        return _import_optional("HOOK_DELIVERER")
+
+    @cached_property
+    def HOOK_FINDER(self) -> Callable[..., Any] | None:  # noqa: N802
+        return _import_optional("HOOK_FINDER")
+
+    def reload(self) -> None:
+        self.__dict__.clear()
+
+
+def _import_optional(name: str) -> Callable[..., Any] | None:
+    path = getattr(settings, name, None)
+    return import_string(path) if path else None
+
+
+def hook_model_label() -> str:
+    """``app_label.ModelName`` of the hook model (``HOOK_CUSTOM_MODEL`` swaps it)."""
+    label: str = getattr(settings, "HOOK_CUSTOM_MODEL", None) or "rest_hooks.Hook"
+    # django-rest-hooks accepted "app.models.Model" too.
+    return label.replace(".models.", ".")
+
+
+hook_settings = HookSettings()
+
+_WATCHED = {"REST_HOOKS", "HOOK_EVENTS", "HOOK_SERIALIZER", "HOOK_DELIVERER", "HOOK_FINDER"}
+_reload_callbacks: list[Callable[[], None]] = []
+
+
+def on_reload(callback: Callable[[], None]) -> Callable[[], None]:
+    """Register a function that drops a cache derived from the settings."""
+    _reload_callbacks.append(callback)
+    return callback
+
+
+@receiver(setting_changed)
+def _reload_hook_settings(*, setting: str, **kwargs: Any) -> None:
+    if setting in _WATCHED:
+        hook_settings.reload()
+        for callback in _reload_callbacks:
+            callback()

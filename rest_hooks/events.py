@@ -1,0 +1,355 @@
+"""Routing and capture: from a model change or a signal to one row in the outbox.
+
+This is the only part of rest_hooks that runs in the request that changed the data, so it
+does a fixed amount of work whatever the number of subscribers: one dict lookup to route,
+one serialisation of the payload, one INSERT of an ``Event``. Finding the hooks and calling
+them happens later, in workers (``rest_hooks.tasks``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from django.apps import apps
+from django.contrib.auth import get_user_model
+from django.core import serializers
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import models, router, transaction
+
+from rest_hooks.conf import hook_model_label, hook_settings, on_reload
+
+logger = logging.getLogger(__name__)
+
+BUILT_IN_ACTIONS = ("created", "updated", "deleted")
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a (model, action) pair goes: the event name, and whether to every owner."""
+
+    event_name: str
+    all_owners: bool
+
+
+def parse_hook_events(hook_events: Mapping[str, Any]) -> tuple[dict[tuple[str, str], Route], list[str]]:
+    """Turn ``HOOK_EVENTS`` into a lookup table keyed by (``app_label.Model``, action).
+
+    Returns the table and the problems found (the system checks report them).
+    """
+    routes: dict[tuple[str, str], Route] = {}
+    problems: list[str] = []
+    for event_name, spec in hook_events.items():
+        if spec is None:
+            continue  # a custom event, fired with raw_hook_event
+        if not isinstance(spec, str) or spec.count(".") < 2:
+            problems.append(
+                f"HOOK_EVENTS[{event_name!r}] = {spec!r}: expected 'app_label.Model.action'"
+                " (append '+' to send to every owner's hooks) or None for a custom event."
+            )
+            continue
+        model_label, action = spec.rsplit(".", 1)
+        all_owners = action.endswith("+")
+        action = action.removesuffix("+")
+        if not action:
+            problems.append(f"HOOK_EVENTS[{event_name!r}] = {spec!r}: the action is empty.")
+            continue
+        key = (model_label, action)
+        if key in routes:
+            problems.append(
+                f"HOOK_EVENTS[{event_name!r}] and HOOK_EVENTS[{routes[key].event_name!r}] "
+                f"both route {model_label}.{action}; each model action may have one event."
+            )
+            continue
+        routes[key] = Route(event_name, all_owners)
+    return routes, problems
+
+
+_routes: dict[tuple[str, str], Route] | None = None
+
+
+def get_routes() -> dict[tuple[str, str], Route]:
+    """The routing table, parsed once and again only when ``HOOK_EVENTS`` changes."""
+    global _routes
+    if _routes is None:
+        _routes = parse_hook_events(hook_settings.HOOK_EVENTS)[0]
+    return _routes
+
+
+@on_reload
+def _forget_routes() -> None:
+    global _routes
+    _routes = None
+
+
+def get_hook_model() -> type[models.Model]:
+    """The hook model in use: ``rest_hooks.Hook`` or the one named in HOOK_CUSTOM_MODEL."""
+    return apps.get_model(hook_model_label(), require_ready=False)
+
+
+def model_label(instance: models.Model) -> str:
+    return instance._meta.concrete_model._meta.label  # type: ignore[union-attr]
+
+
+# -- owners ---------------------------------------------------------------------------------
+
+
+class NoOwner(Exception):
+    """The instance has no user to scope the event to."""
+
+
+def owner_of(instance: Any, user: Any) -> str | None:
+    """The pk (as text) of the user whose hooks get the event; None for every user's.
+
+    The rules of django-rest-hooks: ``user=False`` means every owner; an explicit ``user``
+    wins; else ``instance.user``; else the instance itself when it is a user.
+    """
+    if user is False:
+        return None
+    if user is not None and user is not True:
+        return str(user.pk if isinstance(user, models.Model) else user)
+    if instance is None:
+        raise NoOwner("no user was given")
+    try:
+        field = instance._meta.get_field("user")
+    except Exception:  # no such field: maybe a property
+        field = None
+    if field is not None and field.many_to_one:
+        # The column, not the descriptor: no query for the related user.
+        user_id = getattr(instance, field.attname)
+        if user_id is None:
+            raise NoOwner(f"{instance!r}.user is empty")
+        return str(user_id)
+    if hasattr(instance, "user"):
+        owner = instance.user
+        if owner is None:
+            raise NoOwner(f"{instance!r}.user is empty")
+        return str(owner.pk)
+    if isinstance(instance, get_user_model()):
+        return str(instance.pk)
+    raise NoOwner(f"{instance!r} has no `user`")
+
+
+# -- payloads ------------------------------------------------------------------------------
+
+
+def default_data(instance: models.Model) -> dict[str, Any]:
+    """Django's "python" serialisation: ``{"model", "pk", "fields"}``."""
+    data: dict[str, Any] = serializers.serialize("python", [instance])[0]
+    data["fields"] = dict(data["fields"])
+    return dict(data)
+
+
+def model_payload(instance: models.Model, hook: Any) -> Any:
+    """The payload of a model event, as django-rest-hooks built it, for ``hook``."""
+    serialize_hook = getattr(instance, "serialize_hook", None)
+    if callable(serialize_hook):
+        return serialize_hook(hook=hook)
+    if hook_settings.HOOK_SERIALIZER is not None:
+        return hook_settings.HOOK_SERIALIZER(instance, hook=hook)
+    return {"hook": hook.dict(), "data": default_data(instance)}
+
+
+def placeholder_hook(event_name: str, owner_id: str | None) -> Any:
+    """An unsaved hook that stands for every receiver while the payload is built once.
+
+    Each delivery then replaces the payload's ``"hook"`` member with its own hook's.
+    """
+    return get_hook_model()(event=event_name, target="", user_id=owner_id)
+
+
+# -- capture -------------------------------------------------------------------------------
+
+
+def capture(
+    *,
+    event_name: str,
+    payload: Any,
+    hook_member: Mapping[str, Any] | None,
+    owner_id: str | None,
+    using: str,
+    action: str = "",
+    instance: Any = None,
+    hook: Any = None,
+) -> Any:
+    """Write the outbox row and enqueue its dispatch when the transaction commits.
+
+    ``hook_member`` is the placeholder's ``dict()``: when the payload carries it as its
+    ``"hook"`` member, each delivery puts its own hook there.
+    """
+    from rest_hooks.models import Event
+
+    has_hook_member = (
+        hook_member is not None
+        and isinstance(payload, dict)
+        and payload.get("hook") == hook_member
+    )
+    event = Event.objects.using(using).create(
+        name=event_name,
+        action=action,
+        payload=json.dumps(payload, cls=DjangoJSONEncoder),
+        has_hook_member=has_hook_member,
+        owner_id=owner_id,
+        hook=hook,
+        instance_model=model_label(instance) if isinstance(instance, models.Model) else "",
+        instance_pk=str(instance.pk) if isinstance(instance, models.Model) else "",
+    )
+    transaction.on_commit(partial(enqueue_dispatch, event.pk), using=using)
+    return event
+
+
+def enqueue_dispatch(event_id: int) -> None:
+    """Send the dispatch message; if the broker is down the event waits for the relay."""
+    from rest_hooks import tasks
+
+    try:
+        tasks.dispatch.send(event_id)
+    except Exception:
+        logger.exception(
+            "Could not enqueue event %s; it stays pending and the relay will enqueue it.",
+            event_id,
+            extra={"event_id": event_id},
+        )
+
+
+def capture_model_event(
+    route: Route, instance: models.Model, action: str, user: Any, using: str
+) -> None:
+    if hook_settings.HOOK_FINDER is not None:
+        # The old extension point: the finder picks hooks and calls hook.deliver_hook().
+        user_override = False if route.all_owners else user
+        hook_settings.HOOK_FINDER(route.event_name, instance, user_override=user_override)
+        return
+    try:
+        owner_id = None if route.all_owners else owner_of(instance, user)
+    except NoOwner as exc:
+        logger.warning(
+            "Event %s not sent: %s. Give the model a `user`, pass user= to hook_event, "
+            "or end the HOOK_EVENTS entry with '+' to send it to every owner's hooks.",
+            route.event_name,
+            exc,
+        )
+        return
+    hook = placeholder_hook(route.event_name, owner_id)
+    capture(
+        event_name=route.event_name,
+        payload=model_payload(instance, hook),
+        hook_member=hook.dict(),
+        owner_id=owner_id,
+        using=using,
+        action=action,
+        instance=instance,
+    )
+
+
+def capture_for_hook(hook: Any, instance: Any, payload_override: Any = None) -> None:
+    """An event for one given hook (``Hook.deliver_hook``)."""
+    placeholder = placeholder_hook(hook.event, None)
+    if payload_override is not None:
+        payload = payload_override
+        # A payload built for this very hook (the old raw_hook_event style) carries its dict.
+        hook_member = hook.dict()
+    else:
+        payload = model_payload(instance, placeholder)
+        hook_member = placeholder.dict()
+    capture(
+        event_name=hook.event,
+        payload=payload,
+        hook_member=hook_member,
+        owner_id=str(hook.user_id),
+        using=router.db_for_write(type(hook), instance=hook),
+        instance=instance,
+        hook=hook,
+    )
+
+
+def find_and_fire_hook(
+    event_name: str, instance: Any, user_override: Any = None, payload_override: Any = None
+) -> None:
+    """django-rest-hooks' default finder, kept for HOOK_FINDER functions that wrap it."""
+    try:
+        owner_id = owner_of(instance, user_override)
+    except NoOwner as exc:
+        logger.warning("Event %s not sent: %s.", event_name, exc)
+        return
+    hook = placeholder_hook(event_name, owner_id)
+    payload = payload_override if payload_override is not None else model_payload(instance, hook)
+    capture(
+        event_name=event_name,
+        payload=payload,
+        hook_member=hook.dict(),
+        owner_id=owner_id,
+        using=_db_for(instance),
+        instance=instance,
+    )
+
+
+def _db_for(instance: Any) -> str:
+    from rest_hooks.models import Event
+
+    if isinstance(instance, models.Model) and instance._state.db:
+        return instance._state.db
+    return router.db_for_write(Event)
+
+
+# -- signal receivers (connected in RestHooksConfig.ready) -----------------------------------
+
+
+def on_post_save(
+    sender: Any, instance: models.Model, created: bool, raw: bool, using: str, **kwargs: Any
+) -> None:
+    if raw and not hook_settings.FIRE_ON_RAW_SAVE:
+        return
+    action = "created" if created else "updated"
+    route = get_routes().get((model_label(instance), action))
+    if route is not None:
+        capture_model_event(route, instance, action, None, using)
+
+
+def on_pre_delete(sender: Any, instance: models.Model, using: str, **kwargs: Any) -> None:
+    # pre_delete, not post_delete: the row (and its many-to-many links) still exist, and
+    # Django sends it inside the deletion's transaction.
+    route = get_routes().get((model_label(instance), "deleted"))
+    if route is not None:
+        capture_model_event(route, instance, "deleted", None, using)
+
+
+def on_hook_event(
+    sender: Any, action: str, instance: models.Model, user: Any = None, **kwargs: Any
+) -> None:
+    route = get_routes().get((model_label(instance), action))
+    if route is not None:
+        capture_model_event(route, instance, action, user, _db_for(instance))
+
+
+def on_raw_hook_event(
+    sender: Any,
+    event_name: str,
+    payload: Any,
+    user: Any = None,
+    send_hook_meta: bool = True,
+    instance: Any = None,
+    **kwargs: Any,
+) -> None:
+    try:
+        owner_id = owner_of(None, user)
+    except NoOwner:
+        logger.warning(
+            "Raw event %s not sent: no user. Pass user=<a user> or user=False (every owner).",
+            event_name,
+        )
+        return
+    hook = placeholder_hook(event_name, owner_id)
+    member = hook.dict()
+    capture(
+        event_name=event_name,
+        payload={"hook": member, "data": payload} if send_hook_meta else payload,
+        hook_member=member if send_hook_meta else None,
+        owner_id=owner_id,
+        using=_db_for(instance),
+        instance=instance,
+    )

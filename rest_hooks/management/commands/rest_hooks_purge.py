@@ -1,0 +1,65 @@
+from argparse import ArgumentParser
+from datetime import timedelta
+from typing import Any
+
+from django.core.management.base import BaseCommand
+from django.db.models import Exists, OuterRef
+from django.utils import timezone
+from tqdm import tqdm
+
+from rest_hooks.conf import hook_settings
+from rest_hooks.models import Delivery, Event
+
+BATCH = 1000
+
+
+class Command(BaseCommand):
+    help = (
+        "Delete finished deliveries and dispatched events older than the retention "
+        "(REST_HOOKS['RETENTION_DAYS'], default 30 days). Pending work is never deleted."
+    )
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument(
+            "--days", type=float, help="retention in days (default: RETENTION_DAYS)"
+        )
+        parser.add_argument("--dry-run", action="store_true", help="count, delete nothing")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        days = options["days"] if options["days"] is not None else hook_settings.RETENTION_DAYS
+        cutoff = timezone.now() - timedelta(days=days)
+        deliveries = Delivery.objects.filter(created_at__lt=cutoff).exclude(
+            status=Delivery.Status.PENDING
+        )
+        events = Event.objects.filter(
+            created_at__lt=cutoff, status=Event.Status.DISPATCHED
+        ).exclude(
+            Exists(
+                Delivery.objects.filter(event=OuterRef("pk"), status=Delivery.Status.PENDING)
+            )
+        )
+        if options["dry_run"]:
+            self.stdout.write(
+                f"{deliveries.count()} deliveries and {events.count()} events would be deleted."
+            )
+            return
+        removed_deliveries = self._delete(deliveries, "deliveries")
+        removed_events = self._delete(events, "events")
+        self.stdout.write(
+            f"Deleted {removed_deliveries} deliveries and {removed_events} events older "
+            f"than {days:g} days."
+        )
+
+    def _delete(self, queryset: Any, label: str) -> int:
+        """Delete in batches, so that no single statement holds locks for long."""
+        removed = 0
+        total = queryset.count()
+        with tqdm(total=total, unit=label, file=self.stderr, disable=not total) as bar:
+            while True:
+                batch = list(queryset.values_list("pk", flat=True)[:BATCH])
+                if not batch:
+                    return removed
+                # Deleting an event cascades to its (finished) deliveries.
+                queryset.model.objects.filter(pk__in=batch).delete()
+                removed += len(batch)
+                bar.update(len(batch))

@@ -1,0 +1,63 @@
+from argparse import ArgumentParser
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+from django.utils.dateparse import parse_datetime
+from tqdm import tqdm
+
+from rest_hooks.models import Delivery
+from rest_hooks.tasks import redeliver
+
+BATCH = 500
+
+
+class Command(BaseCommand):
+    help = (
+        "Send deliveries again, with their original ids (receivers de-duplicate on them). "
+        "Select them by event name, hook, status and creation time; by default the failed "
+        "ones. Example: manage.py rest_hooks_replay --event book.added --since 2026-01-01"
+    )
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument("--event", help="event name, e.g. book.added")
+        parser.add_argument("--hook", help="hook id")
+        parser.add_argument(
+            "--status",
+            default="failed",
+            choices=[s.value for s in Delivery.Status if s != Delivery.Status.PENDING] + ["all"],
+            help="which deliveries (default: failed)",
+        )
+        parser.add_argument("--since", help="created at or after (ISO 8601)")
+        parser.add_argument("--until", help="created before (ISO 8601)")
+        parser.add_argument("--dry-run", action="store_true", help="count, send nothing")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        deliveries = Delivery.objects.exclude(status=Delivery.Status.PENDING)
+        if options["status"] != "all":
+            deliveries = deliveries.filter(status=options["status"])
+        if options["event"]:
+            deliveries = deliveries.filter(event__name=options["event"])
+        if options["hook"]:
+            deliveries = deliveries.filter(hook_id=options["hook"])
+        for option, lookup in (("since", "created_at__gte"), ("until", "created_at__lt")):
+            if options[option]:
+                when = parse_datetime(options[option])
+                if when is None:
+                    raise CommandError(f"--{option}: not an ISO 8601 date-time: {options[option]!r}")
+                deliveries = deliveries.filter(**{lookup: when})
+        total = deliveries.count()
+        if options["dry_run"]:
+            self.stdout.write(f"{total} deliveries would be sent again.")
+            return
+        ids = deliveries.order_by("pk").values_list("pk", flat=True)
+        sent = 0
+        with tqdm(total=total, unit="delivery", file=self.stderr, disable=not total) as bar:
+            last = None
+            while True:
+                batch = list((ids.filter(pk__gt=last) if last else ids)[:BATCH])
+                if not batch:
+                    break
+                last = batch[-1]
+                sent += redeliver(Delivery.objects.filter(pk__in=batch))
+                bar.update(len(batch))
+        self.stdout.write(f"{sent} deliveries queued again.")

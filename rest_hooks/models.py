@@ -1,0 +1,177 @@
+"""Hook (the subscription), Event (the transactional outbox) and Delivery (the log).
+
+``Hook`` keeps the table and columns of django-rest-hooks 1.5 (``rest_hooks_hook``), so an
+existing database upgrades in place; the columns added here all have defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.utils import timezone
+
+from rest_hooks.conf import hook_model_label, hook_settings
+from rest_hooks.security.network import check_url
+from rest_hooks.security.signing import generate_secret
+
+
+def uuid7() -> uuid.UUID:
+    """A time-ordered UUID (RFC 9562 version 7).
+
+    Delivery ids are primary keys written in bulk: time order keeps the index append-only
+    instead of scattering random UUIDs over it.
+    """
+    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10))
+    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
+    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
+    return uuid.UUID(int=value)
+
+
+class AbstractHook(models.Model):
+    """A subscription of ``target`` to ``event`` on behalf of ``user``.
+
+    Subclass it for a custom hook model and name that model in ``HOOK_CUSTOM_MODEL``.
+    """
+
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, related_name="%(class)ss", on_delete=models.CASCADE
+    )
+    event = models.CharField("Event", max_length=64, db_index=True)
+    target = models.URLField("Target URL", max_length=255)
+
+    is_active = models.BooleanField(default=True)
+    disabled_reason = models.CharField(max_length=255, blank=True, default="")
+    disabled_at = models.DateTimeField(null=True, blank=True)
+    # Start of the current run of failed deliveries; cleared by any success.
+    failing_since = models.DateTimeField(null=True, blank=True, editable=False)
+    secret = models.CharField(max_length=128, default=generate_secret, editable=False)
+
+    class Meta:
+        abstract = True
+
+    def __str__(self) -> str:
+        return f"{self.event} => {self.target}"
+
+    def clean(self) -> None:
+        errors: dict[str, str] = {}
+        if self.event not in hook_settings.HOOK_EVENTS:
+            errors["event"] = f"Invalid hook event {self.event}."
+        try:
+            check_url(self.target or "")
+        except ValueError as exc:
+            errors["target"] = str(exc)
+        if errors:
+            raise ValidationError(errors)
+
+    def dict(self) -> dict[str, Any]:
+        """The ``"hook"`` member of every payload this hook receives."""
+        return {"id": self.pk, "event": self.event, "target": self.target}
+
+    def serialize_hook(self, instance: models.Model) -> Any:
+        """The payload this hook would receive for ``instance`` (django-rest-hooks API)."""
+        from rest_hooks.events import model_payload
+
+        return model_payload(instance, self)
+
+    def deliver_hook(self, instance: Any, payload_override: Any = None) -> None:
+        """Queue a delivery of ``instance`` (or ``payload_override``) to this hook only.
+
+        django-rest-hooks' ``HOOK_FINDER`` functions call this for each hook they found.
+        It posts nothing in the caller's request: it writes an outbox event aimed at this
+        hook, and a worker delivers it.
+        """
+        from rest_hooks.events import capture_for_hook
+
+        capture_for_hook(self, instance, payload_override)
+
+
+class Hook(AbstractHook):
+    class Meta(AbstractHook.Meta):
+        swappable = "HOOK_CUSTOM_MODEL"
+
+
+class Event(models.Model):
+    """One event, captured in the transaction of the change that caused it.
+
+    The payload is serialised once, at the moment of the event, and kept as JSON text so
+    that its bytes (and the order of its keys) are what every subscriber receives.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        DISPATCHED = "dispatched"
+
+    id = models.BigAutoField(primary_key=True)
+    name = models.CharField(max_length=64)
+    action = models.CharField(max_length=64, blank=True, default="")
+    payload = models.TextField()
+    # Whether the payload's "hook" member is ours, to be replaced by each receiving hook's.
+    has_hook_member = models.BooleanField(default=False)
+    # The owner whose hooks receive the event (a user pk as text); NULL: every owner's.
+    owner_id = models.CharField(max_length=64, null=True, blank=True)
+    # Set when the event is aimed at one hook only (Hook.deliver_hook, HOOK_FINDER).
+    hook = models.ForeignKey(
+        hook_model_label(), null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    instance_model = models.CharField(max_length=128, blank=True, default="")
+    instance_pk = models.CharField(max_length=64, blank=True, default="")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    # Fan-out progress: the pk of the last hook a delivery was created for.
+    fanout_cursor = models.CharField(max_length=64, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+    enqueued_at = models.DateTimeField(default=timezone.now)
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["status", "enqueued_at"], name="rest_hooks_event_relay")]
+
+    def __str__(self) -> str:
+        return f"{self.name} #{self.pk}"
+
+
+class Delivery(models.Model):
+    """One event to one hook: its state, and the log of its last attempt."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        SUCCESS = "success"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="deliveries")
+    hook = models.ForeignKey(
+        hook_model_label(), on_delete=models.CASCADE, related_name="deliveries"
+    )
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    # When the next attempt is due; while an attempt runs, when its lease expires.
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_duration_ms = models.FloatField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+    response_excerpt = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "deliveries"
+        constraints = [
+            models.UniqueConstraint(fields=["event", "hook"], name="rest_hooks_delivery_once")
+        ]
+        indexes = [
+            models.Index(fields=["status", "next_attempt_at"], name="rest_hooks_delivery_due"),
+            models.Index(fields=["created_at"], name="rest_hooks_delivery_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"delivery {self.pk}"

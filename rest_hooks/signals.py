@@ -1,0 +1,19 @@
+"""Public signals. The first three keep the names and arguments of django-rest-hooks 1.5.
+
+- ``hook_event(sender, action, instance, user=None)``: fire a custom (or built-in) action
+  of a model, routed through ``HOOK_EVENTS`` like ``created``/``updated``/``deleted``.
+- ``raw_hook_event(sender, event_name, payload, user, send_hook_meta=True)``: fire an
+  event with a payload of your own.
+- ``hook_sent_event(sender, payload, instance, hook, delivery)``: sent by a worker once a
+  delivery has succeeded. ``instance`` is the model instance re-read from the database
+  (``None`` when it is gone or the event was raw).
+- ``hook_disabled(sender, hook, reason)``: a hook was switched off (410 Gone, or failing
+  for longer than ``REST_HOOKS["DISABLE_AFTER"]``).
+"""
+
+from django.dispatch import Signal
+
+hook_event = Signal()
+raw_hook_event = Signal()
+hook_sent_event = Signal()
+hook_disabled = Signal()

@@ -1,0 +1,122 @@
+"""Django settings for the test suite.
+
+The test command (`scripts/test`) starts redis-server and PostgreSQL and passes their
+addresses through the environment:
+
+- ``REST_HOOKS_TEST_DB``: ``sqlite`` (default) or ``postgres``.
+- ``REST_HOOKS_TEST_PG_HOST`` / ``_PG_PORT`` / ``_PG_USER``: the PostgreSQL server.
+- ``REST_HOOKS_TEST_REDIS_URL``: the redis-server, e.g. ``redis://127.0.0.1:6390/0``.
+- ``REST_HOOKS_TEST_DB_NAME``: set by the test fixtures for the worker processes they
+  start, so that those processes use the test database pytest-django created.
+"""
+
+import json
+import os
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+TMP_DIR = Path(os.environ.get("REST_HOOKS_TEST_TMP", BASE_DIR / ".tmp"))
+TMP_DIR.mkdir(parents=True, exist_ok=True)
+
+SECRET_KEY = "tests-only-not-secret"  # noqa: S105
+DEBUG = False
+USE_TZ = True
+TIME_ZONE = "UTC"
+ALLOWED_HOSTS = ["*"]
+ROOT_URLCONF = "tests.urls"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "rest_hooks",
+    "tests.bookstore",
+]
+
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+_db_name = os.environ.get("REST_HOOKS_TEST_DB_NAME")
+if os.environ.get("REST_HOOKS_TEST_DB", "sqlite") == "postgres":
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "HOST": os.environ.get("REST_HOOKS_TEST_PG_HOST", "127.0.0.1"),
+            "PORT": os.environ.get("REST_HOOKS_TEST_PG_PORT", "5432"),
+            "USER": os.environ.get("REST_HOOKS_TEST_PG_USER", "postgres"),
+            "NAME": _db_name or "rest_hooks",
+            "TEST": {"NAME": "test_rest_hooks"},
+        }
+    }
+else:
+    # A file, not ":memory:", so that the worker processes the tests start share it.
+    _sqlite_path = str(TMP_DIR / f"test-{os.getpid()}.sqlite3")
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": _db_name or _sqlite_path,
+            "TEST": {"NAME": _db_name or _sqlite_path},
+            "OPTIONS": {"timeout": 20},
+        }
+    }
+
+HOOK_EVENTS = {
+    "book.added": "bookstore.Book.created",
+    "book.changed": "bookstore.Book.updated+",
+    "book.removed": "bookstore.Book.deleted",
+    "book.read": "bookstore.Book.read",
+    "user.logged_in": None,
+}
+
+REST_HOOKS = {
+    "ALLOW_PRIVATE_TARGETS": True,
+    # Unit tests call the actors' functions directly; integration tests start workers.
+    "EMBEDDED_WORKER": False,
+    # Worker processes started by a test get that test's settings through this variable.
+    **json.loads(os.environ.get("REST_HOOKS_TEST_OVERRIDES", "{}")),
+}
+
+# With a redis-server (the test command starts one), the suite runs the production set-up:
+# the Redis broker through django-dramatiq, and real worker processes for integration tests.
+REDIS_URL = os.environ.get("REST_HOOKS_TEST_REDIS_URL")
+if REDIS_URL:
+    INSTALLED_APPS.insert(0, "django_dramatiq")
+    DRAMATIQ_BROKER = {
+        "BROKER": "dramatiq.brokers.redis.RedisBroker",
+        "OPTIONS": {"url": REDIS_URL, "socket_connect_timeout": 2, "socket_timeout": 5},
+        "MIDDLEWARE": [
+            "dramatiq.middleware.AgeLimit",
+            "dramatiq.middleware.TimeLimit",
+            "dramatiq.middleware.Callbacks",
+            "dramatiq.middleware.Retries",
+            "django_dramatiq.middleware.DbConnectionsMiddleware",
+        ],
+    }
+    REST_HOOKS.setdefault("REDIS_URL", REDIS_URL)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"rest_hooks": {"handlers": ["console"], "level": "INFO"}},
+}

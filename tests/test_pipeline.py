@@ -1,0 +1,242 @@
+"""Fan-out and delivery outcomes, run in-process against a real HTTP receiver."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.test import override_settings
+from django.utils import timezone
+from standardwebhooks.webhooks import Webhook
+
+from rest_hooks import tasks
+from rest_hooks.delivery.retry import RetryPolicy, parse_retry_after
+from rest_hooks.models import Delivery, Event, Hook
+from rest_hooks.signals import hook_disabled
+from tests.bookstore.models import Book
+from tests.receiver import Answer
+
+pytestmark = pytest.mark.django_db
+
+FAST_RETRIES = {"ALLOW_PRIVATE_TARGETS": True, "RETRY_SCHEDULE": [0, 0, 0], "RETRY_JITTER": 0}
+
+
+def make_hook(user: Any, receiver: Any, path: str = "/hook", event: str = "book.added") -> Hook:
+    return Hook.objects.create(user=user, event=event, target=receiver.url(path))
+
+
+def add_book(user: Any, title: str = "T") -> Book:
+    return Book.objects.create(user=user, title=title, pages=1, fiction=True)
+
+
+def test_headers_and_signature(user, receiver, run_pipeline):
+    hook = make_hook(user, receiver)
+    add_book(user)
+    (delivery,) = run_pipeline()
+    (request,) = receiver.requests
+    h = request.headers
+    assert h["content-type"] == "application/json"
+    assert h["user-agent"].startswith("rest-hooks/")
+    assert h["x-hook-id"] == h["webhook-id"] == str(delivery.pk)
+    assert h["x-hook-timestamp"] == h["webhook-timestamp"]
+    assert h["x-hook-signature"] == h["webhook-signature"]
+    assert h["x-hook-event"] == "book.added"
+    assert h["x-hook-attempt"] == "1"
+    # Verified by a library nobody here wrote.
+    Webhook(hook.secret).verify(request.body, h)
+
+
+def test_500_then_200_retries_with_the_same_id(user, receiver, run_pipeline):
+    make_hook(user, receiver)
+    receiver.answer("/hook", Answer(500), Answer(502))
+    add_book(user)
+    with override_settings(REST_HOOKS=FAST_RETRIES):
+        run_pipeline()
+        run_pipeline()
+        (delivery,) = run_pipeline()
+    assert delivery.status == Delivery.Status.SUCCESS
+    assert delivery.attempts == 3
+    ids = {r.headers["webhook-id"] for r in receiver.requests}
+    assert ids == {str(delivery.pk)}
+    assert [r.headers["x-hook-attempt"] for r in receiver.requests] == ["1", "2", "3"]
+
+
+def test_last_attempt_fails_the_delivery(user, receiver, run_pipeline):
+    make_hook(user, receiver)
+    receiver.default = Answer(500, body=b"<b>broken</b>")
+    add_book(user)
+    with override_settings(REST_HOOKS={**FAST_RETRIES, "RETRY_SCHEDULE": [0]}):
+        run_pipeline()
+        (delivery,) = run_pipeline()
+    assert delivery.status == Delivery.Status.FAILED
+    assert delivery.attempts == 2
+    assert delivery.last_status_code == 500
+    assert delivery.response_excerpt == "<b>broken</b>"
+    assert delivery.last_error == "HTTP 500"
+    assert len(receiver.requests) == 2
+
+
+def test_410_disables_the_hook(user, receiver, run_pipeline):
+    hook = make_hook(user, receiver)
+    receiver.default = Answer(410)
+    disabled: list[Any] = []
+    hook_disabled.connect(lambda **kw: disabled.append(kw), weak=False, dispatch_uid="t410")
+    try:
+        add_book(user)
+        (delivery,) = run_pipeline()
+        add_book(user, "second")
+        run_pipeline()
+    finally:
+        hook_disabled.disconnect(dispatch_uid="t410")
+    hook.refresh_from_db()
+    assert not hook.is_active
+    assert "410" in hook.disabled_reason
+    assert delivery.status == Delivery.Status.FAILED
+    assert len(disabled) == 1
+    # The disabled hook gets nothing more.
+    assert len(receiver.requests) == 1
+
+
+def test_retry_after_is_obeyed(user, receiver, run_pipeline):
+    make_hook(user, receiver)
+    receiver.answer("/hook", Answer(503, headers={"Retry-After": "120"}))
+    add_book(user)
+    before = timezone.now()
+    with override_settings(REST_HOOKS=FAST_RETRIES):
+        (delivery,) = run_pipeline()
+    assert delivery.status == Delivery.Status.PENDING
+    assert delivery.next_attempt_at >= before + timedelta(seconds=119)
+    assert delivery.next_attempt_at <= timezone.now() + timedelta(seconds=121)
+
+
+def test_retry_after_is_clamped(user, receiver, run_pipeline):
+    make_hook(user, receiver)
+    receiver.answer("/hook", Answer(429, headers={"Retry-After": "99999999"}))
+    add_book(user)
+    with override_settings(REST_HOOKS={**FAST_RETRIES, "RETRY_AFTER_MAX": 600}):
+        (delivery,) = run_pipeline()
+    assert delivery.next_attempt_at <= timezone.now() + timedelta(seconds=601)
+
+
+def test_timeout_is_retried(user, receiver, run_pipeline):
+    make_hook(user, receiver)
+    receiver.answer("/hook", Answer(200, delay=1.5))
+    add_book(user)
+    with override_settings(REST_HOOKS={**FAST_RETRIES, "READ_TIMEOUT": 0.5, "DEADLINE": 0.8}):
+        (delivery,) = run_pipeline()
+        assert delivery.status == Delivery.Status.PENDING
+        assert delivery.last_error.startswith("timeout")
+        assert delivery.last_status_code is None
+        (delivery,) = run_pipeline()
+    assert delivery.status == Delivery.Status.SUCCESS
+
+
+def test_private_target_refused_by_default(user, receiver, run_pipeline):
+    make_hook(user, receiver)
+    add_book(user)
+    with override_settings(REST_HOOKS={"ALLOW_PRIVATE_TARGETS": False}):
+        (delivery,) = run_pipeline()
+    assert delivery.status == Delivery.Status.FAILED
+    assert delivery.last_error.startswith("refused")
+    assert receiver.requests == []
+
+
+def test_hook_failing_for_too_long_is_disabled(user, receiver, run_pipeline):
+    hook = make_hook(user, receiver)
+    receiver.default = Answer(500)
+    Hook.objects.filter(pk=hook.pk).update(failing_since=timezone.now() - timedelta(days=6))
+    add_book(user)
+    with override_settings(REST_HOOKS=FAST_RETRIES):
+        (delivery,) = run_pipeline()
+    hook.refresh_from_db()
+    assert not hook.is_active
+    assert "failed since" in hook.disabled_reason
+    assert delivery.status == Delivery.Status.FAILED
+
+
+def test_success_clears_the_failing_run(user, receiver, run_pipeline):
+    hook = make_hook(user, receiver)
+    receiver.answer("/hook", Answer(500))
+    add_book(user)
+    with override_settings(REST_HOOKS=FAST_RETRIES):
+        run_pipeline()
+        hook.refresh_from_db()
+        assert hook.failing_since is not None
+        run_pipeline()
+    hook.refresh_from_db()
+    assert hook.failing_since is None
+
+
+def test_succeeded_delivery_is_not_sent_again(user, receiver, run_pipeline):
+    make_hook(user, receiver)
+    add_book(user)
+    (delivery,) = run_pipeline()
+    tasks.attempt(str(delivery.pk))  # a redelivered message
+    assert len(receiver.requests) == 1
+
+
+def test_event_is_fanned_out_once(user, receiver):
+    make_hook(user, receiver)
+    add_book(user)
+    event = Event.objects.get()
+    assert tasks.fan_out(event.pk) == 1
+    assert tasks.fan_out(event.pk) == 0
+    assert Delivery.objects.count() == 1
+
+
+@override_settings(REST_HOOKS={"ALLOW_PRIVATE_TARGETS": True, "FANOUT_CHUNK_SIZE": 7})
+def test_fan_out_in_chunks_reaches_every_active_hook(user, django_user_model, receiver):
+    others = [django_user_model.objects.create(username=f"u{i}") for i in range(3)]
+    for owner in [user, *others]:
+        for _ in range(6):
+            Hook.objects.create(user=owner, event="book.changed", target=receiver.url())
+    Hook.objects.filter(user=others[0]).update(is_active=False)
+    Hook.objects.create(user=user, event="book.added", target=receiver.url())
+    book = add_book(user)
+    Event.objects.all().delete()
+    book.save()  # book.changed is a '+' event: every owner's active hooks
+    event = Event.objects.get()
+    assert tasks.fan_out(event.pk) == 18
+    event.refresh_from_db()
+    assert event.status == Event.Status.DISPATCHED
+    hooks = set(Delivery.objects.values_list("hook_id", flat=True))
+    assert hooks == set(
+        Hook.objects.filter(event="book.changed", is_active=True).values_list("pk", flat=True)
+    )
+
+
+def test_payload_bytes_are_captured_at_event_time(user, receiver, run_pipeline):
+    make_hook(user, receiver)
+    book = add_book(user, "Original")
+    Book.objects.filter(pk=book.pk).update(title="Changed later")
+    run_pipeline()
+    assert json.loads(receiver.requests[0].body)["data"]["title"] == "Original"
+
+
+def test_relay_enqueues_overdue_events_and_deliveries(user, receiver):
+    make_hook(user, receiver)
+    add_book(user)
+    Event.objects.update(enqueued_at=timezone.now() - timedelta(minutes=5))
+    assert tasks.relay_pending() == (1, 0)
+    assert tasks.relay_pending() == (0, 0)  # just relayed: not overdue any more
+    tasks.fan_out(Event.objects.get().pk)
+    Delivery.objects.update(next_attempt_at=timezone.now() - timedelta(minutes=5))
+    assert tasks.relay_pending() == (0, 1)
+    assert tasks.relay_pending(everything=True) == (0, 1)
+
+
+def test_retry_policy_schedule_and_jitter():
+    policy = RetryPolicy(schedule=[5, 300], jitter=0.1)
+    assert 4.5 <= policy.delay(1) <= 5.5
+    assert 270 <= policy.delay(2) <= 330
+    assert policy.delay(3) is None
+    assert policy.delay(1, retry_after=0) == 1.0
+
+
+def test_parse_retry_after():
+    assert parse_retry_after("120", 0) == 120
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", 1445412470) == 10
+    assert parse_retry_after("soon", 0) is None
+    assert parse_retry_after(None, 0) is None
