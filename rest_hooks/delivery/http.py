@@ -1,0 +1,603 @@
+"""The HTTP client that makes one webhook delivery attempt.
+
+Webhook targets are chosen by users, so every attempt is a request to an untrusted
+server from inside the operator's network. This module makes that safe and bounded:
+
+* **No SSRF through DNS.** Host names are resolved once per new connection by
+  :class:`PinnedBackend`, every resolved address is checked with the
+  :class:`~rest_hooks.security.network.AddressPolicy`, and the TCP connection is made to
+  the checked IP itself. Nothing resolves the name a second time, so there is no
+  DNS-rebinding window between the check and the connect. TLS still uses the host
+  name for SNI and certificate verification. Literal IPs in any spelling
+  (``2130706433``, ``0x7f000001``, ``127.1``, ``[::ffff:127.0.0.1]``) go through the same
+  path, because the resolver turns them into the address the kernel would use.
+* **A hard deadline per attempt.** A receiver that drips one byte per second never
+  trips a read timeout; the per-attempt deadline is therefore enforced under httpx,
+  on every socket operation (see :class:`_DeadlineStream`).
+* **Bounded memory.** At most ``max_response_bytes`` of the body are kept; the rest is
+  not read and the connection is dropped instead of going back to the pool.
+* **No surprises from the environment or from earlier requests.** No proxy settings
+  from the environment, no redirects, no cookies carried between receivers, no
+  content decoding (a small gzip body must not become a large one).
+
+There is no Django here: settings arrive as :class:`HttpOptions`.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import contextvars
+import http.cookiejar
+import ipaddress
+import logging
+import socket
+import ssl
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Final, Literal, TypeAlias
+from urllib.parse import urlsplit
+
+import httpcore
+import httpx
+
+from rest_hooks.security.network import AddressPolicy, IPAddress, TargetRefused, check_url
+
+__all__ = [
+    "DeliveryClient",
+    "DeliveryError",
+    "DeliveryErrorKind",
+    "HttpOptions",
+    "HttpResult",
+    "PinnedBackend",
+    "Resolver",
+    "resolve_host",
+]
+
+logger = logging.getLogger(__name__)
+
+#: ``resolver(host, port)`` returns the addresses to try, in order.
+Resolver: TypeAlias = Callable[[str, int], Sequence[IPAddress]]
+
+DeliveryErrorKind: TypeAlias = Literal["timeout", "connect", "refused", "protocol"]
+
+# The monotonic time at which the current attempt must be over, for the thread running
+# it. A context variable (rather than state on the client) because one client serves
+# several worker threads at once, and pooled connections move between them.
+_ATTEMPT_DEADLINE: Final[contextvars.ContextVar[float | None]] = contextvars.ContextVar(
+    "rest_hooks_attempt_deadline", default=None
+)
+
+
+# -- options and results -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class HttpOptions:
+    """Everything the client needs to know, as plain values.
+
+    The four httpx timeouts bound single operations (one connect, one read, ...);
+    ``deadline`` bounds the whole attempt, which is what protects worker threads
+    from receivers that answer slowly but steadily. ``ssl_context`` replaces the
+    default verification (certifi bundle, host name checking), e.g. to trust a
+    private CA. ``keepalive_expiry`` is kept short (httpx's default) because many
+    servers drop idle connections after a few seconds, and reusing one they have
+    just closed fails the attempt.
+    """
+
+    connect_timeout: float = 5.0
+    read_timeout: float = 10.0
+    write_timeout: float = 10.0
+    pool_timeout: float = 5.0
+    deadline: float = 30.0
+    max_response_bytes: int = 64 * 1024
+    policy: AddressPolicy = field(default_factory=AddressPolicy)
+    user_agent: str = "rest-hooks"
+    max_connections: int = 100
+    max_keepalive_connections: int = 20
+    keepalive_expiry: float = 5.0
+    ssl_context: ssl.SSLContext | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("connect_timeout", "read_timeout", "write_timeout", "pool_timeout"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if self.deadline <= 0:
+            raise ValueError("deadline must be positive")
+        if self.max_response_bytes < 0:
+            raise ValueError("max_response_bytes must not be negative")
+
+
+@dataclass
+class HttpResult:
+    """What the receiver answered. Any status, 3xx included: judging it is the caller's job.
+
+    ``body`` holds at most ``max_response_bytes``; ``truncated`` says whether the
+    receiver had more to send. ``duration`` is in seconds, from the start of the
+    attempt to the end of reading the (possibly truncated) body.
+    """
+
+    status_code: int
+    headers: httpx.Headers
+    body: bytes
+    duration: float
+    truncated: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """Whether the status is 2xx."""
+        return 200 <= self.status_code < 300
+
+
+class DeliveryError(Exception):
+    """The attempt produced no HTTP response.
+
+    ``kind`` is one of:
+
+    * ``"refused"``: the target is forbidden (policy or an unusable URL). Final:
+      retrying would be refused again. The :class:`TargetRefused` is ``__cause__``
+      when the address policy refused.
+    * ``"timeout"``: an operation timed out or the attempt deadline passed.
+    * ``"connect"``: name resolution failed, the connection could not be opened
+      (refused, unreachable, TLS handshake or certificate failure) or it broke while
+      sending or receiving.
+    * ``"protocol"``: the receiver did not speak valid HTTP/1.1.
+
+    All kinds but ``"refused"`` are worth retrying later. ``str(error)`` is the
+    message alone.
+    """
+
+    def __init__(self, kind: DeliveryErrorKind, message: str) -> None:
+        super().__init__(message)
+        self.kind: DeliveryErrorKind = kind
+        self.message = message
+
+    @property
+    def final(self) -> bool:
+        """True when retrying cannot help."""
+        return self.kind == "refused"
+
+    @property
+    def retryable(self) -> bool:
+        """True when a later attempt may succeed."""
+        return not self.final
+
+
+# -- resolution and connection ---------------------------------------------------------------
+
+
+def resolve_host(host: str, port: int) -> list[IPAddress]:
+    """Resolve ``host`` like the kernel's resolver would, without duplicates.
+
+    IP literals are returned as is. Everything else goes to ``getaddrinfo``, which
+    also understands the legacy numeric spellings (``2130706433``, ``0x7f.1``,
+    ``0177.0.0.1``); returning what it makes of them lets the policy judge the real
+    address instead of the text.
+    """
+    try:
+        return [ipaddress.ip_address(host)]
+    except ValueError:
+        pass
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+    addresses: list[IPAddress] = []
+    for family, _type, _proto, _canonname, sockaddr in infos:
+        if family not in (socket.AF_INET, socket.AF_INET6):
+            continue
+        address = ipaddress.ip_address(str(sockaddr[0]))
+        if address not in addresses:
+            addresses.append(address)
+    return addresses
+
+
+def _is_literal(host: str, address: IPAddress) -> bool:
+    """Whether ``host`` is ``address`` written in standard notation."""
+    try:
+        return ipaddress.ip_address(host) == address
+    except ValueError:
+        return False
+
+
+def _bounded(timeout: float | None, expired: type[httpcore.TimeoutException]) -> float | None:
+    """``timeout`` shortened to what is left of the current attempt.
+
+    Raises ``expired`` once the attempt deadline has passed, so that no network
+    operation can start after it.
+    """
+    deadline = _ATTEMPT_DEADLINE.get()
+    if deadline is None:
+        return timeout
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise expired("the attempt deadline has passed")
+    return remaining if timeout is None else min(timeout, remaining)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A network stream whose every operation also respects the attempt deadline.
+
+    httpcore passes the per-operation timeout (read, write, connect) to each call;
+    this stream shortens it to the time left in the attempt. A slow-drip receiver
+    makes the reads short but cannot make the attempt long: the read that would
+    cross the deadline times out at the deadline.
+    """
+
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, _bounded(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        sock = self._inner.get_extra_info("socket")
+        direct = isinstance(sock, ssl.SSLSocket) or (
+            isinstance(sock, socket.socket) and self._inner.get_extra_info("ssl_object") is None
+        )
+        if not direct:
+            # Not a plain (or plainly wrapped TLS) socket: let the stream write.
+            self._inner.write(buffer, _bounded(timeout, httpcore.WriteTimeout))
+            return
+        # httpcore's own write loop gives every send() the full timeout again, so a
+        # receiver that reads slowly could stretch it; recompute before each send().
+        view = memoryview(buffer)
+        while view:
+            op_timeout = _bounded(timeout, httpcore.WriteTimeout)
+            try:
+                sock.settimeout(op_timeout)
+                sent = sock.send(view)
+            except TimeoutError as exc:
+                raise httpcore.WriteTimeout(str(exc) or "write timed out") from exc
+            except OSError as exc:
+                raise httpcore.WriteError(str(exc)) from exc
+            view = view[sent:]
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        bounded = _bounded(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(self._inner.start_tls(ssl_context, server_hostname, bounded))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class PinnedBackend(httpcore.NetworkBackend):
+    """httpcore network backend that resolves once, checks, and connects to the IP.
+
+    Rule for names with several addresses: if ANY resolved address is refused, the
+    connection is refused. Skipping the bad ones would also be safe (we only ever
+    connect to checked addresses), but a name that mixes public and internal
+    addresses is a misconfiguration or a rebinding attempt, and failing loudly
+    (and identically on every attempt) is easier to reason about. The remaining
+    addresses are tried in resolver order, each connect bounded by the connect
+    timeout and the attempt deadline.
+
+    ``getaddrinfo`` has no timeout of its own, so resolution runs on a small thread
+    pool and the caller stops waiting at the connect timeout or the deadline,
+    whichever comes first; a stuck lookup then only occupies a pool thread until the
+    system resolver gives up.
+    """
+
+    def __init__(
+        self,
+        policy: AddressPolicy,
+        resolver: Resolver = resolve_host,
+        *,
+        resolver_threads: int = 16,
+    ) -> None:
+        self._policy = policy
+        self._resolver = resolver
+        self._inner = httpcore.SyncBackend()
+        self._resolver_pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=resolver_threads, thread_name_prefix="rest-hooks-dns"
+        )
+
+    def resolve(self, host: str, port: int, timeout: float | None = None) -> list[IPAddress]:
+        """Resolve ``host`` and check every address; raise if any is refused."""
+        budget = _bounded(timeout, httpcore.ConnectTimeout)
+        future = self._resolver_pool.submit(self._resolver, host, port)
+        try:
+            addresses = list(future.result(timeout=budget))
+        except TimeoutError as exc:
+            future.cancel()
+            raise httpcore.ConnectTimeout(f"resolving {host!r} timed out") from exc
+        except (OSError, UnicodeError) as exc:
+            raise httpcore.ConnectError(f"cannot resolve {host!r}: {exc}") from exc
+        if not addresses:
+            raise httpcore.ConnectError(f"{host!r} did not resolve to any address")
+        for address in addresses:
+            try:
+                self._policy.check(address)
+            except TargetRefused as exc:
+                reason = exc.reason
+                if not _is_literal(host, address):
+                    reason = f"{host} resolves to {address}: {reason}"
+                logger.warning("Refused to connect to %s: %s", host, reason)
+                raise TargetRefused(reason, address) from exc
+        return addresses
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.NetworkStream:
+        addresses = self.resolve(host, port, timeout)
+        last_error: httpcore.ConnectError | httpcore.ConnectTimeout | None = None
+        for address in addresses:
+            try:
+                # A literal IP: SyncBackend's create_connection() does no DNS for it.
+                stream = self._inner.connect_tcp(
+                    str(address),
+                    port,
+                    timeout=_bounded(timeout, httpcore.ConnectTimeout),
+                    local_address=local_address,
+                    socket_options=socket_options,
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                logger.debug("Could not connect to %s (%s) port %d: %s", host, address, port, exc)
+                last_error = exc
+                continue
+            logger.debug("Connected to %s (%s) port %d.", host, address, port)
+            return _DeadlineStream(stream)
+        assert last_error is not None
+        raise last_error
+
+    def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.NetworkStream:
+        raise httpcore.ConnectError("webhooks are never delivered over Unix sockets")
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+    def close(self) -> None:
+        """Stop the resolver threads (a lookup in progress finishes on its own)."""
+        self._resolver_pool.shutdown(wait=False, cancel_futures=True)
+
+
+# -- the httpx transport -----------------------------------------------------------------------
+
+# Most specific first: the first match wins.
+_HTTPCORE_TO_HTTPX: Final[tuple[tuple[type[Exception], type[httpx.TransportError]], ...]] = (
+    (httpcore.ConnectTimeout, httpx.ConnectTimeout),
+    (httpcore.ReadTimeout, httpx.ReadTimeout),
+    (httpcore.WriteTimeout, httpx.WriteTimeout),
+    (httpcore.PoolTimeout, httpx.PoolTimeout),
+    (httpcore.TimeoutException, httpx.TimeoutException),
+    (httpcore.ConnectError, httpx.ConnectError),
+    (httpcore.ReadError, httpx.ReadError),
+    (httpcore.WriteError, httpx.WriteError),
+    (httpcore.NetworkError, httpx.NetworkError),
+    (httpcore.ProxyError, httpx.ProxyError),
+    (httpcore.UnsupportedProtocol, httpx.UnsupportedProtocol),
+    (httpcore.LocalProtocolError, httpx.LocalProtocolError),
+    (httpcore.RemoteProtocolError, httpx.RemoteProtocolError),
+    (httpcore.ProtocolError, httpx.ProtocolError),
+)
+
+
+@contextlib.contextmanager
+def _httpx_errors() -> Iterator[None]:
+    """Turn httpcore exceptions into their httpx equivalents, as httpx's transport does."""
+    try:
+        yield
+    except Exception as exc:
+        for core_type, httpx_type in _HTTPCORE_TO_HTTPX:
+            if isinstance(exc, core_type):
+                raise httpx_type(str(exc)) from exc
+        raise
+
+
+class _ResponseStream(httpx.SyncByteStream):
+    def __init__(self, stream: Iterable[bytes]) -> None:
+        self._stream = stream
+
+    def __iter__(self) -> Iterator[bytes]:
+        with _httpx_errors():
+            yield from self._stream
+
+    def close(self) -> None:
+        close = getattr(self._stream, "close", None)
+        if close is not None:
+            close()
+
+
+class _PinnedTransport(httpx.BaseTransport):
+    """Minimal httpx transport over an httpcore pool that uses :class:`PinnedBackend`.
+
+    httpx's own ``HTTPTransport`` cannot take a network backend; building the pool
+    here keeps us on public httpcore API instead of replacing its private ``_pool``.
+    """
+
+    def __init__(self, pool: httpcore.ConnectionPool) -> None:
+        self._pool = pool
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        assert isinstance(request.stream, httpx.SyncByteStream)
+        core_request = httpcore.Request(
+            method=request.method,
+            url=httpcore.URL(
+                scheme=request.url.raw_scheme,
+                host=request.url.raw_host,
+                port=request.url.port,
+                target=request.url.raw_path,
+            ),
+            headers=request.headers.raw,
+            content=request.stream,
+            extensions=request.extensions,
+        )
+        with _httpx_errors():
+            core_response = self._pool.handle_request(core_request)
+        assert isinstance(core_response.stream, Iterable)
+        return httpx.Response(
+            status_code=core_response.status,
+            headers=core_response.headers,
+            stream=_ResponseStream(core_response.stream),
+            extensions=core_response.extensions,
+        )
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+class _NoCookies(http.cookiejar.DefaultCookiePolicy):
+    """Accept and send no cookies: receivers must not share state through the workers."""
+
+    def set_ok(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
+        return False
+
+    def return_ok(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
+        return False
+
+
+# -- the client ------------------------------------------------------------------------------
+
+
+class DeliveryClient:
+    """POSTs webhook bodies; one instance per worker process, shared by its threads.
+
+    Holds one ``httpx.Client`` (thread-safe) whose connections are pooled and kept
+    alive per origin, so a busy receiver costs one TLS handshake, not one per
+    delivery. ``resolver`` replaces ``getaddrinfo`` (tests, custom DNS).
+    """
+
+    def __init__(self, options: HttpOptions, *, resolver: Resolver | None = None) -> None:
+        self.options = options
+        self._backend = PinnedBackend(options.policy, resolver or resolve_host)
+        pool = httpcore.ConnectionPool(
+            ssl_context=(
+                httpx.create_ssl_context(trust_env=False)
+                if options.ssl_context is None
+                else options.ssl_context
+            ),
+            max_connections=options.max_connections,
+            max_keepalive_connections=options.max_keepalive_connections,
+            keepalive_expiry=options.keepalive_expiry,
+            http1=True,
+            http2=False,
+            retries=0,
+            network_backend=self._backend,
+        )
+        self._timeout = httpx.Timeout(
+            connect=options.connect_timeout,
+            read=options.read_timeout,
+            write=options.write_timeout,
+            # Waiting for a pooled connection happens before any stream exists.
+            pool=min(options.pool_timeout, options.deadline),
+        )
+        self._client = httpx.Client(
+            transport=_PinnedTransport(pool),
+            timeout=self._timeout,
+            follow_redirects=False,
+            trust_env=False,
+            # A CookieJar, not httpx.Cookies: httpx copies the latter into a default jar.
+            cookies=http.cookiejar.CookieJar(policy=_NoCookies()),
+            headers={"User-Agent": options.user_agent, "Accept-Encoding": "identity"},
+        )
+
+    def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> HttpResult:
+        """Make one attempt: POST ``body`` to ``url`` and return the (capped) response.
+
+        Raises :class:`DeliveryError` when there is no HTTP response to return.
+        Redirects are returned as results, never followed: the receiver must be the
+        URL the subscriber registered.
+        """
+        try:
+            check_url(url)
+        except ValueError as exc:
+            raise DeliveryError("refused", str(exc)) from exc
+        started = time.monotonic()
+        deadline = started + self.options.deadline
+        token = _ATTEMPT_DEADLINE.set(deadline)
+        host = urlsplit(url).hostname or ""  # for log messages: no path, query or secrets
+        try:
+            request = self._client.build_request(
+                "POST", url, content=body, headers=dict(headers), timeout=self._timeout
+            )
+            response = self._client.send(request, stream=True)
+            try:
+                content, truncated = self._read_capped(response, deadline)
+            finally:
+                # Before the end of the body this closes the connection instead of
+                # returning it to the pool, so unread data never reaches the next request.
+                response.close()
+        except TargetRefused as exc:
+            raise DeliveryError("refused", exc.reason) from exc
+        except httpx.InvalidURL as exc:
+            raise DeliveryError("refused", f"invalid URL: {exc}") from exc
+        except httpx.TimeoutException as exc:
+            raise self._error("timeout", host, exc, started) from exc
+        except httpx.NetworkError as exc:
+            raise self._error("connect", host, exc, started) from exc
+        except httpx.HTTPError as exc:
+            raise self._error("protocol", host, exc, started) from exc
+        finally:
+            _ATTEMPT_DEADLINE.reset(token)
+        duration = time.monotonic() - started
+        logger.debug(
+            "POST to %s: HTTP %d, %d bytes%s in %.3fs.",
+            host,
+            response.status_code,
+            len(content),
+            " (truncated)" if truncated else "",
+            duration,
+        )
+        return HttpResult(
+            status_code=response.status_code,
+            headers=response.headers,
+            body=content,
+            duration=duration,
+            truncated=truncated,
+        )
+
+    def _read_capped(self, response: httpx.Response, deadline: float) -> tuple[bytes, bool]:
+        """Read at most ``max_response_bytes`` of the raw body; say whether there was more."""
+        limit = self.options.max_response_bytes
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in response.iter_raw():
+            if size + len(chunk) > limit:
+                chunks.append(chunk[: limit - size])
+                return b"".join(chunks), True
+            chunks.append(chunk)
+            size += len(chunk)
+            if time.monotonic() >= deadline:
+                raise httpx.ReadTimeout("the attempt deadline has passed")
+        return b"".join(chunks), False
+
+    def _error(
+        self, kind: DeliveryErrorKind, host: str, exc: Exception, started: float
+    ) -> DeliveryError:
+        elapsed = time.monotonic() - started
+        detail = str(exc) or type(exc).__name__
+        logger.debug("POST to %s failed (%s) after %.3fs: %s", host, kind, elapsed, detail)
+        return DeliveryError(kind, f"{type(exc).__name__}: {detail}")
+
+    def close(self) -> None:
+        """Close pooled connections and stop the resolver threads."""
+        self._client.close()
+        self._backend.close()
+
+    def __enter__(self) -> DeliveryClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
