@@ -78,8 +78,18 @@ class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 class EventAdmin(ReadOnlyAdmin):
     list_display = ("id", "name", "action", "status", "owner_id", "created_at")
     list_filter = ("status", "name", "created_at")
-    fields = ("name", "action", "status", "owner_id", "hook", "instance_model", "instance_pk",
-              "created_at", "dispatched_at", "payload_pretty")
+    fields = (
+        "name",
+        "action",
+        "status",
+        "owner_id",
+        "hook",
+        "instance_model",
+        "instance_pk",
+        "created_at",
+        "dispatched_at",
+        "payload_pretty",
+    )
     readonly_fields = fields
     inlines = [DeliveryInline]
 
@@ -90,14 +100,34 @@ class EventAdmin(ReadOnlyAdmin):
 
 @admin.register(Delivery)
 class DeliveryAdmin(ReadOnlyAdmin):
-    list_display = ("id", "event", "hook", "status", "attempts", "last_status_code",
-                    "created_at", "next_attempt_at")
+    list_display = (
+        "id",
+        "event",
+        "hook",
+        "status",
+        "attempts",
+        "last_status_code",
+        "created_at",
+        "next_attempt_at",
+    )
     list_filter = ("status", "event__name", "created_at")
     search_fields = ("=id", "hook__target")
     list_select_related = ("event", "hook")
-    fields = ("id", "event", "hook", "status", "attempts", "next_attempt_at", "last_attempt_at",
-              "last_status_code", "last_duration_ms", "last_error", "response_pretty",
-              "created_at", "finished_at")
+    fields = (
+        "id",
+        "event",
+        "hook",
+        "status",
+        "attempts",
+        "next_attempt_at",
+        "last_attempt_at",
+        "last_status_code",
+        "last_duration_ms",
+        "last_error",
+        "response_pretty",
+        "created_at",
+        "finished_at",
+    )
     readonly_fields = fields
     actions = ["redeliver_selected"]
 

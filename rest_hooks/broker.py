@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 
 
 def current_broker() -> dramatiq.Broker | None:
-    return dramatiq.broker.global_broker  # type: ignore[no-any-return]
+    return dramatiq.broker.global_broker
 
 
 def is_embedded(broker: dramatiq.Broker | None = None) -> bool:
@@ -40,11 +40,12 @@ def setup_broker() -> dramatiq.Broker:
         broker.add_middleware(DbConnectionsMiddleware())
         dramatiq.set_broker(broker)
         logger.debug("rest_hooks: no Dramatiq broker configured; using the embedded one.")
-    if not any(isinstance(m, RelayMiddleware) for m in broker.middleware):
-        broker.add_middleware(RelayMiddleware())
+    wanted: list[type[Middleware]] = [RelayMiddleware]
     if is_embedded(broker) and hook_settings.EMBEDDED_WORKER:
-        if not any(isinstance(m, EmbeddedWorker) for m in broker.middleware):
-            broker.add_middleware(EmbeddedWorker())
+        wanted.append(EmbeddedWorker)
+    for middleware in wanted:
+        if not any(isinstance(m, middleware) for m in broker.middleware):
+            broker.add_middleware(middleware())
     return broker
 
 

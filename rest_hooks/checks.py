@@ -66,7 +66,7 @@ def check_hook_events(app_configs: Any = None, **kwargs: Any) -> list[Error]:
         else Error(problem, hint="Fix or remove this HOOK_EVENTS entry.", id="rest_hooks.E001")
         for problem in problems
     ]
-    for (model_label, action), route in routes.items():
+    for (model_label, _action), route in routes.items():
         try:
             apps.get_model(model_label)
         except (LookupError, ValueError):
@@ -170,7 +170,9 @@ def check_broker(app_configs: Any = None, **kwargs: Any) -> list[Error | Warning
         return []
     errors: list[Error | Warning] = []
     present = {f"{type(m).__module__}.{type(m).__name__}" for m in broker.middleware}
-    present |= {f"{type(m).__module__.rsplit('.', 1)[0]}.{type(m).__name__}" for m in broker.middleware}
+    present |= {
+        f"{type(m).__module__.rsplit('.', 1)[0]}.{type(m).__name__}" for m in broker.middleware
+    }
     for path, why in REQUIRED_MIDDLEWARE:
         if path not in present:
             errors.append(

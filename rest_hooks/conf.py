@@ -77,19 +77,19 @@ class HookSettings:
     # -- the settings of django-rest-hooks 1.5 -------------------------------------------
 
     @cached_property
-    def HOOK_EVENTS(self) -> dict[str, str | None]:  # noqa: N802 (the old setting's name)
+    def HOOK_EVENTS(self) -> dict[str, str | None]:
         return dict(getattr(settings, "HOOK_EVENTS", None) or {})
 
     @cached_property
-    def HOOK_SERIALIZER(self) -> Callable[..., Any] | None:  # noqa: N802
+    def HOOK_SERIALIZER(self) -> Callable[..., Any] | None:
         return _import_optional("HOOK_SERIALIZER")
 
     @cached_property
-    def HOOK_DELIVERER(self) -> Callable[..., Any] | None:  # noqa: N802
+    def HOOK_DELIVERER(self) -> Callable[..., Any] | None:
         return _import_optional("HOOK_DELIVERER")
 
     @cached_property
-    def HOOK_FINDER(self) -> Callable[..., Any] | None:  # noqa: N802
+    def HOOK_FINDER(self) -> Callable[..., Any] | None:
         return _import_optional("HOOK_FINDER")
 
     def reload(self) -> None:

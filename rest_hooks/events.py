@@ -36,7 +36,9 @@ class Route:
     all_owners: bool
 
 
-def parse_hook_events(hook_events: Mapping[str, Any]) -> tuple[dict[tuple[str, str], Route], list[str]]:
+def parse_hook_events(
+    hook_events: Mapping[str, Any],
+) -> tuple[dict[tuple[str, str], Route], list[str]]:
     """Turn ``HOOK_EVENTS`` into a lookup table keyed by (``app_label.Model``, action).
 
     Returns the table and the problems found (the system checks report them).
@@ -184,9 +186,7 @@ def capture(
     from rest_hooks.models import Event
 
     has_hook_member = (
-        hook_member is not None
-        and isinstance(payload, dict)
-        and payload.get("hook") == hook_member
+        hook_member is not None and isinstance(payload, dict) and payload.get("hook") == hook_member
     )
     event = Event.objects.using(using).create(
         name=event_name,

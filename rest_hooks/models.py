@@ -116,7 +116,7 @@ class Event(models.Model):
     # Whether the payload's "hook" member is ours, to be replaced by each receiving hook's.
     has_hook_member = models.BooleanField(default=False)
     # The owner whose hooks receive the event (a user pk as text); NULL: every owner's.
-    owner_id = models.CharField(max_length=64, null=True, blank=True)
+    owner_id = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
     # Set when the event is aimed at one hook only (Hook.deliver_hook, HOOK_FINDER).
     hook = models.ForeignKey(
         hook_model_label(), null=True, blank=True, on_delete=models.CASCADE, related_name="+"

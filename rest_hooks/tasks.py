@@ -49,7 +49,7 @@ EARLY_TOLERANCE = timedelta(seconds=1)
 _broker = setup_broker()
 
 
-def _actor(fn: Any, **options: Any) -> Any:
+def _actor(fn: Any, actor_name: str, **options: Any) -> Any:
     """Declare an actor with only the options the broker's middleware understands.
 
     A broker without, say, the TimeLimit middleware would refuse the option at import; the
@@ -57,8 +57,11 @@ def _actor(fn: Any, **options: Any) -> Any:
     """
     supported = {k: v for k, v in options.items() if k in _broker.actor_options}
     return dramatiq.actor(
-        fn, broker=_broker, queue_name=hook_settings.QUEUE_NAME, **supported
-    )
+        actor_name=actor_name,
+        broker=_broker,
+        queue_name=hook_settings.QUEUE_NAME,
+        **supported,
+    )(fn)
 
 
 # -- fan-out ----------------------------------------------------------------------------------
@@ -92,7 +95,7 @@ def fan_out(event_id: int) -> int:
                 if event.owner_id is not None:
                     hooks = hooks.filter(user_id=event.owner_id)
                 if event.fanout_cursor:
-                    cursor = hook_model._meta.pk.to_python(event.fanout_cursor)  # type: ignore[union-attr]
+                    cursor = hook_model._meta.pk.to_python(event.fanout_cursor)
                     hooks = hooks.filter(pk__gt=cursor)
                 hook_ids = list(hooks.order_by("pk").values_list("pk", flat=True)[:chunk_size])
                 done = len(hook_ids) < chunk_size
@@ -352,9 +355,7 @@ def _hook_succeeded(hook: Any) -> None:
 def _hook_failed(hook: Any, now: Any) -> bool:
     """Note the failure; disable the hook if it has failed for too long. True if disabled."""
     if hook.failing_since is None:
-        type(hook)._default_manager.filter(pk=hook.pk, failing_since=None).update(
-            failing_since=now
-        )
+        type(hook)._default_manager.filter(pk=hook.pk, failing_since=None).update(failing_since=now)
         return False
     if now - hook.failing_since < timedelta(seconds=float(hook_settings.DISABLE_AFTER)):
         return False

@@ -31,7 +31,7 @@ def receiver() -> Iterator[Receiver]:
 
 @pytest.fixture
 def user(django_user_model: Any) -> Any:
-    return django_user_model.objects.create_user(username="jrrtolkien", password="x")  # noqa: S106
+    return django_user_model.objects.create_user(username="jrrtolkien", password="x")
 
 
 @pytest.fixture
@@ -59,8 +59,16 @@ class Workers:
         self.processes = processes
         self.output: list[str] = []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "django", "rundramatiq", "--skip-logging",
-             "--processes", str(processes), "--threads", str(threads)],
+            [
+                sys.executable,
+                "-m",
+                "django",
+                "rundramatiq",
+                "--processes",
+                str(processes),
+                "--threads",
+                str(threads),
+            ],
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,

@@ -18,7 +18,7 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 TMP_DIR = Path(os.environ.get("REST_HOOKS_TEST_TMP", BASE_DIR / ".tmp"))
 TMP_DIR.mkdir(parents=True, exist_ok=True)
 
-SECRET_KEY = "tests-only-not-secret"  # noqa: S105
+SECRET_KEY = "tests-only-not-secret"
 DEBUG = False
 USE_TZ = True
 TIME_ZONE = "UTC"

@@ -220,9 +220,14 @@ def test_hook_table_and_columns_are_the_old_ones():
 
 def test_rolled_back_transaction_captures_nothing(user, receiver, run_pipeline):
     make_hook(user, "book.added", receiver)
-    with pytest.raises(RuntimeError), transaction.atomic():
-        Book.objects.create(user=user, title="Never", pages=1, fiction=True)
-        raise RuntimeError("roll back")
+
+    def create_then_fail() -> None:
+        with transaction.atomic():
+            Book.objects.create(user=user, title="Never", pages=1, fiction=True)
+            raise RuntimeError("roll back")
+
+    with pytest.raises(RuntimeError):
+        create_then_fail()
     run_pipeline()
     assert Event.objects.count() == 0
     assert receiver.requests == []
@@ -233,8 +238,13 @@ def test_fixture_loading_fires_no_hooks_unless_asked(user, receiver, run_pipelin
     fixture = tmp_path / "books.json"
     fixture.write_text(
         json.dumps(
-            [{"model": "bookstore.book", "pk": 99,
-              "fields": {"user": user.pk, "title": "Fixture", "pages": 1, "fiction": True}}]
+            [
+                {
+                    "model": "bookstore.book",
+                    "pk": 99,
+                    "fields": {"user": user.pk, "title": "Fixture", "pages": 1, "fiction": True},
+                }
+            ]
         )
     )
     management.call_command("loaddata", str(fixture), verbosity=0)

@@ -8,6 +8,7 @@ the `standardwebhooks` package.
 from __future__ import annotations
 
 import json
+import socket
 import time
 from typing import Any
 
@@ -23,7 +24,12 @@ from tests.receiver import Answer
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
 
-FAST = {"RETRY_SCHEDULE": [0.2, 0.2, 0.2], "RETRY_JITTER": 0, "RELAY_AFTER": 1, "RELAY_INTERVAL": 0.5}
+FAST = {
+    "RETRY_SCHEDULE": [0.2, 0.2, 0.2],
+    "RETRY_JITTER": 0,
+    "RELAY_AFTER": 1,
+    "RELAY_INTERVAL": 0.5,
+}
 
 
 def wait_until(predicate: Any, timeout: float = 20.0, what: str = "condition") -> None:
@@ -65,16 +71,27 @@ def test_readme_scenario(user, receiver, start_workers):
     expected_data = {
         "/book.added": {"id": book_id, "title": "The Two Towers", "pages": 327, "fiction": True},
         "/book.changed": {
-            "id": book_id, "title": "The Two Towers: Deluxe Edition", "pages": 352, "fiction": True
+            "id": book_id,
+            "title": "The Two Towers: Deluxe Edition",
+            "pages": 352,
+            "fiction": True,
         },
         "/book.read": {
-            "id": book_id, "title": "The Two Towers: Deluxe Edition", "pages": 352, "fiction": True
+            "id": book_id,
+            "title": "The Two Towers: Deluxe Edition",
+            "pages": 352,
+            "fiction": True,
         },
         "/book.removed": {
-            "id": book_id, "title": "The Two Towers: Deluxe Edition", "pages": 352, "fiction": True
+            "id": book_id,
+            "title": "The Two Towers: Deluxe Edition",
+            "pages": 352,
+            "fiction": True,
         },
         "/user.logged_in": {
-            "username": user.username, "email": user.email, "when": "2026-11-25T10:00:00"
+            "username": user.username,
+            "email": user.email,
+            "when": "2026-11-25T10:00:00",
         },
     }
     for path, request in by_path.items():
@@ -89,9 +106,7 @@ def test_readme_scenario(user, receiver, start_workers):
         assert request.headers["x-hook-attempt"] == "1"
         delivery = Delivery.objects.get(hook=hook)
         assert request.headers["x-hook-id"] == request.headers["webhook-id"] == str(delivery.pk)
-    wait_until(
-        lambda: Delivery.objects.filter(status="success").count() == 5, what="5 successes"
-    )
+    wait_until(lambda: Delivery.objects.filter(status="success").count() == 5, what="5 successes")
 
 
 def test_500_then_200_through_workers(user, receiver, start_workers):
@@ -103,7 +118,9 @@ def test_500_then_200_through_workers(user, receiver, start_workers):
     assert len({r.headers["webhook-id"] for r in requests}) == 1
     for r in requests:
         Webhook(hook.secret).verify(r.body, r.headers)
-    wait_until(lambda: Delivery.objects.filter(status="success", attempts=3).exists(), what="success")
+    wait_until(
+        lambda: Delivery.objects.filter(status="success", attempts=3).exists(), what="success"
+    )
 
 
 def test_410_through_workers_disables_hook(user, receiver, start_workers):
@@ -122,22 +139,28 @@ def test_broker_down_while_saving(user, receiver, start_workers, redis_url, capl
     from rest_hooks import tasks
 
     Hook.objects.create(user=user, event="book.added", target=receiver.url())
-    broker = tasks.dispatch.broker
-    good_pool = broker.client.connection_pool
-    import redis
-
-    # Point the broker at a port nobody listens on: every enqueue fails like a Redis outage.
-    broker.client = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+    pool = tasks.dispatch.broker.client.connection_pool
+    real_port = pool.connection_kwargs["port"]
+    # The broker's connections now go to a port nobody listens on: a Redis outage.
+    pool.connection_kwargs["port"] = free_port()
+    pool.reset()  # drop the pooled connections: they remember the real port
     try:
         book = Book.objects.create(user=user, title="Outage", pages=1, fiction=True)
     finally:
-        broker.client = redis.Redis(connection_pool=good_pool)
+        pool.connection_kwargs["port"] = real_port
+        pool.reset()
     assert Book.objects.filter(pk=book.pk).exists()
     assert Event.objects.get().status == "pending"
     assert "stays pending" in caplog.text
     start_workers(**FAST)  # their relay picks the event up
     (request,) = receiver.wait_for(1, timeout=30)
     assert json.loads(request.body)["data"]["title"] == "Outage"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def test_killed_worker_loses_nothing(user, receiver, start_workers):
@@ -149,6 +172,10 @@ def test_killed_worker_loses_nothing(user, receiver, start_workers):
     wait_until(lambda: Delivery.objects.filter(attempts=1).exists(), what="first attempt")
     workers.kill()
     # Let the dead worker's lease run out rather than wait a minute for it.
-    Delivery.objects.update(next_attempt_at=Delivery.objects.get().next_attempt_at - LEASE_MARGIN * 2)
+    Delivery.objects.update(
+        next_attempt_at=Delivery.objects.get().next_attempt_at - LEASE_MARGIN * 2
+    )
     start_workers(**FAST)
-    wait_until(lambda: Delivery.objects.filter(status="success").exists(), timeout=30, what="success")
+    wait_until(
+        lambda: Delivery.objects.filter(status="success").exists(), timeout=30, what="success"
+    )

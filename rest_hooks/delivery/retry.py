@@ -62,7 +62,7 @@ class RetryPolicy:
         if retry_after is not None:
             return min(max(retry_after, self.retry_after_min), self.retry_after_max)
         base = float(self.schedule[attempts - 1])
-        spread = (rng or random).uniform(1 - self.jitter, 1 + self.jitter)  # noqa: S311
+        spread = (rng or random).uniform(1 - self.jitter, 1 + self.jitter)
         return base * spread
 
 

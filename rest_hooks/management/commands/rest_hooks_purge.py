@@ -34,9 +34,7 @@ class Command(BaseCommand):
         events = Event.objects.filter(
             created_at__lt=cutoff, status=Event.Status.DISPATCHED
         ).exclude(
-            Exists(
-                Delivery.objects.filter(event=OuterRef("pk"), status=Delivery.Status.PENDING)
-            )
+            Exists(Delivery.objects.filter(event=OuterRef("pk"), status=Delivery.Status.PENDING))
         )
         if options["dry_run"]:
             self.stdout.write(

@@ -43,7 +43,9 @@ class Command(BaseCommand):
             if options[option]:
                 when = parse_datetime(options[option])
                 if when is None:
-                    raise CommandError(f"--{option}: not an ISO 8601 date-time: {options[option]!r}")
+                    raise CommandError(
+                        f"--{option}: not an ISO 8601 date-time: {options[option]!r}"
+                    )
                 deliveries = deliveries.filter(**{lookup: when})
         total = deliveries.count()
         if options["dry_run"]:
