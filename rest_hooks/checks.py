@@ -68,13 +68,24 @@ def check_hook_events(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     ]
     for (model_label, _action), route in routes.items():
         try:
-            apps.get_model(model_label)
+            model = apps.get_model(model_label)
         except (LookupError, ValueError):
             errors.append(
                 Error(
                     f"HOOK_EVENTS[{route.event_name!r}] names the model {model_label!r}, "
                     "which is not installed.",
                     hint="Use 'app_label.ModelName' of an installed model (case matters).",
+                    id="rest_hooks.E002",
+                )
+            )
+            continue
+        if model._meta.label != model_label:
+            # get_model() ignores the case of the model name; the routing does not.
+            errors.append(
+                Error(
+                    f"HOOK_EVENTS[{route.event_name!r}] names the model {model_label!r}, "
+                    "which matches no model exactly, so the event would never fire.",
+                    hint=f"Write {model._meta.label!r} (case matters).",
                     id="rest_hooks.E002",
                 )
             )
@@ -85,7 +96,13 @@ def check_hook_events(app_configs: Any = None, **kwargs: Any) -> list[Error]:
 def check_rest_hooks_setting(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     user_settings = getattr(settings, "REST_HOOKS", None) or {}
     if not isinstance(user_settings, dict):
-        return [Error("settings.REST_HOOKS must be a dict.", id="rest_hooks.E004")]
+        return [
+            Error(
+                "settings.REST_HOOKS must be a dict.",
+                hint="Define REST_HOOKS = {'RETRY_SCHEDULE': [5, 300], ...}.",
+                id="rest_hooks.E004",
+            )
+        ]
     errors = []
     for key in user_settings:
         if key not in DEFAULTS:
@@ -167,7 +184,7 @@ def check_extension_points(app_configs: Any = None, **kwargs: Any) -> list[Error
 def check_broker(app_configs: Any = None, **kwargs: Any) -> list[Error | Warning]:
     broker = current_broker()
     if broker is None or is_embedded(broker):
-        return []
+        return _check_embedded_sqlite()
     errors: list[Error | Warning] = []
     present = {f"{type(m).__module__}.{type(m).__name__}" for m in broker.middleware}
     present |= {
@@ -192,3 +209,26 @@ def check_broker(app_configs: Any = None, **kwargs: Any) -> list[Error | Warning
             )
         )
     return errors
+
+
+def _check_embedded_sqlite() -> list[Error | Warning]:
+    """The embedded worker writes from its own threads: SQLite needs IMMEDIATE for that."""
+    from django.db import connections
+
+    if not hook_settings.EMBEDDED_WORKER:
+        return []
+    warnings: list[Error | Warning] = []
+    for alias in connections:
+        db = connections.settings[alias]
+        immediate = (db.get("OPTIONS") or {}).get("transaction_mode") == "IMMEDIATE"
+        if db["ENGINE"].endswith("sqlite3") and not immediate:
+            warnings.append(
+                Warning(
+                    f"DATABASES[{alias!r}] is SQLite without transaction_mode IMMEDIATE; "
+                    "the embedded worker's threads will hit 'database is locked'.",
+                    hint=f"Set DATABASES[{alias!r}]['OPTIONS']['transaction_mode'] = "
+                    "'IMMEDIATE', or run workers with a Redis broker.",
+                    id="rest_hooks.W001",
+                )
+            )
+    return warnings

@@ -72,7 +72,9 @@ class HookSettings:
 
     @cached_property
     def user_settings(self) -> dict[str, Any]:
-        return dict(getattr(settings, "REST_HOOKS", None) or {})
+        value = getattr(settings, "REST_HOOKS", None) or {}
+        # Not a dict: the system checks say so (rest_hooks.E004) instead of crashing here.
+        return dict(value) if isinstance(value, dict) else {}
 
     # -- the settings of django-rest-hooks 1.5 -------------------------------------------
 

@@ -434,13 +434,6 @@ def _take_batches(queryset: Any, changes: dict[str, Any], batch_size: int) -> li
         taken.extend(ids)
 
 
-# -- the actors -------------------------------------------------------------------------------
-
-dispatch = _actor(fan_out, actor_name="rest_hooks.dispatch", max_retries=10, min_backoff=1000)
-deliver = _actor(attempt, actor_name="rest_hooks.deliver", max_retries=3, min_backoff=1000)
-relay = _actor(relay_pending, actor_name="rest_hooks.relay", max_retries=0)
-
-
 def redeliver(deliveries: Any) -> int:
     """Send deliveries again (admin action, ``rest_hooks_replay``), with the same ids.
 
@@ -456,3 +449,21 @@ def redeliver(deliveries: Any) -> int:
     )
     enqueue_deliveries(ids)
     return len(ids)
+
+
+# -- the actors -------------------------------------------------------------------------------
+
+# Actors return nothing: Dramatiq would warn about a result with no Results middleware.
+
+
+def _dispatch(event_id: int) -> None:
+    fan_out(event_id)
+
+
+def _relay() -> None:
+    relay_pending()
+
+
+dispatch = _actor(_dispatch, "rest_hooks.dispatch", max_retries=10, min_backoff=1000)
+deliver = _actor(attempt, "rest_hooks.deliver", max_retries=3, min_backoff=1000)
+relay = _actor(_relay, "rest_hooks.relay", max_retries=0)

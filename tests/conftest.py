@@ -17,7 +17,7 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from tests.receiver import Receiver
+from bookstore.receiver import Receiver
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -54,7 +54,7 @@ class Workers:
             "DJANGO_SETTINGS_MODULE": "tests.settings",
             "REST_HOOKS_TEST_DB_NAME": str(connection.settings_dict["NAME"]),
             "REST_HOOKS_TEST_OVERRIDES": json.dumps(overrides),
-            "PYTHONPATH": str(ROOT),
+            "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'example'}",
         }
         self.processes = processes
         self.output: list[str] = []

@@ -12,9 +12,15 @@ addresses through the environment:
 
 import json
 import os
+import sys
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+# The bookstore app and settings of the demo project (example/) are the tests' too.
+sys.path.insert(0, str(BASE_DIR / "example"))
+
+import bookstore_site.settings as demo  # noqa: E402
+
 TMP_DIR = Path(os.environ.get("REST_HOOKS_TEST_TMP", BASE_DIR / ".tmp"))
 TMP_DIR.mkdir(parents=True, exist_ok=True)
 
@@ -33,7 +39,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "rest_hooks",
-    "tests.bookstore",
+    "bookstore",
 ]
 
 MIDDLEWARE = [
@@ -42,19 +48,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
 ]
 
-TEMPLATES = [
-    {
-        "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "APP_DIRS": True,
-        "OPTIONS": {
-            "context_processors": [
-                "django.template.context_processors.request",
-                "django.contrib.auth.context_processors.auth",
-                "django.contrib.messages.context_processors.messages",
-            ]
-        },
-    }
-]
+TEMPLATES = demo.TEMPLATES
 
 _db_name = os.environ.get("REST_HOOKS_TEST_DB_NAME")
 if os.environ.get("REST_HOOKS_TEST_DB", "sqlite") == "postgres":
@@ -76,17 +70,11 @@ else:
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": _db_name or _sqlite_path,
             "TEST": {"NAME": _db_name or _sqlite_path},
-            "OPTIONS": {"timeout": 20},
+            "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
         }
     }
 
-HOOK_EVENTS = {
-    "book.added": "bookstore.Book.created",
-    "book.changed": "bookstore.Book.updated+",
-    "book.removed": "bookstore.Book.deleted",
-    "book.read": "bookstore.Book.read",
-    "user.logged_in": None,
-}
+HOOK_EVENTS = demo.HOOK_EVENTS
 
 REST_HOOKS = {
     "ALLOW_PRIVATE_TARGETS": True,
@@ -101,17 +89,7 @@ REST_HOOKS = {
 REDIS_URL = os.environ.get("REST_HOOKS_TEST_REDIS_URL")
 if REDIS_URL:
     INSTALLED_APPS.insert(0, "django_dramatiq")
-    DRAMATIQ_BROKER = {
-        "BROKER": "dramatiq.brokers.redis.RedisBroker",
-        "OPTIONS": {"url": REDIS_URL, "socket_connect_timeout": 2, "socket_timeout": 5},
-        "MIDDLEWARE": [
-            "dramatiq.middleware.AgeLimit",
-            "dramatiq.middleware.TimeLimit",
-            "dramatiq.middleware.Callbacks",
-            "dramatiq.middleware.Retries",
-            "django_dramatiq.middleware.DbConnectionsMiddleware",
-        ],
-    }
+    DRAMATIQ_BROKER = demo.dramatiq_broker(REDIS_URL)
     REST_HOOKS.setdefault("REDIS_URL", REDIS_URL)
 
 LOGGING = {

@@ -11,10 +11,10 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.test import override_settings
 
+from bookstore.models import Author, Book, Shelf
 from rest_hooks import events
 from rest_hooks.models import AbstractHook, Delivery, Event, Hook
 from rest_hooks.signals import hook_event, hook_sent_event, raw_hook_event
-from tests.bookstore.models import Author, Book, Shelf
 
 pytestmark = pytest.mark.django_db
 

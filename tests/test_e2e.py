@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 from standardwebhooks.webhooks import Webhook
 
+from bookstore.models import Book
+from bookstore.receiver import Answer
 from rest_hooks.models import Delivery, Event, Hook
 from rest_hooks.security import verify
 from rest_hooks.signals import raw_hook_event
 from rest_hooks.tasks import LEASE_MARGIN
-from tests.bookstore.models import Book
-from tests.receiver import Answer
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
 

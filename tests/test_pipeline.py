@@ -11,12 +11,12 @@ from django.test import override_settings
 from django.utils import timezone
 from standardwebhooks.webhooks import Webhook
 
+from bookstore.models import Book
+from bookstore.receiver import Answer
 from rest_hooks import tasks
 from rest_hooks.delivery.retry import RetryPolicy, parse_retry_after
 from rest_hooks.models import Delivery, Event, Hook
 from rest_hooks.signals import hook_disabled
-from tests.bookstore.models import Book
-from tests.receiver import Answer
 
 pytestmark = pytest.mark.django_db
 
