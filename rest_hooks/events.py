@@ -140,16 +140,27 @@ def owner_of(instance: Any, user: Any) -> str | None:
 
 
 def default_data(instance: models.Model) -> dict[str, Any]:
-    """Django's "python" serialisation: ``{"model", "pk", "fields"}``."""
-    data: dict[str, Any] = serializers.serialize("python", [instance])[0]
+    """Django's "python" serialisation: ``{"model", "pk", "fields"}``.
+
+    A hook routed as an event of its own never shows its secret.
+    """
+    from rest_hooks.models import AbstractHook
+
+    fields = None
+    if isinstance(instance, AbstractHook):
+        fields = [f.name for f in instance._meta.local_fields if f.name != "secret"]
+    data: dict[str, Any] = serializers.serialize("python", [instance], fields=fields)[0]
     data["fields"] = dict(data["fields"])
     return dict(data)
 
 
 def model_payload(instance: models.Model, hook: Any) -> Any:
     """The payload of a model event, as django-rest-hooks built it, for ``hook``."""
+    from rest_hooks.models import AbstractHook
+
     serialize_hook = getattr(instance, "serialize_hook", None)
-    if callable(serialize_hook):
+    # A hook's own serialize_hook(instance) is the old API for the reverse direction.
+    if callable(serialize_hook) and not isinstance(instance, AbstractHook):
         return serialize_hook(hook=hook)
     if hook_settings.HOOK_SERIALIZER is not None:
         return hook_settings.HOOK_SERIALIZER(instance, hook=hook)

@@ -306,3 +306,13 @@ def test_hook_sent_event_fires_once_on_success(user, receiver, run_pipeline):
     assert sent[0]["hook"] == hook
     assert sent[0]["instance"] == book
     assert sent[0]["payload"]["data"]["title"] == "Signal"
+
+
+@override_settings(HOOK_EVENTS={"hook.added": "rest_hooks.Hook.created+"})
+def test_a_hook_as_an_event_never_carries_its_secret(user, receiver, run_pipeline):
+    watcher = make_hook(user, "hook.added", receiver, "/watcher")
+    run_pipeline()
+    (request,) = receiver.requests
+    assert watcher.secret not in request.body.decode()
+    assert "secret" not in json.loads(request.body)["data"]["fields"]
+    assert json.loads(request.body)["data"]["fields"]["target"] == watcher.target
