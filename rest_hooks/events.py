@@ -182,7 +182,7 @@ def capture(
     *,
     event_name: str,
     payload: Any,
-    hook_member: Mapping[str, Any] | None,
+    names_hook: bool,
     owner_id: str | None,
     using: str,
     action: str = "",
@@ -191,14 +191,13 @@ def capture(
 ) -> Any:
     """Write the outbox row and enqueue its dispatch when the transaction commits.
 
-    ``hook_member`` is the placeholder's ``dict()``: when the payload carries it as its
-    ``"hook"`` member, each delivery puts its own hook there.
+    ``names_hook``: the payload's ``"hook"`` member (if any) describes the hook; each
+    delivery replaces it with its own hook's ``dict()``. False for payloads that are the
+    caller's own (``raw_hook_event`` with ``send_hook_meta=False``).
     """
     from rest_hooks.models import Event
 
-    has_hook_member = (
-        hook_member is not None and isinstance(payload, dict) and payload.get("hook") == hook_member
-    )
+    has_hook_member = names_hook and isinstance(payload, dict) and "hook" in payload
     event = Event.objects.using(using).create(
         name=event_name,
         action=action,
@@ -230,47 +229,24 @@ def enqueue_dispatch(event_id: int) -> None:
 def capture_model_event(
     route: Route, instance: models.Model, action: str, user: Any, using: str
 ) -> None:
+    user_override = False if route.all_owners else user
     if hook_settings.HOOK_FINDER is not None:
         # The old extension point: the finder picks hooks and calls hook.deliver_hook().
-        user_override = False if route.all_owners else user
         hook_settings.HOOK_FINDER(route.event_name, instance, user_override=user_override)
         return
-    try:
-        owner_id = None if route.all_owners else owner_of(instance, user)
-    except NoOwner as exc:
-        logger.warning(
-            "Event %s not sent: %s. Give the model a `user`, pass user= to hook_event, "
-            "or end the HOOK_EVENTS entry with '+' to send it to every owner's hooks.",
-            route.event_name,
-            exc,
-        )
-        return
-    hook = placeholder_hook(route.event_name, owner_id)
-    capture(
-        event_name=route.event_name,
-        payload=model_payload(instance, hook),
-        hook_member=hook.dict(),
-        owner_id=owner_id,
-        using=using,
-        action=action,
-        instance=instance,
-    )
+    find_and_fire_hook(route.event_name, instance, user_override, action=action, using=using)
 
 
 def capture_for_hook(hook: Any, instance: Any, payload_override: Any = None) -> None:
     """An event for one given hook (``Hook.deliver_hook``)."""
     placeholder = placeholder_hook(hook.event, None)
-    if payload_override is not None:
-        payload = payload_override
-        # A payload built for this very hook (the old raw_hook_event style) carries its dict.
-        hook_member = hook.dict()
-    else:
-        payload = model_payload(instance, placeholder)
-        hook_member = placeholder.dict()
+    payload = (
+        payload_override if payload_override is not None else model_payload(instance, placeholder)
+    )
     capture(
         event_name=hook.event,
         payload=payload,
-        hook_member=hook_member,
+        names_hook=True,
         owner_id=str(hook.user_id),
         using=router.db_for_write(type(hook), instance=hook),
         instance=instance,
@@ -279,22 +255,36 @@ def capture_for_hook(hook: Any, instance: Any, payload_override: Any = None) -> 
 
 
 def find_and_fire_hook(
-    event_name: str, instance: Any, user_override: Any = None, payload_override: Any = None
+    event_name: str,
+    instance: Any,
+    user_override: Any = None,
+    payload_override: Any = None,
+    *,
+    action: str = "",
+    using: str | None = None,
 ) -> None:
-    """django-rest-hooks' default finder, kept for HOOK_FINDER functions that wrap it."""
+    """Capture a model event for its owner's hooks (every owner's with ``user_override=False``).
+
+    Also django-rest-hooks' default finder, kept for HOOK_FINDER functions that wrap it.
+    """
     try:
         owner_id = owner_of(instance, user_override)
     except NoOwner as exc:
-        logger.warning("Event %s not sent: %s.", event_name, exc)
+        logger.warning(
+            "Event %s not sent: %s. Give the model a `user`, pass user= to hook_event, "
+            "or end the HOOK_EVENTS entry with '+' to send it to every owner's hooks.",
+            event_name,
+            exc,
+        )
         return
     hook = placeholder_hook(event_name, owner_id)
-    payload = payload_override if payload_override is not None else model_payload(instance, hook)
     capture(
         event_name=event_name,
-        payload=payload,
-        hook_member=hook.dict(),
+        payload=payload_override if payload_override is not None else model_payload(instance, hook),
+        names_hook=True,
         owner_id=owner_id,
-        using=_db_for(instance),
+        using=using or _db_for(instance),
+        action=action,
         instance=instance,
     )
 
@@ -354,12 +344,11 @@ def on_raw_hook_event(
             event_name,
         )
         return
-    hook = placeholder_hook(event_name, owner_id)
-    member = hook.dict()
+    member = placeholder_hook(event_name, owner_id).dict()
     capture(
         event_name=event_name,
         payload={"hook": member, "data": payload} if send_hook_meta else payload,
-        hook_member=member if send_hook_meta else None,
+        names_hook=send_hook_meta,
         owner_id=owner_id,
         using=_db_for(instance),
         instance=instance,

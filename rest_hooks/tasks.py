@@ -22,6 +22,7 @@ from datetime import timedelta
 from typing import Any
 
 import dramatiq
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connections, router, transaction
 from django.db.models import F
 from django.utils import timezone
@@ -196,7 +197,8 @@ def build_body(event: Event, hook: Any) -> bytes:
         return event.payload.encode()
     payload = json.loads(event.payload)
     payload["hook"] = hook.dict()
-    return json.dumps(payload).encode()
+    # Like the capture: a hook's dict() may hold a UUID primary key, a date, a Decimal.
+    return json.dumps(payload, cls=DjangoJSONEncoder).encode()
 
 
 def claim(delivery_id: str) -> bool:

@@ -316,3 +316,18 @@ def test_a_hook_as_an_event_never_carries_its_secret(user, receiver, run_pipelin
     assert watcher.secret not in request.body.decode()
     assert "secret" not in json.loads(request.body)["data"]["fields"]
     assert json.loads(request.body)["data"]["fields"]["target"] == watcher.target
+
+
+def serializer_with_partial_hook(instance: Any, hook: Any) -> dict[str, Any]:
+    return {"hook": {"id": hook.pk}, "data": {"custom": str(instance)}}
+
+
+@override_settings(
+    HOOK_EVENTS={"author.added": "bookstore.Author.created"},
+    HOOK_SERIALIZER="tests.test_compat.serializer_with_partial_hook",
+)
+def test_hook_member_always_names_the_receiving_hook(user, receiver, run_pipeline):
+    hook = make_hook(user, "author.added", receiver)
+    Author.objects.create(user=user, name="Pratchett")
+    run_pipeline()
+    assert bodies(receiver) == [{"hook": hook.dict(), "data": {"custom": "Pratchett"}}]

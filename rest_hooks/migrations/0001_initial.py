@@ -30,5 +30,9 @@ class Migration(migrations.Migration):
                     ),
                 ),
             ],
+            # Not in django-rest-hooks' 0001 (its 0002 added it): without it, a project with
+            # HOOK_CUSTOM_MODEL got an unused rest_hooks_hook table. A database migrated by
+            # that library has this migration applied already, so nothing changes for it.
+            options={"swappable": "HOOK_CUSTOM_MODEL"},
         ),
     ]

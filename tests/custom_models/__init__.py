@@ -1,0 +1,1 @@
+"""A project's own user and hook models, as django-rest-hooks allowed (tests/settings_custom)."""
