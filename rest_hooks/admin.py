@@ -23,6 +23,7 @@ from rest_hooks.tasks import redeliver
 
 class HookForm(forms.ModelForm):  # type: ignore[type-arg]
     event = forms.ChoiceField(choices=())
+    target = forms.URLField(max_length=255, assume_scheme="https")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -67,10 +68,15 @@ class DeliveryInline(admin.TabularInline):  # type: ignore[type-arg]
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """The log is written by workers only; old rows go with `rest_hooks_purge`."""
+
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
 
@@ -138,7 +144,9 @@ class DeliveryAdmin(ReadOnlyAdmin):
     @admin.action(description="Redeliver the selected deliveries")
     def redeliver_selected(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> None:
         count = redeliver(queryset)
-        self.message_user(request, f"{count} deliveries queued again.", messages.SUCCESS)
+        skipped = queryset.count() - count
+        note = f" {skipped} still pending were left alone." if skipped else ""
+        self.message_user(request, f"{count} deliveries queued again.{note}", messages.SUCCESS)
 
 
 if not get_hook_model()._meta.swapped and get_hook_model()._meta.app_label == "rest_hooks":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 from typing import Any
 
 from django.apps import apps
@@ -59,7 +60,7 @@ def check_hook_events(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     errors = [
         Error(
             problem,
-            hint="Each model action can have one event.",
+            hint="Keep one of the two entries, or route the other to another action.",
             id="rest_hooks.E003",
         )
         if "both route" in problem
@@ -79,7 +80,16 @@ def check_hook_events(app_configs: Any = None, **kwargs: Any) -> list[Error]:
                 )
             )
             continue
-        if model._meta.label != model_label:
+        if model._meta.proxy:
+            errors.append(
+                Error(
+                    f"HOOK_EVENTS[{route.event_name!r}] names the proxy model {model_label!r}; "
+                    "events are routed by the concrete model, so it would never fire.",
+                    hint=f"Write {model._meta.concrete_model._meta.label!r}.",
+                    id="rest_hooks.E002",
+                )
+            )
+        elif model._meta.label != model_label:
             # get_model() ignores the case of the model name; the routing does not.
             errors.append(
                 Error(
@@ -116,7 +126,7 @@ def check_rest_hooks_setting(app_configs: Any = None, **kwargs: Any) -> list[Err
             )
     for key in NUMBER_SETTINGS:
         value = getattr(hook_settings, key)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        if not _is_seconds(value):
             errors.append(
                 Error(
                     f"REST_HOOKS[{key!r}] must be a non-negative number, not {value!r}.",
@@ -125,9 +135,7 @@ def check_rest_hooks_setting(app_configs: Any = None, **kwargs: Any) -> list[Err
                 )
             )
     schedule = hook_settings.RETRY_SCHEDULE
-    if not isinstance(schedule, list | tuple) or not all(
-        isinstance(s, int | float) and not isinstance(s, bool) and s >= 0 for s in schedule
-    ):
+    if not isinstance(schedule, list | tuple) or not all(_is_seconds(s) for s in schedule):
         errors.append(
             Error(
                 f"REST_HOOKS['RETRY_SCHEDULE'] must be a list of seconds, not {schedule!r}.",
@@ -136,6 +144,16 @@ def check_rest_hooks_setting(app_configs: Any = None, **kwargs: Any) -> list[Err
             )
         )
     return errors
+
+
+def _is_seconds(value: Any) -> bool:
+    """A non-negative, finite number (not a bool, not NaN)."""
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value >= 0
+    )
 
 
 @register()

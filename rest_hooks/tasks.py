@@ -132,14 +132,21 @@ def fan_out(event_id: int) -> int:
 
 def enqueue_deliveries(delivery_ids: Iterable[Any]) -> None:
     """Send one deliver message each; on a broker error the relay sends the rest later."""
-    for delivery_id in delivery_ids:
+    _send_each(deliver, (str(i) for i in delivery_ids), "delivery")
+
+
+def _send_each(actor: Any, ids: Iterable[Any], what: str) -> None:
+    """Enqueue one message per id, stopping (with one log line) if the broker fails."""
+    for object_id in ids:
         try:
-            deliver.send(str(delivery_id))
+            actor.send(object_id)
         except Exception:
             logger.exception(
-                "Could not enqueue delivery %s; the relay will enqueue it.",
-                delivery_id,
-                extra={"delivery_id": str(delivery_id)},
+                "Could not enqueue %s %s (broker unreachable?); the relay will enqueue it "
+                "and the rest later.",
+                what,
+                object_id,
+                extra={f"{what}_id": object_id},
             )
             return
 
@@ -405,8 +412,7 @@ def relay_pending(*, everything: bool = False, batch_size: int = 500) -> tuple[i
         {"enqueued_at": now},
         batch_size,
     )
-    for event_id in events:
-        dispatch.send(event_id)
+    _send_each(dispatch, events, "event")
     deliveries = _take_batches(
         Delivery.objects.filter(status=Delivery.Status.PENDING, next_attempt_at__lte=cutoff),
         {"next_attempt_at": now},
@@ -442,7 +448,8 @@ def redeliver(deliveries: Any) -> int:
     Receivers de-duplicate on the delivery id, so a replay reaches only those that never
     processed it. Attempts start again from the first step of the retry schedule.
     """
-    ids = list(deliveries.values_list("pk", flat=True))
+    # A pending delivery may be in flight: resetting it would let a second worker send it.
+    ids = list(deliveries.exclude(status=Delivery.Status.PENDING).values_list("pk", flat=True))
     Delivery.objects.filter(pk__in=ids).update(
         status=Delivery.Status.PENDING,
         attempts=0,

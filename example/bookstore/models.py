@@ -32,6 +32,13 @@ class Book(models.Model):
         hook_event.send(sender=self.__class__, action="read", instance=self)
 
 
+class Paperback(Book):
+    """A proxy: HOOK_EVENTS must name the concrete model (check rest_hooks.E002)."""
+
+    class Meta:
+        proxy = True
+
+
 class Author(models.Model):
     """No serialize_hook: its payload is Django's default serialisation."""
 

@@ -2,12 +2,12 @@ from argparse import ArgumentParser
 from datetime import timedelta
 from typing import Any
 
-from django.core.management.base import BaseCommand
-from django.db.models import Exists, OuterRef
+from django.core.management.base import BaseCommand, CommandError
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
-from tqdm import tqdm
 
 from rest_hooks.conf import hook_settings
+from rest_hooks.management.progress import progress_bar
 from rest_hooks.models import Delivery, Event
 
 BATCH = 1000
@@ -27,6 +27,8 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         days = options["days"] if options["days"] is not None else hook_settings.RETENTION_DAYS
+        if days < 0:
+            raise CommandError(f"--days must not be negative, not {days:g}.")
         cutoff = timezone.now() - timedelta(days=days)
         deliveries = Delivery.objects.filter(created_at__lt=cutoff).exclude(
             status=Delivery.Status.PENDING
@@ -34,7 +36,12 @@ class Command(BaseCommand):
         events = Event.objects.filter(
             created_at__lt=cutoff, status=Event.Status.DISPATCHED
         ).exclude(
-            Exists(Delivery.objects.filter(event=OuterRef("pk"), status=Delivery.Status.PENDING))
+            # Deleting an event cascades to its deliveries: keep those pending or newer.
+            Exists(
+                Delivery.objects.filter(event=OuterRef("pk")).filter(
+                    Q(status=Delivery.Status.PENDING) | Q(created_at__gte=cutoff)
+                )
+            )
         )
         if options["dry_run"]:
             self.stdout.write(
@@ -52,7 +59,7 @@ class Command(BaseCommand):
         """Delete in batches, so that no single statement holds locks for long."""
         removed = 0
         total = queryset.count()
-        with tqdm(total=total, unit=label, file=self.stderr, disable=not total) as bar:
+        with progress_bar(self.stderr, total, label) as bar:
             while True:
                 batch = list(queryset.values_list("pk", flat=True)[:BATCH])
                 if not batch:

@@ -1,10 +1,14 @@
 from argparse import ArgumentParser
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
 from django.utils.dateparse import parse_datetime
-from tqdm import tqdm
 
+from rest_hooks.events import get_hook_model
+from rest_hooks.management.progress import progress_bar
 from rest_hooks.models import Delivery
 from rest_hooks.tasks import redeliver
 
@@ -38,14 +42,23 @@ class Command(BaseCommand):
         if options["event"]:
             deliveries = deliveries.filter(event__name=options["event"])
         if options["hook"]:
-            deliveries = deliveries.filter(hook_id=options["hook"])
+            try:
+                hook_id = get_hook_model()._meta.pk.to_python(options["hook"])
+            except ValidationError as exc:
+                raise CommandError(f"--hook: not a hook id: {options['hook']!r}") from exc
+            deliveries = deliveries.filter(hook_id=hook_id)
         for option, lookup in (("since", "created_at__gte"), ("until", "created_at__lt")):
             if options[option]:
-                when = parse_datetime(options[option])
+                try:
+                    when = parse_datetime(options[option])
+                except ValueError:  # well formed but impossible, e.g. February 30
+                    when = None
                 if when is None:
                     raise CommandError(
                         f"--{option}: not an ISO 8601 date-time: {options[option]!r}"
                     )
+                if settings.USE_TZ and timezone.is_naive(when):
+                    when = timezone.make_aware(when)  # in TIME_ZONE, without a warning
                 deliveries = deliveries.filter(**{lookup: when})
         total = deliveries.count()
         if options["dry_run"]:
@@ -53,7 +66,7 @@ class Command(BaseCommand):
             return
         ids = deliveries.order_by("pk").values_list("pk", flat=True)
         sent = 0
-        with tqdm(total=total, unit="delivery", file=self.stderr, disable=not total) as bar:
+        with progress_bar(self.stderr, total, "delivery") as bar:
             last = None
             while True:
                 batch = list((ids.filter(pk__gt=last) if last else ids)[:BATCH])

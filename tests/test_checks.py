@@ -1,0 +1,309 @@
+"""System checks: each wrong setting is reported with its id and a hint that names the fix."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.conf import settings as django_settings
+from django.core.checks import CheckMessage, run_checks
+from django.db import connections
+from django.test import override_settings
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware import default_middleware
+
+import rest_hooks.checks
+from rest_hooks.conf import DEFAULTS
+
+# A Redis broker is never connected to by the checks: this address need not answer.
+UNUSED_REDIS = "redis://127.0.0.1:1/0"
+
+
+def rest_hooks_setting(**entries: Any) -> override_settings:
+    """Override REST_HOOKS entries, keeping the others (REDIS_URL with a Redis broker)."""
+    return override_settings(REST_HOOKS={**django_settings.REST_HOOKS, **entries})
+
+
+def rest_hooks_messages() -> list[CheckMessage]:
+    return [m for m in run_checks() if (m.id or "").startswith("rest_hooks.")]
+
+
+def only(check_id: str) -> list[CheckMessage]:
+    """The rest_hooks messages, asserting they all have the id ``check_id``."""
+    messages = rest_hooks_messages()
+    assert [m.id for m in messages] == [check_id] * len(messages), messages
+    assert messages, f"no {check_id} reported"
+    return messages
+
+
+def full_middleware() -> list[Any]:
+    from django_dramatiq.middleware import DbConnectionsMiddleware
+
+    return [m() for m in default_middleware] + [DbConnectionsMiddleware()]
+
+
+@pytest.fixture
+def use_broker(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Make the checks see a given broker (the real global one is left alone)."""
+
+    def use(broker: Any) -> Any:
+        monkeypatch.setattr(rest_hooks.checks, "current_broker", lambda: broker)
+        return broker
+
+    return use
+
+
+def test_the_test_settings_pass_every_check():
+    assert rest_hooks_messages() == []
+
+
+# -- HOOK_EVENTS ------------------------------------------------------------------------------
+
+
+def test_hook_events_missing(settings):
+    del settings.HOOK_EVENTS
+    (error,) = only("rest_hooks.E001")
+    assert "HOOK_EVENTS" in error.msg
+    assert "HOOK_EVENTS = {" in error.hint
+
+
+@pytest.mark.parametrize("value", [None, ["book.added"], "bookstore.Book.created"])
+def test_hook_events_not_a_dict(value):
+    with override_settings(HOOK_EVENTS=value):
+        (error,) = only("rest_hooks.E001")
+    assert "not a dict" in error.msg
+    assert "HOOK_EVENTS = {'book.added': 'bookstore.Book.created'" in error.hint
+
+
+@pytest.mark.parametrize("spec", ["bookstore.Book", 123, "bookstore.Book.", "bookstore.Book.+"])
+def test_malformed_hook_events_entry(spec):
+    with override_settings(HOOK_EVENTS={"ok": "bookstore.Book.created", "bad": spec}):
+        (error,) = only("rest_hooks.E001")
+    assert "HOOK_EVENTS['bad']" in error.msg
+    assert repr(spec) in error.msg
+    assert "HOOK_EVENTS entry" in error.hint
+
+
+def test_custom_events_need_no_model():
+    with override_settings(HOOK_EVENTS={"user.logged_in": None}):
+        assert rest_hooks_messages() == []
+
+
+@pytest.mark.parametrize(
+    "spec", ["bookstore.Nope.created", "nope.Book.created", "bookstore.Book.sub.created"]
+)
+def test_unknown_model(spec):
+    with override_settings(HOOK_EVENTS={"book.added": spec}):
+        (error,) = only("rest_hooks.E002")
+    assert "HOOK_EVENTS['book.added']" in error.msg
+    assert "not installed" in error.msg
+    assert "'app_label.ModelName'" in error.hint
+
+
+def test_model_name_in_the_wrong_case_is_reported():
+    # apps.get_model() would find it, but the routing compares labels exactly: it never fires.
+    with override_settings(HOOK_EVENTS={"book.added": "bookstore.book.created"}):
+        (error,) = only("rest_hooks.E002")
+    assert "'bookstore.book'" in error.msg
+    assert "'bookstore.Book'" in error.hint
+
+
+def test_two_events_for_one_model_action():
+    events = {"book.added": "bookstore.Book.created", "book.new": "bookstore.Book.created+"}
+    with override_settings(HOOK_EVENTS=events):
+        (error,) = only("rest_hooks.E003")
+    assert "'book.added'" in error.msg
+    assert "'book.new'" in error.msg
+    assert "bookstore.Book.created" in error.msg
+    assert "Keep one of the two entries" in error.hint
+
+
+# -- REST_HOOKS -------------------------------------------------------------------------------
+
+
+def test_unknown_key_suggests_the_close_one():
+    with rest_hooks_setting(RETRY_SHEDULE=[5]):
+        (error,) = only("rest_hooks.E004")
+    assert "'RETRY_SHEDULE'" in error.msg
+    assert error.hint == "Did you mean 'RETRY_SCHEDULE'?"
+
+
+def test_unknown_key_without_a_close_one():
+    with rest_hooks_setting(COLOUR="blue"):
+        (error,) = only("rest_hooks.E004")
+    assert "'COLOUR'" in error.msg
+    assert error.hint == "Remove it."
+
+
+@pytest.mark.parametrize("value", [["RETRY_SCHEDULE", [5]], "RETRY_SCHEDULE=[5]"])
+def test_rest_hooks_not_a_dict(value, use_broker):
+    # Even with a Redis broker, whose checks read REST_HOOKS too: reported, no crash.
+    use_broker(RedisBroker(url=UNUSED_REDIS, middleware=full_middleware()))
+    with override_settings(REST_HOOKS=value):
+        errors = rest_hooks_messages()
+    e004 = [e for e in errors if e.id == "rest_hooks.E004"]
+    assert len(e004) == 1
+    assert "must be a dict" in e004[0].msg
+    assert "REST_HOOKS = {" in e004[0].hint
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("RETRY_JITTER", -0.1),
+        ("DEADLINE", "30"),
+        ("RELAY_AFTER", True),
+        ("MAX_RESPONSE_BYTES", None),
+        ("RETENTION_DAYS", -1),
+        ("DEADLINE", float("inf")),
+    ],
+)
+def test_bad_number(key, value):
+    with rest_hooks_setting(**{key: value}):
+        (error,) = only("rest_hooks.E005")
+    assert f"REST_HOOKS[{key!r}]" in error.msg
+    assert repr(value) in error.msg
+    assert error.hint == f"The default is {DEFAULTS[key]!r}."
+
+
+@pytest.mark.parametrize(
+    "schedule", ["5,300", 300, [5, -1], [5, "300"], [True], {"a": 1}, [float("nan")]]
+)
+def test_bad_retry_schedule(schedule):
+    with rest_hooks_setting(RETRY_SCHEDULE=schedule):
+        (error,) = only("rest_hooks.E005")
+    assert "RETRY_SCHEDULE" in error.msg
+    assert "list of seconds" in error.msg
+    assert "[5, 300, 1800]" in error.hint
+
+
+@pytest.mark.parametrize("schedule", [[], [0], (1, 2.5)])
+def test_good_retry_schedule(schedule):
+    with rest_hooks_setting(RETRY_SCHEDULE=schedule):
+        assert rest_hooks_messages() == []
+
+
+# -- extension points -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path", ["nowhere.deliver", "rest_hooks.tasks.no_such_function", "deliver"]
+)
+@pytest.mark.parametrize("name", ["HOOK_DELIVERER", "HOOK_SERIALIZER", "HOOK_FINDER"])
+def test_extension_point_not_importable(name, path):
+    with override_settings(**{name: path}):
+        (error,) = only("rest_hooks.E008")
+    assert f"settings.{name} = {path!r} cannot be imported" in error.msg
+    assert "dotted path of a function" in error.hint
+
+
+def test_importable_extension_point_passes():
+    with override_settings(HOOK_DELIVERER="rest_hooks.events.find_and_fire_hook"):
+        assert rest_hooks_messages() == []
+
+
+def test_custom_hook_model_not_installed():
+    with override_settings(HOOK_CUSTOM_MODEL="nope.Hook"):
+        errors = rest_hooks_messages()
+    (error,) = [e for e in errors if e.id == "rest_hooks.E009"]
+    assert "'nope.Hook'" in error.msg
+    assert "'app_label.ModelName'" in error.hint
+
+
+def test_custom_hook_model_in_the_old_dotted_form_is_accepted():
+    with override_settings(HOOK_CUSTOM_MODEL="rest_hooks.models.Hook"):
+        assert rest_hooks_messages() == []
+
+
+def test_custom_hook_model_must_subclass_abstract_hook():
+    with override_settings(HOOK_CUSTOM_MODEL="bookstore.Book"):
+        errors = rest_hooks_messages()
+    (error,) = [e for e in errors if e.id == "rest_hooks.E009"]
+    assert "does not subclass AbstractHook" in error.msg
+    assert "rest_hooks.models.AbstractHook" in error.hint
+
+
+# -- the broker -------------------------------------------------------------------------------
+
+
+def test_broker_without_the_required_middleware(use_broker):
+    use_broker(RedisBroker(url=UNUSED_REDIS, middleware=[]))
+    with override_settings(REST_HOOKS={"REDIS_URL": UNUSED_REDIS}):
+        errors = only("rest_hooks.E006")
+    missing = {path for path, _why in rest_hooks.checks.REQUIRED_MIDDLEWARE}
+    assert len(errors) == len(missing) == 3
+    for path in missing:
+        (error,) = [e for e in errors if path in e.msg]
+        assert error.hint == f"Add {path!r} to DRAMATIQ_BROKER['MIDDLEWARE']."
+
+
+def test_broker_lacking_one_middleware(use_broker):
+    middleware = [m for m in full_middleware() if type(m).__name__ != "TimeLimit"]
+    use_broker(RedisBroker(url=UNUSED_REDIS, middleware=middleware))
+    with override_settings(REST_HOOKS={"REDIS_URL": UNUSED_REDIS}):
+        (error,) = only("rest_hooks.E006")
+    assert "dramatiq.middleware.TimeLimit" in error.msg
+    assert "'dramatiq.middleware.TimeLimit'" in error.hint
+
+
+def test_real_broker_with_the_required_middleware_passes(use_broker):
+    use_broker(RedisBroker(url=UNUSED_REDIS, middleware=full_middleware()))
+    with override_settings(REST_HOOKS={"REDIS_URL": UNUSED_REDIS}):
+        assert rest_hooks_messages() == []
+
+
+def test_the_global_broker_is_what_the_checks_see():
+    import dramatiq
+
+    original = dramatiq.get_broker()
+    dramatiq.set_broker(RedisBroker(url=UNUSED_REDIS, middleware=[]))
+    try:
+        with override_settings(REST_HOOKS={"REDIS_URL": UNUSED_REDIS}):
+            ids = {m.id for m in rest_hooks_messages()}
+    finally:
+        dramatiq.set_broker(original)
+    assert ids == {"rest_hooks.E006"}
+    assert dramatiq.get_broker() is original
+
+
+def test_redis_broker_without_redis_url(use_broker):
+    use_broker(RedisBroker(url=UNUSED_REDIS, middleware=full_middleware()))
+    with override_settings(REST_HOOKS={"ALLOW_PRIVATE_TARGETS": True}):
+        (error,) = only("rest_hooks.E007")
+    assert "REDIS_URL" in error.msg
+    assert "REST_HOOKS['REDIS_URL']" in error.hint
+
+
+def test_stub_broker_needs_no_redis_url(use_broker):
+    use_broker(StubBroker(middleware=[]))
+    with override_settings(REST_HOOKS={"EMBEDDED_WORKER": False}):
+        assert rest_hooks_messages() == []
+
+
+def test_embedded_worker_on_sqlite_without_immediate(use_broker, monkeypatch):
+    use_broker(StubBroker(middleware=[]))
+    connections["default"]  # created with the real settings before the patch
+    sqlite = "django.db.backends.sqlite3"
+    monkeypatch.setattr(
+        connections,
+        "settings",
+        {
+            "default": {"ENGINE": sqlite, "OPTIONS": {}},
+            "fine": {"ENGINE": sqlite, "OPTIONS": {"transaction_mode": "IMMEDIATE"}},
+            "pg": {"ENGINE": "django.db.backends.postgresql", "OPTIONS": {}},
+        },
+    )
+    with override_settings(REST_HOOKS={"EMBEDDED_WORKER": True}):
+        (warning,) = only("rest_hooks.W001")
+    assert "DATABASES['default']" in warning.msg
+    assert "DATABASES['default']['OPTIONS']['transaction_mode'] = 'IMMEDIATE'" in warning.hint
+    with override_settings(REST_HOOKS={"EMBEDDED_WORKER": False}):
+        assert rest_hooks_messages() == []
+
+
+def test_proxy_model_is_reported():
+    with override_settings(HOOK_EVENTS={"paperback.added": "bookstore.Paperback.created"}):
+        (error,) = only("rest_hooks.E002")
+    assert "proxy" in error.msg
+    assert error.hint == "Write 'bookstore.Book'."
