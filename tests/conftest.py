@@ -22,6 +22,36 @@ from bookstore.receiver import Receiver
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def run_scenario(module: str, settings_module: str, timeout: float, **env: str) -> dict[str, Any]:
+    """Run ``python -m module`` in a fresh process, away from the suite's Redis and database.
+
+    Its settings come from ``settings_module`` and ``env``; it prints a JSON result as its
+    last line, which is returned.
+    """
+    private = {
+        "REST_HOOKS_TEST_REDIS_URL",
+        "REST_HOOKS_TEST_DB",
+        "REST_HOOKS_TEST_DB_NAME",
+        "REST_HOOKS_TEST_OVERRIDES",
+    }
+    full_env = {k: v for k, v in os.environ.items() if k not in private}
+    full_env.update(
+        DJANGO_SETTINGS_MODULE=settings_module,
+        PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'example'}",
+        **env,
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", module],
+        cwd=ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, f"{module} failed:\n{proc.stdout}\n{proc.stderr}"
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     r = Receiver()

@@ -9,9 +9,6 @@ receiver and checks what reached it.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +16,7 @@ from typing import Any
 from standardwebhooks.webhooks import Webhook
 
 from bookstore.receiver import Answer
+from tests.conftest import run_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
 # The scenario waits at most this long for the delivery, then exits.
@@ -26,37 +24,17 @@ WAIT = 15.0
 
 
 def run_embedded(tmp_path: Path, receiver_url: str, **overrides: Any) -> dict[str, Any]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k
-        not in {
-            "REST_HOOKS_TEST_REDIS_URL",
-            "REST_HOOKS_TEST_DB",
-            "REST_HOOKS_TEST_DB_NAME",
-            "REST_HOOKS_TEST_OVERRIDES",
-        }
-    }
-    env.update(
-        DJANGO_SETTINGS_MODULE="tests.embedded_settings",
+    started = time.monotonic()
+    result = run_scenario(
+        "tests.embedded_scenario",
+        "tests.embedded_settings",
+        timeout=WAIT + 30,
         REST_HOOKS_EMBEDDED_DB=str(tmp_path / "embedded.sqlite3"),
         REST_HOOKS_EMBEDDED_WAIT=str(WAIT),
         REST_HOOKS_RECEIVER_URL=receiver_url,
         REST_HOOKS_TEST_OVERRIDES=json.dumps(overrides),
-        PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'example'}",
-    )
-    started = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-m", "tests.embedded_scenario"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=WAIT + 30,
     )
     took = time.monotonic() - started
-    assert proc.returncode == 0, f"embedded scenario failed:\n{proc.stdout}\n{proc.stderr}"
-    result = dict(json.loads(proc.stdout.strip().splitlines()[-1]))
     # It exits promptly once delivered: the worker's threads do not hold the process.
     assert took < result["elapsed"] + 10, (took, result["elapsed"])
     return result

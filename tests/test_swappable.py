@@ -8,52 +8,30 @@ SQLite file, the embedded broker) against this process's HTTP receiver.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
 
 from standardwebhooks.webhooks import Webhook
 
+from tests.conftest import run_scenario
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_scenario(tmp_path: Path, receiver_url: str) -> dict[str, Any]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k
-        not in {
-            "REST_HOOKS_TEST_REDIS_URL",
-            "REST_HOOKS_TEST_DB",
-            "REST_HOOKS_TEST_DB_NAME",
-            "REST_HOOKS_TEST_OVERRIDES",
-        }
-    }
-    env.update(
-        DJANGO_SETTINGS_MODULE="tests.settings_custom",
+def run_custom_scenario(tmp_path: Path, receiver_url: str) -> dict[str, Any]:
+    return run_scenario(
+        "tests.custom_models.scenario",
+        "tests.settings_custom",
+        timeout=60,
         REST_HOOKS_CUSTOM_DB=str(tmp_path / "custom.sqlite3"),
         REST_HOOKS_RECEIVER_URL=receiver_url,
-        PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'example'}",
     )
-    proc = subprocess.run(
-        [sys.executable, "-m", "tests.custom_models.scenario"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 0, f"scenario failed:\n{proc.stdout}\n{proc.stderr}"
-    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
 def test_custom_user_and_custom_hook_model(tmp_path, receiver):
     url = receiver.url("/team")
-    result = run_scenario(tmp_path, url)
+    result = run_custom_scenario(tmp_path, url)
 
     # The models are wired to the custom ones, and migrations agree with them.
     assert result["makemigrations"] == "No changes detected"
