@@ -240,3 +240,34 @@ def test_parse_retry_after():
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", 1445412470) == 10
     assert parse_retry_after("soon", 0) is None
     assert parse_retry_after(None, 0) is None
+
+
+def _fan_out_peak(user: Any, hooks: int) -> tuple[int, int]:
+    """Fan one event out to ``hooks`` hooks; return (deliveries made, peak bytes allocated)."""
+    import tracemalloc
+
+    Hook.objects.all().delete()
+    Event.objects.all().delete()
+    Hook.objects.bulk_create(
+        Hook(user=user, event="book.added", target=f"https://example.com/{i}") for i in range(hooks)
+    )
+    add_book(user)
+    event = Event.objects.get()
+    tracemalloc.start()
+    try:
+        made = tasks.fan_out(event.pk)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return made, peak
+
+
+@override_settings(REST_HOOKS={"FANOUT_CHUNK_SIZE": 500})
+def test_fan_out_to_10000_hooks_runs_in_bounded_memory(user, redis_url):
+    # redis_url: the messages go to a real broker, not into this process's memory.
+    small = _fan_out_peak(user, 1_000)
+    large = _fan_out_peak(user, 10_000)
+    assert (small[0], large[0]) == (1_000, 10_000)
+    assert Delivery.objects.filter(event__name="book.added").count() == 10_000
+    # Ten times the hooks, about the same memory: it grows with the chunk, not the event.
+    assert large[1] < small[1] * 2, (small[1], large[1])
