@@ -9,15 +9,10 @@ broker: no django_dramatiq, no Redis.
 import os
 
 from tests.settings import *  # noqa: F403
-from tests.settings import REST_HOOKS
+from tests.settings import INSTALLED_APPS, REST_HOOKS
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
-    "django.contrib.auth",
-    "django.contrib.contenttypes",
-    "django.contrib.sessions",
-    "django.contrib.messages",
-    "rest_hooks",
+    *(app for app in INSTALLED_APPS if app not in {"django_dramatiq", "bookstore"}),
     "tests.custom_models",
 ]
 
