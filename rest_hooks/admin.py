@@ -32,25 +32,62 @@ class HookForm(forms.ModelForm):  # type: ignore[type-arg]
 
 class HookAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     form = HookForm
-    list_display = ("id", "event", "target", "user", "is_active", "created")
-    list_filter = ("is_active", "event")
+    list_display = ("id", "event", "target", "user", "is_active", "signing", "created")
+    list_filter = ("is_active", "event", "signing")
     search_fields = ("target", "event")
     raw_id_fields = ("user",)
-    fields = ("user", "event", "target", "is_active", "disabled_reason", "disabled_at")
-    readonly_fields = ("disabled_reason", "disabled_at")
+    fields = (
+        "user",
+        "event",
+        "target",
+        "signing",
+        "public_key",
+        "is_active",
+        "disabled_reason",
+        "disabled_at",
+    )
+    actions = ["rotate_secrets"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        readonly = ["public_key", "disabled_reason", "disabled_at"]
+        # Changing the scheme of an existing hook means new keys: use "rotate" instead.
+        return [*readonly, "signing"] if obj is not None else readonly
+
+    @admin.display(description="public key (Ed25519)")
+    def public_key(self, obj: Any) -> str:
+        return obj.public_key or "-"
 
     def response_add(
         self, request: HttpRequest, obj: Any, post_url_continue: str | None = None
     ) -> HttpResponse:
+        return self._show_credentials(
+            request, "The hook was created.", [(obj, obj.public_key or obj.secret)]
+        )
+
+    @admin.action(description="Rotate the signing secret (old one valid for the grace period)")
+    def rotate_secrets(self, request: HttpRequest, queryset: QuerySet[Any]) -> HttpResponse:
+        credentials = [(hook, hook.rotate_secret()) for hook in queryset]
+        grace = float(hook_settings.SECRET_ROTATION_GRACE) / 3600
+        return self._show_credentials(
+            request,
+            f"New secrets for {len(credentials)} hooks. Deliveries are signed with the old "
+            f"secret too for {grace:g} hours.",
+            credentials,
+        )
+
+    def _show_credentials(
+        self, request: HttpRequest, intro: str, credentials: list[tuple[Any, str]]
+    ) -> HttpResponse:
+        """The one page that ever shows secrets: right after they were made."""
         return TemplateResponse(
             request,
             "admin/rest_hooks/hook_secret.html",
             {
                 **self.admin_site.each_context(request),
                 "opts": self.model._meta,
-                "hook": obj,
-                "secret": obj.secret,
-                "title": "Hook created: copy its signing secret",
+                "intro": intro,
+                "credentials": credentials,
+                "title": "Copy the signing secrets",
             },
         )
 

@@ -14,6 +14,7 @@ from django.utils.module_loading import import_string
 from rest_hooks.broker import current_broker, is_embedded
 from rest_hooks.conf import DEFAULTS, hook_model_label, hook_settings
 from rest_hooks.events import parse_hook_events
+from rest_hooks.security.encryption import SecretBox
 
 #: Middleware the actors rely on in worker processes: (dotted path, why).
 REQUIRED_MIDDLEWARE = [
@@ -132,6 +133,19 @@ def check_rest_hooks_setting(app_configs: Any = None, **kwargs: Any) -> list[Err
                     f"REST_HOOKS[{key!r}] must be a non-negative number, not {value!r}.",
                     hint=f"The default is {DEFAULTS[key]!r}.",
                     id="rest_hooks.E005",
+                )
+            )
+    keys = hook_settings.SECRET_KEYS
+    if keys is not None:
+        try:
+            SecretBox(list(keys))
+        except Exception:
+            errors.append(
+                Error(
+                    "REST_HOOKS['SECRET_KEYS'] must be a non-empty list of Fernet keys.",
+                    hint="Make one with: python -c 'from cryptography.fernet import Fernet; "
+                    "print(Fernet.generate_key().decode())'. Newest first.",
+                    id="rest_hooks.E010",
                 )
             )
     schedule = hook_settings.RETRY_SCHEDULE

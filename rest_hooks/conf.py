@@ -17,6 +17,8 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 from django.utils.module_loading import import_string
 
+from rest_hooks.security.encryption import SecretBox, derive_key
+
 #: Defaults of ``settings.REST_HOOKS``. The README documents each one.
 DEFAULTS: dict[str, Any] = {
     # Shared state (rate limits, breakers). None: in-process memory (embedded mode).
@@ -47,6 +49,13 @@ DEFAULTS: dict[str, Any] = {
     # Targets: loopback and private addresses are refused unless allowed here.
     "ALLOW_PRIVATE_TARGETS": False,
     "ALLOWED_NETWORKS": [],
+    # Refuse http:// targets, at subscription and at delivery.
+    "HTTPS_ONLY": False,
+    # Fernet keys that encrypt hook secrets at rest, newest first. None: one key derived
+    # from SECRET_KEY (and one from each of SECRET_KEY_FALLBACKS, to decrypt).
+    "SECRET_KEYS": None,
+    # After Hook.rotate_secret(), deliveries are signed with the old secret too for this long.
+    "SECRET_ROTATION_GRACE": 86400,
     # Fire hooks for fixture loading (post_save with raw=True)?
     "FIRE_ON_RAW_SAVE": False,
     # Outbox relay: pending events/deliveries older than this many seconds are re-enqueued,
@@ -103,6 +112,21 @@ def _import_optional(name: str) -> Callable[..., Any] | None:
     return import_string(path) if path else None
 
 
+def secret_box() -> SecretBox:
+    """The encryption of hook secrets at rest, from the settings (cached)."""
+    global _secret_box
+    if _secret_box is None:
+        keys = hook_settings.SECRET_KEYS
+        if not keys:
+            passphrases = [settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", [])]
+            keys = [derive_key(p) for p in passphrases]
+        _secret_box = SecretBox(keys)
+    return _secret_box
+
+
+_secret_box: SecretBox | None = None
+
+
 def hook_model_label() -> str:
     """``app_label.ModelName`` of the hook model (``HOOK_CUSTOM_MODEL`` swaps it)."""
     label: str = getattr(settings, "HOOK_CUSTOM_MODEL", None) or "rest_hooks.Hook"
@@ -112,7 +136,15 @@ def hook_model_label() -> str:
 
 hook_settings = HookSettings()
 
-_WATCHED = {"REST_HOOKS", "HOOK_EVENTS", "HOOK_SERIALIZER", "HOOK_DELIVERER", "HOOK_FINDER"}
+_WATCHED = {
+    "REST_HOOKS",
+    "HOOK_EVENTS",
+    "HOOK_SERIALIZER",
+    "HOOK_DELIVERER",
+    "HOOK_FINDER",
+    "SECRET_KEY",
+    "SECRET_KEY_FALLBACKS",
+}
 _reload_callbacks: list[Callable[[], None]] = []
 
 
@@ -124,7 +156,9 @@ def on_reload(callback: Callable[[], None]) -> Callable[[], None]:
 
 @receiver(setting_changed)
 def _reload_hook_settings(*, setting: str, **kwargs: Any) -> None:
+    global _secret_box
     if setting in _WATCHED:
         hook_settings.reload()
+        _secret_box = None
         for callback in _reload_callbacks:
             callback()

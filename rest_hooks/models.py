@@ -6,9 +6,11 @@ existing database upgrades in place; the columns added here all have defaults.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import uuid
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -17,8 +19,14 @@ from django.db import models
 from django.utils import timezone
 
 from rest_hooks.conf import hook_model_label, hook_settings
+from rest_hooks.fields import EncryptedSecretField
 from rest_hooks.security.network import check_url
-from rest_hooks.security.signing import generate_secret
+from rest_hooks.security.signing import generate_secret, generate_signing_key, public_key_for
+
+#: The column of django-rest-hooks 1.5.
+TARGET_MAX_LENGTH = 255
+#: Rotated-out secrets kept signing at once (each adds a signature to every delivery).
+MAX_PREVIOUS_SECRETS = 3
 
 
 def uuid7() -> uuid.UUID:
@@ -45,14 +53,24 @@ class AbstractHook(models.Model):
         settings.AUTH_USER_MODEL, related_name="%(class)ss", on_delete=models.CASCADE
     )
     event = models.CharField("Event", max_length=64, db_index=True)
-    target = models.URLField("Target URL", max_length=255)
+    target = models.URLField("Target URL", max_length=TARGET_MAX_LENGTH)
 
     is_active = models.BooleanField(default=True)
     disabled_reason = models.CharField(max_length=255, blank=True, default="")
     disabled_at = models.DateTimeField(null=True, blank=True)
     # Start of the current run of failed deliveries; cleared by any success.
     failing_since = models.DateTimeField(null=True, blank=True, editable=False)
-    secret = models.CharField(max_length=128, default=generate_secret, editable=False)
+
+    class Signing(models.TextChoices):
+        HMAC_SHA256 = "hmac-sha256", "HMAC-SHA256 (v1, shared secret)"
+        ED25519 = "ed25519", "Ed25519 (v1a, public key)"
+
+    signing = models.CharField(max_length=16, choices=Signing.choices, default=Signing.HMAC_SHA256)
+    # whsec_… (HMAC) or whsk_… (Ed25519 private key), encrypted at rest.
+    secret = EncryptedSecretField(default=generate_secret, editable=False)
+    # Secrets replaced by rotate_secret(), still used to sign until they expire: JSON
+    # [{"secret": ..., "expires": unix seconds}], encrypted at rest.
+    previous_secrets = EncryptedSecretField(blank=True, default="", editable=False)
 
     class Meta:
         abstract = True
@@ -60,12 +78,57 @@ class AbstractHook(models.Model):
     def __str__(self) -> str:
         return f"{self.event} => {self.target}"
 
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if self._state.adding and self.signing_is_ed25519 and not self.secret.startswith("whsk_"):
+            self.secret = generate_signing_key()
+        super().save(*args, **kwargs)
+
+    @property
+    def signing_is_ed25519(self) -> bool:
+        return self.signing == self.Signing.ED25519
+
+    @property
+    def public_key(self) -> str | None:
+        """What an Ed25519 hook's subscriber verifies with (``whpk_…``); None for HMAC."""
+        return public_key_for(self.secret) if self.signing_is_ed25519 else None
+
+    def signing_secrets(self, now: float | None = None) -> list[str]:
+        """The current secret, then the rotated-out ones whose grace period still runs."""
+        now = time.time() if now is None else now
+        return [self.secret] + [p["secret"] for p in self._previous() if p["expires"] > now]
+
+    def rotate_secret(self, grace: timedelta | None = None) -> str:
+        """Replace the secret; the old one keeps signing for ``grace`` (default 24 h).
+
+        Returns what the subscriber needs now: the new ``whsec_`` secret, or for an
+        Ed25519 hook the new ``whpk_`` public key. During the grace period every delivery
+        carries a signature for each valid secret, so subscribers can switch at leisure.
+        """
+        if grace is None:
+            grace = timedelta(seconds=float(hook_settings.SECRET_ROTATION_GRACE))
+        now = time.time()
+        kept = [p for p in self._previous() if p["expires"] > now]
+        if grace.total_seconds() > 0:
+            kept.insert(0, {"secret": self.secret, "expires": now + grace.total_seconds()})
+        # A few at most: every delivery carries one signature per valid secret.
+        self.previous_secrets = json.dumps(kept[:MAX_PREVIOUS_SECRETS]) if kept else ""
+        self.secret = generate_signing_key() if self.signing_is_ed25519 else generate_secret()
+        self.save(update_fields=["secret", "previous_secrets", "updated"])
+        return self.public_key or self.secret
+
+    def _previous(self) -> list[dict[str, Any]]:
+        return list(json.loads(self.previous_secrets)) if self.previous_secrets else []
+
     def clean(self) -> None:
         errors: dict[str, str] = {}
         if self.event not in hook_settings.HOOK_EVENTS:
             errors["event"] = f"Invalid hook event {self.event}."
         try:
-            check_url(self.target or "")
+            check_url(
+                self.target or "",
+                https_only=bool(hook_settings.HTTPS_ONLY),
+                max_length=TARGET_MAX_LENGTH,
+            )
         except ValueError as exc:
             errors["target"] = str(exc)
         if errors:

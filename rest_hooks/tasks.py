@@ -174,6 +174,7 @@ def http_client() -> DeliveryClient:
                     allow_private=s.ALLOW_PRIVATE_TARGETS, allowed_networks=s.ALLOWED_NETWORKS
                 ),
                 user_agent=USER_AGENT,
+                https_only=bool(s.HTTPS_ONLY),
             )
         )
         _client_pid = os.getpid()
@@ -300,7 +301,9 @@ def _headers(delivery: Delivery, event: Event, hook: Any, body: bytes) -> dict[s
         "X-Hook-Event": event.name,
         "X-Hook-Attempt": str(delivery.attempts),
     }
-    headers.update(signature_headers(hook.secret, str(delivery.pk), int(time.time()), body))
+    headers.update(
+        signature_headers(hook.signing_secrets(), str(delivery.pk), int(time.time()), body)
+    )
     return headers
 
 

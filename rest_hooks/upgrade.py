@@ -6,12 +6,13 @@ it empty and then give each existing hook a secret of its own with this operatio
 project with a custom hook model (``HOOK_CUSTOM_MODEL``) adds the same operation to the
 migration ``makemigrations`` writes for it::
 
-    from rest_hooks.upgrade import give_each_hook_its_own_secret
+    from rest_hooks.upgrade import encrypt_hook_secrets, give_each_hook_its_own_secret
 
     operations = [
-        migrations.AddField("myhook", "secret", models.CharField(max_length=128, default="")),
+        migrations.AddField("myhook", "secret", models.TextField(default="")),
         give_each_hook_its_own_secret("myapp", "MyHook"),
-        ...  # then the AlterField makemigrations wrote, with default=generate_secret
+        ...  # the rest of what makemigrations wrote (the secret's final AlterField last)
+        encrypt_hook_secrets("myapp", "MyHook"),
     ]
 """
 
@@ -32,5 +33,19 @@ def give_each_hook_its_own_secret(app_label: str, model_name: str) -> migrations
         manager = model._base_manager.using(schema_editor.connection.alias)
         for pk in manager.filter(secret="").values_list("pk", flat=True).iterator():
             manager.filter(pk=pk).update(secret=generate_secret())
+
+    return migrations.RunPython(forwards, migrations.RunPython.noop, elidable=True)
+
+
+def encrypt_hook_secrets(app_label: str, model_name: str) -> migrations.RunPython:
+    """Encrypt secrets stored in plain text (EncryptedSecretField reads those as they are)."""
+
+    def forwards(apps: Any, schema_editor: Any) -> None:
+        model = apps.get_model(app_label, model_name)
+        if model._meta.swapped:
+            return
+        manager = model._base_manager.using(schema_editor.connection.alias)
+        for pk, secret in manager.values_list("pk", "secret").iterator():
+            manager.filter(pk=pk).update(secret=secret)  # saved encrypted
 
     return migrations.RunPython(forwards, migrations.RunPython.noop, elidable=True)

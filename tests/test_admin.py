@@ -76,6 +76,7 @@ def test_secret_is_shown_once_after_adding_and_never_again(admin_client, user):
             "user": user.pk,
             "event": "book.added",
             "target": "https://example.com/hook",
+            "signing": "hmac-sha256",
             "is_active": "on",
         },
     )
@@ -84,7 +85,7 @@ def test_secret_is_shown_once_after_adding_and_never_again(admin_client, user):
     assert hook.secret.startswith("whsec_")
     assert hook.user == user
     html = response.content.decode()
-    assert f'<code id="hook-secret">{hook.secret}</code>' in html
+    assert f'<code class="hook-credential">{hook.secret}</code>' in html
     assert html.count(hook.secret) == 1
     # Not in a message either: messages may live in a cookie.
     assert hook.secret not in str(admin_client.cookies)
@@ -253,3 +254,25 @@ def test_events_cannot_be_changed(admin_client):
     assert response.status_code == 403
     event.refresh_from_db()
     assert (event.name, event.payload) == ("book.added", "{}")
+
+
+def test_rotate_action_shows_the_new_secrets_once(admin_client, user):
+    hmac_hook = Hook.objects.create(user=user, event="book.added", target="https://a.example/")
+    ed_hook = Hook.objects.create(
+        user=user, event="book.added", target="https://b.example/", signing="ed25519"
+    )
+    old = {hmac_hook.pk: hmac_hook.secret, ed_hook.pk: ed_hook.secret}
+    response = admin_client.post(
+        url("hook_changelist"),
+        {"action": "rotate_secrets", "_selected_action": [hmac_hook.pk, ed_hook.pk]},
+    )
+    html = response.content.decode()
+    hmac_hook.refresh_from_db()
+    ed_hook.refresh_from_db()
+    assert hmac_hook.secret != old[hmac_hook.pk]
+    assert hmac_hook.signing_secrets() == [hmac_hook.secret, old[hmac_hook.pk]]
+    assert f'<code class="hook-credential">{hmac_hook.secret}</code>' in html
+    # An Ed25519 hook's subscriber gets the public key; the private key is never shown.
+    assert f'<code class="hook-credential">{ed_hook.public_key}</code>' in html
+    assert ed_hook.secret not in html
+    assert hmac_hook.secret not in page(admin_client, url("hook_change", hmac_hook.pk))

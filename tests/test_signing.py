@@ -4,7 +4,9 @@ The property-based tests exist because verification parses attacker-controlled
 input: example tests alone would not convince us that *every* malformed delivery
 raises a `SignatureError` (and nothing else), or that every tampering is caught.
 The `standardwebhooks` cross-checks pin the wire format to the specification's
-reference implementation, since compatibility is the reason for the format.
+reference implementation, since compatibility is the reason for the format. The
+Ed25519 (`v1a`) signatures are checked against `cryptography` directly, because the
+Python `standardwebhooks` package implements HMAC (`v1`) only.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from hypothesis import assume, given
 from hypothesis import strategies as st
-from standardwebhooks.webhooks import Webhook
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from rest_hooks.security import (
     InvalidSecretError,
@@ -34,18 +37,30 @@ from rest_hooks.security import (
     TimestampError,
     TimestampTooNewError,
     TimestampTooOldError,
+    decode_public_key,
     decode_secret,
+    decode_signing_key,
     generate_secret,
+    generate_signing_key,
+    public_key_for,
     sign,
     signature_headers,
     verify,
 )
+from rest_hooks.security import signing as signing_module
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TS = 1_700_000_000
 SECRET = "whsec_" + base64.b64encode(bytes(range(32))).decode()
 OTHER_SECRET = "whsec_" + base64.b64encode(bytes(range(100, 132))).decode()
 BODY = b'{"hook": "book.added", "data": {"id": 1}}'
+# RFC 8032, section 7.1, TEST 1: a seed and the public key it must give.
+RFC8032_SEED = bytes.fromhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
+RFC8032_PUBLIC = bytes.fromhex("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a")
+SIGNING_KEY = "whsk_" + base64.b64encode(RFC8032_SEED).decode()
+PUBLIC_KEY = "whpk_" + base64.b64encode(RFC8032_PUBLIC).decode()
+OTHER_SIGNING_KEY = "whsk_" + base64.b64encode(bytes(range(200, 232))).decode()
+OTHER_PUBLIC_KEY = public_key_for(OTHER_SIGNING_KEY)
 STANDARD_NAMES = ("webhook-id", "webhook-timestamp", "webhook-signature")
 HOOK_NAMES = ("X-Hook-Id", "X-Hook-Timestamp", "X-Hook-Signature")
 
@@ -54,6 +69,11 @@ HOOK_NAMES = ("X-Hook-Id", "X-Hook-Timestamp", "X-Hook-Signature")
 secrets_st = st.binary(min_size=24, max_size=64).map(
     lambda raw: "whsec_" + base64.b64encode(raw).decode()
 )
+signing_keys_st = st.binary(min_size=32, max_size=32).map(
+    lambda raw: "whsk_" + base64.b64encode(raw).decode()
+)
+# Anything a sender signs with: an HMAC secret or an Ed25519 signing key.
+sender_keys_st = secrets_st | signing_keys_st
 # `sign` only accepts ids that survive an HTTP header unchanged: visible ASCII.
 msg_ids = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=64)
 timestamps = st.integers(min_value=0, max_value=10**18 - 1)
@@ -96,6 +116,21 @@ def _verify_never_crashes(body: Any, headers: Any, secret: Any = SECRET) -> None
     except SignatureError as exc:
         message = str(exc)
     assert SECRET.removeprefix("whsec_") not in message
+    assert PUBLIC_KEY.removeprefix("whpk_") not in message
+
+
+def _receiver_key(sender_key: str) -> str:
+    """What the receiver verifies with: the secret itself, or the signing key's public key."""
+    return public_key_for(sender_key) if sender_key.startswith("whsk_") else sender_key
+
+
+def _ed25519_ok(public_key: str, signature: bytes, message: bytes) -> bool:
+    """Verify with `cryptography` directly, independently of our `verify`."""
+    try:
+        Ed25519PublicKey.from_public_bytes(decode_public_key(public_key)).verify(signature, message)
+    except Exception:
+        return False
+    return True
 
 
 # --- round trips ------------------------------------------------------------------
@@ -410,7 +445,10 @@ def test_signature_entries_beside_a_good_one(extra: str) -> None:
 @pytest.mark.parametrize(
     ("value", "error"),
     [
-        ("v1a,c29tZSBlZDI1NTE5IHNpZ25hdHVyZQ==", NoMatchingSignatureError),
+        # A v1a entry must be 64 bytes, the size of any Ed25519 signature.
+        ("v1a,c29tZSBlZDI1NTE5IHNpZ25hdHVyZQ==", MalformedHeaderError),
+        ("v1a," + base64.b64encode(bytes(64)).decode(), NoMatchingSignatureError),
+        ("v2,whatever", NoMatchingSignatureError),
         ("v1,AAAA", NoMatchingSignatureError),
         ("nocomma", MalformedHeaderError),
         ("v1,not*base64", MalformedHeaderError),
@@ -620,6 +658,337 @@ def test_sign_rejects_bad_secrets() -> None:
         sign([], "msg_1", TS, BODY)
 
 
+# --- Ed25519 (v1a) ----------------------------------------------------------------
+
+
+@given(
+    value=json_values,
+    ensure_ascii=st.booleans(),
+    signing_key=signing_keys_st,
+    msg_id=msg_ids,
+    timestamp=timestamps,
+)
+def test_v1a_round_trip(
+    value: Any, ensure_ascii: bool, signing_key: str, msg_id: str, timestamp: int
+) -> None:
+    body = _json_body(value, ensure_ascii)
+    public_key = public_key_for(signing_key)
+    headers = signature_headers(signing_key, msg_id, timestamp, body)
+    version, _, payload = headers["webhook-signature"].partition(",")
+    assert version == "v1a"
+    signature = base64.b64decode(payload, validate=True)
+    assert len(signature) == 64
+    assert _ed25519_ok(public_key, signature, f"{msg_id}.{timestamp}.".encode() + body)
+    assert verify(body, headers, public_key, now=timestamp) == value
+    assert verify(body.decode(), _only(headers, HOOK_NAMES), [public_key], now=timestamp) == value
+    stranger = PUBLIC_KEY if public_key == OTHER_PUBLIC_KEY else OTHER_PUBLIC_KEY
+    with pytest.raises(NoMatchingSignatureError):
+        verify(body, headers, stranger, now=timestamp)
+
+
+def test_v1a_known_answer() -> None:
+    """Pin the key format (RFC 8032 vector) and the exact bytes that are signed."""
+    assert public_key_for(SIGNING_KEY) == PUBLIC_KEY
+    assert decode_signing_key(SIGNING_KEY) == RFC8032_SEED
+    assert decode_public_key(PUBLIC_KEY) == RFC8032_PUBLIC
+    expected = Ed25519PrivateKey.from_private_bytes(RFC8032_SEED).sign(b"msg_1.%d.%s" % (TS, BODY))
+    assert sign(SIGNING_KEY, "msg_1", TS, BODY) == "v1a," + base64.b64encode(expected).decode()
+
+
+@given(body=st.binary(min_size=1), data=st.data())
+def test_v1a_any_body_change_is_rejected(body: bytes, data: st.DataObject) -> None:
+    headers = signature_headers(SIGNING_KEY, "msg_1", TS, body)
+    index = data.draw(st.integers(0, len(body) - 1))
+    flipped = bytearray(body)
+    flipped[index] ^= 1 << data.draw(st.integers(0, 7))
+    with pytest.raises(NoMatchingSignatureError):
+        verify(bytes(flipped), headers, PUBLIC_KEY, now=TS)
+    other = data.draw(st.binary())
+    assume(other != body)
+    with pytest.raises(NoMatchingSignatureError):
+        verify(other, headers, PUBLIC_KEY, now=TS)
+
+
+@given(msg_id=msg_ids, other_id=st.text())
+def test_v1a_any_id_change_is_rejected(msg_id: str, other_id: str) -> None:
+    assume(other_id != msg_id)
+    headers = signature_headers(SIGNING_KEY, msg_id, TS, BODY)
+    with pytest.raises(SignatureError):
+        verify(BODY, {**headers, "webhook-id": other_id}, PUBLIC_KEY, now=TS)
+
+
+@given(timestamp=timestamps, other=timestamps)
+def test_v1a_any_timestamp_change_is_rejected(timestamp: int, other: int) -> None:
+    assume(other != timestamp)
+    headers = signature_headers(SIGNING_KEY, "msg_1", timestamp, BODY)
+    tampered = {**headers, "webhook-timestamp": str(other)}
+    with pytest.raises(NoMatchingSignatureError):
+        verify(BODY, tampered, PUBLIC_KEY, now=other)
+
+
+@given(msg_id=msg_ids, data=st.data())
+def test_v1a_any_signature_change_is_rejected(msg_id: str, data: st.DataObject) -> None:
+    headers = signature_headers(SIGNING_KEY, msg_id, TS, BODY)
+    signature = headers["webhook-signature"]
+    index = data.draw(st.integers(0, len(signature) - 1))
+    char = data.draw(st.characters())
+    assume(char != signature[index])
+    tampered = signature[:index] + char + signature[index + 1 :]
+    with pytest.raises(SignatureError):
+        verify(BODY, {**headers, "webhook-signature": tampered}, PUBLIC_KEY, now=TS)
+
+
+@given(data=st.data())
+def test_v1a_any_bit_of_the_signature_matters(data: st.DataObject) -> None:
+    """Flip bits of the decoded signature (not just characters): always rejected."""
+    headers = signature_headers(SIGNING_KEY, "msg_1", TS, BODY)
+    raw = bytearray(base64.b64decode(headers["webhook-signature"].removeprefix("v1a,")))
+    raw[data.draw(st.integers(0, 63))] ^= 1 << data.draw(st.integers(0, 7))
+    forged = "v1a," + base64.b64encode(bytes(raw)).decode()
+    with pytest.raises(NoMatchingSignatureError):
+        verify(BODY, {**headers, "webhook-signature": forged}, PUBLIC_KEY, now=TS)
+
+
+def test_v1a_non_canonical_base64_is_rejected() -> None:
+    payload = sign(SIGNING_KEY, "msg_1", TS, BODY).removeprefix("v1a,")
+    assert payload.endswith("==")
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    sibling = alphabet[alphabet.index(payload[-3]) ^ 1]  # differs only in padding bits
+    forged = f"v1a,{payload[:-3]}{sibling}=="
+    assert base64.b64decode(forged[4:]) == base64.b64decode(payload)
+    headers = {"webhook-id": "msg_1", "webhook-timestamp": str(TS), "webhook-signature": forged}
+    with pytest.raises(MalformedHeaderError):
+        verify(BODY, headers, PUBLIC_KEY, now=TS)
+
+
+def test_scheme_mismatch_is_explained() -> None:
+    hmac_only = signature_headers(SECRET, "msg_1", TS, BODY)
+    with pytest.raises(NoMatchingSignatureError, match=r"no v1a .*whpk_"):
+        verify(BODY, hmac_only, PUBLIC_KEY, now=TS)
+    ed_only = signature_headers(SIGNING_KEY, "msg_1", TS, BODY)
+    with pytest.raises(NoMatchingSignatureError, match=r"no v1 .*whsec_"):
+        verify(BODY, ed_only, SECRET, now=TS)
+
+
+@given(
+    keys=st.lists(sender_keys_st, min_size=1, max_size=4, unique=True),
+    msg_id=msg_ids,
+    data=st.data(),
+)
+def test_mixed_rotation(keys: list[str], msg_id: str, data: st.DataObject) -> None:
+    """Any mix of whsec_/whsk_ signs; each receiver key alone, or any list, verifies."""
+    receiver_keys = [_receiver_key(key) for key in keys]
+    headers = signature_headers(keys, msg_id, TS, BODY)
+    entries = headers["webhook-signature"].split(" ")
+    assert [entry.split(",")[0] for entry in entries] == [
+        "v1a" if key.startswith("whsk_") else "v1" for key in keys
+    ]
+    for receiver_key in receiver_keys:
+        assert verify(BODY, headers, receiver_key, now=TS) == json.loads(BODY)
+    # A delivery signed by one key verifies against the receiver's whole mixed list ...
+    signer = data.draw(st.sampled_from(keys))
+    single = signature_headers(signer, msg_id, TS, BODY)
+    shuffled = data.draw(st.permutations(receiver_keys))
+    assert verify(BODY, single, shuffled, now=TS) == json.loads(BODY)
+    # ... but not against keys that did not sign it.
+    strangers = data.draw(st.lists(sender_keys_st, min_size=1, max_size=3))
+    assume(not set(strangers) & set(keys))
+    with pytest.raises(NoMatchingSignatureError):
+        verify(BODY, headers, [_receiver_key(key) for key in strangers], now=TS)
+
+
+def test_header_with_v1_and_v1a_verifies_with_either_key() -> None:
+    headers = signature_headers([SECRET, SIGNING_KEY], "msg_1", TS, BODY)
+    assert headers["webhook-signature"] == (
+        f"{sign(SECRET, 'msg_1', TS, BODY)} {sign(SIGNING_KEY, 'msg_1', TS, BODY)}"
+    )
+    expected = json.loads(BODY)
+    assert verify(BODY, headers, SECRET, now=TS) == expected
+    assert verify(BODY, headers, PUBLIC_KEY, now=TS) == expected
+    assert verify(BODY, headers, [SECRET, PUBLIC_KEY], now=TS) == expected
+    assert verify(BODY, headers, [OTHER_SECRET, PUBLIC_KEY], now=TS) == expected
+    assert verify(BODY, headers, [SECRET, OTHER_PUBLIC_KEY], now=TS) == expected
+    with pytest.raises(NoMatchingSignatureError):
+        verify(BODY, headers, [OTHER_SECRET, OTHER_PUBLIC_KEY], now=TS)
+
+    # An entry is only ever checked by the scheme its version names: relabelled, the
+    # Ed25519 signature is not taken for an HMAC, nor the HMAC for an Ed25519 signature.
+    hmac_entry, ed25519_entry = headers["webhook-signature"].split(" ")
+    relabelled = {
+        "v1," + ed25519_entry.removeprefix("v1a,"): NoMatchingSignatureError,
+        "v1a," + hmac_entry.removeprefix("v1,"): MalformedHeaderError,  # 32 bytes, not 64
+    }
+    for value, error in relabelled.items():
+        for keys in (SECRET, PUBLIC_KEY, [SECRET, PUBLIC_KEY]):
+            with pytest.raises(error):
+                verify(BODY, {**headers, "webhook-signature": value}, keys, now=TS)
+
+
+@given(
+    headers=st.dictionaries(header_names | st.text() | st.binary(), garbage),
+    body=garbage,
+    keys=st.sampled_from([PUBLIC_KEY, [SECRET, PUBLIC_KEY], [PUBLIC_KEY, OTHER_PUBLIC_KEY]]),
+)
+def test_v1a_garbage_headers_only_raise_signature_error(
+    headers: dict[Any, Any], body: Any, keys: Any
+) -> None:
+    with pytest.raises(SignatureError):
+        verify(body, headers, keys, now=TS)
+
+
+@given(
+    entries=st.lists(
+        st.tuples(
+            st.sampled_from(["v1a", "v1", "V1A", "v1a ", ""]),
+            st.text()
+            | st.binary(min_size=0, max_size=80).map(lambda b: base64.b64encode(b).decode()),
+        ),
+        max_size=4,
+    ),
+    keep_good=st.booleans(),
+    body=garbage | st.just(BODY),
+)
+def test_v1a_garbage_entries_never_crash(
+    entries: list[tuple[str, str]], keep_good: bool, body: Any
+) -> None:
+    good = sign([SECRET, SIGNING_KEY], "msg_1", TS, BODY)
+    value = " ".join([f"{v},{p}" for v, p in entries] + ([good] if keep_good else []))
+    headers = {"webhook-id": "msg_1", "webhook-timestamp": str(TS), "webhook-signature": value}
+    for keys in (PUBLIC_KEY, [SECRET, PUBLIC_KEY]):
+        _verify_never_crashes(body, headers, keys)
+        if keep_good and body == BODY:
+            assert verify(body, headers, keys, now=TS) == json.loads(BODY)
+
+
+def test_signing_key_given_to_verify_is_refused() -> None:
+    headers = signature_headers(SIGNING_KEY, "msg_1", TS, BODY)
+    encoded = SIGNING_KEY.removeprefix("whsk_")
+    for keys, match in ((SIGNING_KEY, "public key"), ([SECRET, SIGNING_KEY], "#1.*public key")):
+        with pytest.raises(InvalidSecretError, match=match) as excinfo:
+            verify(BODY, headers, keys, now=TS)
+        message = str(excinfo.value)
+        assert "whpk_" in message
+        for start in range(0, len(encoded) - 8):
+            assert encoded[start : start + 8] not in message
+
+
+def test_public_key_cannot_sign() -> None:
+    with pytest.raises(InvalidSecretError, match="cannot sign"):
+        sign(PUBLIC_KEY, "msg_1", TS, BODY)
+    with pytest.raises(InvalidSecretError, match="#1"):
+        signature_headers([SECRET, PUBLIC_KEY], "msg_1", TS, BODY)
+
+
+@given(
+    key=garbage
+    | st.text().map(lambda s: "whpk_" + s)
+    | st.binary(max_size=64).map(lambda b: "whpk_" + base64.b64encode(b).decode())
+)
+def test_bad_public_keys_raise_invalid_secret_error(key: Any) -> None:
+    try:
+        decode_public_key(key)
+    except InvalidSecretError:
+        pass
+    else:
+        assume(False)  # hypothesis happened to build a valid public key
+    headers = signature_headers(SIGNING_KEY, "msg_1", TS, BODY)
+    with pytest.raises(InvalidSecretError):
+        verify(BODY, headers, key, now=TS)
+    with pytest.raises(InvalidSecretError, match="#1"):
+        verify(BODY, headers, [PUBLIC_KEY, key], now=TS)
+
+
+@given(
+    raw=st.binary(min_size=12, max_size=64),
+    prefix=st.sampled_from(["whsk_", "whpk_"]),
+    corruption=st.sampled_from(["", "*", " ", "-", "\n", "\u00e9"]),
+    where=st.integers(min_value=0),
+)
+def test_ed25519_keys_never_appear_in_error_messages(
+    raw: bytes, prefix: str, corruption: str, where: int
+) -> None:
+    encoded = base64.b64encode(raw).decode()
+    where %= len(encoded)
+    encoded = encoded[:where] + corruption + encoded[where:]
+    assume(corruption or len(raw) != 32)
+    key = prefix + encoded
+    headers = signature_headers(SIGNING_KEY, "msg_1", TS, BODY)
+    calls = [
+        lambda: sign(key, "msg_1", TS, BODY),
+        lambda: sign([SECRET, key], "msg_1", TS, BODY),
+        lambda: verify(BODY, headers, key, now=TS),
+        lambda: verify(BODY, headers, [PUBLIC_KEY, key], now=TS),
+    ]
+    if prefix == "whsk_":
+        calls += [lambda: public_key_for(key), lambda: decode_signing_key(key)]
+    else:
+        calls += [lambda: decode_public_key(key)]
+    for call in calls:
+        with pytest.raises(InvalidSecretError) as excinfo:
+            call()
+        message = str(excinfo.value)
+        for start in range(0, len(encoded) - 8):
+            assert encoded[start : start + 8] not in message
+
+
+def test_generate_signing_key() -> None:
+    key = generate_signing_key()
+    assert key.startswith("whsk_")
+    seed = decode_signing_key(key)
+    assert len(seed) == 32
+    assert key == "whsk_" + base64.b64encode(seed).decode()
+    public_key = public_key_for(key)
+    assert public_key.startswith("whpk_")
+    expected = Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes_raw()
+    assert decode_public_key(public_key) == expected
+    assert len({generate_signing_key() for _ in range(50)}) == 50
+    headers = signature_headers(key, "msg_1", TS, BODY)
+    assert verify(BODY, headers, public_key, now=TS) == json.loads(BODY)
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        (PUBLIC_KEY, "whsk_"),
+        (SECRET, "whsk_"),
+        ("WHSK_" + SIGNING_KEY.removeprefix("whsk_"), "whsk_"),
+        (SIGNING_KEY[:-4] + "*AAA", "base64"),
+        (SIGNING_KEY + "\n", "base64"),
+        ("whsk_" + base64.b64encode(bytes(31)).decode(), "32 bytes"),
+        ("whsk_" + base64.b64encode(bytes(33)).decode(), "32 bytes"),
+        ("whsk_" + base64.b64encode(bytes(64)).decode(), "32 bytes"),  # libsodium-style
+        ("whsk_", "32 bytes"),
+        (None, "str"),
+        (["whsk_"], "str"),
+    ],
+)
+def test_public_key_for_rejects(key: Any, message: str) -> None:
+    with pytest.raises(InvalidSecretError) as excinfo:
+        public_key_for(key)
+    assert message in str(excinfo.value)
+    if isinstance(key, str) and len(key) > 13:
+        assert key[5:13] not in str(excinfo.value)
+
+
+def test_ed25519_keys_tolerate_missing_padding() -> None:
+    assert SIGNING_KEY.endswith("=")
+    assert decode_signing_key(SIGNING_KEY.rstrip("=")) == RFC8032_SEED
+    assert decode_public_key(PUBLIC_KEY.rstrip("=")) == RFC8032_PUBLIC
+
+
+def test_signing_keys_are_loaded_once() -> None:
+    """Signing every delivery of an Ed25519 hook must not parse its key every time."""
+    key = generate_signing_key()
+    load = signing_module._load_signing_key
+    sign(key, "msg_1", TS, BODY)
+    before = load.cache_info()
+    for n in range(5):
+        sign([key, SECRET], f"msg_{n}", TS, BODY)
+    after = load.cache_info()
+    assert after.misses == before.misses
+    assert after.hits == before.hits + 5
+
+
 # --- interoperability with the reference implementation ----------------------------
 
 
@@ -658,6 +1027,30 @@ def test_standardwebhooks_accepts_a_generated_secret() -> None:
     assert Webhook(secret).verify(BODY, headers) == json.loads(BODY)
 
 
+@given(
+    value=json_values,
+    secret=secrets_st,
+    signing_keys=st.lists(signing_keys_st, min_size=1, max_size=2),
+    hmac_first=st.booleans(),
+)
+def test_standardwebhooks_skips_our_v1a_entries(
+    value: Any, secret: str, signing_keys: list[str], hmac_first: bool
+) -> None:
+    """The reference verifier (HMAC only) ignores v1a entries beside our v1 one."""
+    body = _json_body(value, ensure_ascii=False)
+    keys = [secret, *signing_keys] if hmac_first else [*signing_keys, secret]
+    headers = signature_headers(keys, "msg_1", int(time.time()), body)
+    assert "v1a," in headers["webhook-signature"]
+    assert Webhook(secret).verify(body, headers) == value
+
+
+def test_standardwebhooks_rejects_a_v1a_only_delivery_cleanly() -> None:
+    """With no v1 entry the reference verifier reports no match (it does not crash)."""
+    headers = signature_headers(SIGNING_KEY, "msg_1", int(time.time()), BODY)
+    with pytest.raises(WebhookVerificationError, match="No matching signature"):
+        Webhook(SECRET).verify(BODY, headers)
+
+
 # --- no Django --------------------------------------------------------------------
 
 
@@ -667,7 +1060,8 @@ def test_importing_security_does_not_import_django() -> None:
         [
             sys.executable,
             "-c",
-            "import rest_hooks.security, sys; assert 'django' not in sys.modules",
+            "import rest_hooks.security, sys; assert 'django' not in sys.modules;"
+            " assert 'rest_hooks.security.django' not in sys.modules",
         ],
         cwd=REPO_ROOT,
         env=env,

@@ -99,6 +99,8 @@ class HttpOptions:
     max_keepalive_connections: int = 20
     keepalive_expiry: float = 5.0
     ssl_context: ssl.SSLContext | None = None
+    #: Refuse ``http://`` targets (a final failure, like a refused address).
+    https_only: bool = False
 
     def __post_init__(self) -> None:
         for name in ("connect_timeout", "read_timeout", "write_timeout", "pool_timeout"):
@@ -516,7 +518,7 @@ class DeliveryClient:
         URL the subscriber registered.
         """
         try:
-            check_url(url)
+            check_url(url, https_only=self.options.https_only)
         except ValueError as exc:
             raise DeliveryError("refused", str(exc)) from exc
         started = time.monotonic()

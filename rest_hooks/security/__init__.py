@@ -2,7 +2,9 @@
 
 Importing this package must not import Django, so that receivers which are not
 Django projects, and code running before settings are configured, can verify
-deliveries. Everything public lives in :mod:`rest_hooks.security.signing`.
+deliveries. Everything public lives in :mod:`rest_hooks.security.signing`; the view
+decorator for Django receivers is in :mod:`rest_hooks.security.django`, which is not
+imported here.
 """
 
 from rest_hooks.security.signing import (
@@ -15,8 +17,12 @@ from rest_hooks.security.signing import (
     TimestampError,
     TimestampTooNewError,
     TimestampTooOldError,
+    decode_public_key,
     decode_secret,
+    decode_signing_key,
     generate_secret,
+    generate_signing_key,
+    public_key_for,
     sign,
     signature_headers,
     verify,
@@ -32,8 +38,12 @@ __all__ = [
     "TimestampError",
     "TimestampTooNewError",
     "TimestampTooOldError",
+    "decode_public_key",
     "decode_secret",
+    "decode_signing_key",
     "generate_secret",
+    "generate_signing_key",
+    "public_key_for",
     "sign",
     "signature_headers",
     "verify",

@@ -1,10 +1,18 @@
 """Signing and verification of hook deliveries, in the Standard Webhooks wire format.
 
-We sign exactly the way https://www.standardwebhooks.com/ specifies (HMAC-SHA256 over
-``"{id}.{timestamp}.{body}"``, ``v1,<base64>`` entries, ``whsec_`` secrets) so that
-receivers can verify our deliveries with the off-the-shelf ``standardwebhooks`` or
-``svix`` libraries instead of trusting hand-written code. The same values are also
-sent under ``X-Hook-*`` names for receivers written against those names.
+We sign exactly the way https://www.standardwebhooks.com/ specifies, over the text
+``"{id}.{timestamp}.{body}"``, so that receivers can verify our deliveries with the
+off-the-shelf ``standardwebhooks`` or ``svix`` libraries instead of trusting
+hand-written code. Two schemes, told apart by the key's prefix:
+
+- symmetric: a ``whsec_`` secret shared with the receiver, HMAC-SHA256, ``v1,<base64>``
+  signature entries;
+- asymmetric: a ``whsk_`` Ed25519 signing key that only we hold, ``v1a,<base64>``
+  entries, verified by the receiver with the matching ``whpk_`` public key (see
+  :func:`public_key_for`), so a receiver's leaked key cannot forge deliveries.
+
+The same values are also sent under ``X-Hook-*`` names for receivers written against
+those names.
 
 This module deliberately imports nothing from Django: receivers that are not Django
 projects (or that verify before settings are configured) can use :func:`verify`.
@@ -19,6 +27,7 @@ messages end up in logs and error trackers.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -29,7 +38,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from secrets import token_bytes
 from typing import Any, Final
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
 SECRET_PREFIX: Final = "whsec_"  # noqa: S105 -- a format prefix, not a secret
+#: Prefix of an Ed25519 signing (private) key: base64 of its 32-byte seed.
+SIGNING_KEY_PREFIX: Final = "whsk_"
+#: Prefix of an Ed25519 public key: base64 of its 32 raw bytes.
+PUBLIC_KEY_PREFIX: Final = "whpk_"
+#: Bytes of an Ed25519 seed and of an Ed25519 public key.
+ED25519_KEY_BYTES: Final = 32
+ED25519_SIGNATURE_BYTES: Final = 64
 #: Bytes of randomness in a secret made by :func:`generate_secret`.
 SECRET_BYTES: Final = 32
 #: Shortest key accepted; the Standard Webhooks specification asks for 24 to 64 bytes.
@@ -37,6 +56,11 @@ MIN_SECRET_BYTES: Final = 24
 #: Default clock skew accepted by :func:`verify`, in seconds (the specification's 5 min).
 DEFAULT_TOLERANCE: Final = 300
 SIGNATURE_VERSION: Final = "v1"
+#: The signature version of Ed25519 (asymmetric) entries.
+ASYMMETRIC_SIGNATURE_VERSION: Final = "v1a"
+# Loaded Ed25519 keys kept per key string, so that signing every delivery of a hook
+# (and verifying every request of a receiver) does not parse the key again.
+_KEY_CACHE_SIZE: Final = 256
 
 HEADER_ID: Final = "webhook-id"
 HEADER_TIMESTAMP: Final = "webhook-timestamp"
@@ -96,7 +120,7 @@ class TimestampTooNewError(TimestampError):
 
 
 class NoMatchingSignatureError(SignatureError):
-    """No ``v1`` signature entry matches any of the receiver's secrets."""
+    """No ``v1`` / ``v1a`` signature entry matches any of the receiver's keys."""
 
 
 class MalformedBodyError(SignatureError):
@@ -104,7 +128,9 @@ class MalformedBodyError(SignatureError):
 
 
 class InvalidSecretError(SignatureError):
-    """A hook secret is not ``whsec_`` + base64 of at least 24 bytes.
+    """A key is unusable: not ``whsec_`` + base64 of at least 24 bytes, not ``whsk_`` /
+    ``whpk_`` + base64 of 32 bytes, or the wrong kind of key for the job (a public key
+    to sign with, a signing key to verify with).
 
     This is a configuration problem rather than a bad delivery; it is still a
     :class:`SignatureError` (and therefore a :class:`ValueError`) so that
@@ -120,6 +146,27 @@ def generate_secret() -> str:
     return SECRET_PREFIX + base64.b64encode(token_bytes(SECRET_BYTES)).decode("ascii")
 
 
+def generate_signing_key() -> str:
+    """Return a new Ed25519 signing key: ``whsk_`` + base64 of its 32-byte seed.
+
+    Keep it on the sending side; receivers get :func:`public_key_for` of it.
+    """
+    seed = Ed25519PrivateKey.generate().private_bytes_raw()
+    return SIGNING_KEY_PREFIX + base64.b64encode(seed).decode("ascii")
+
+
+def public_key_for(signing_key: str) -> str:
+    """Return the ``whpk_`` public key that verifies what ``signing_key`` signs.
+
+    Raises :class:`InvalidSecretError`, never echoing the key, if it is not ``whsk_`` +
+    base64 of 32 bytes.
+    """
+    if not isinstance(signing_key, str):  # an unhashable argument would upset the cache
+        decode_signing_key(signing_key)
+    raw = _load_signing_key(signing_key).public_key().public_bytes_raw()
+    return PUBLIC_KEY_PREFIX + base64.b64encode(raw).decode("ascii")
+
+
 def decode_secret(secret: str) -> bytes:
     """Return the HMAC key held by a ``whsec_`` secret.
 
@@ -128,20 +175,43 @@ def decode_secret(secret: str) -> bytes:
     decoded into a different key. Raises :class:`InvalidSecretError` (a
     ``ValueError``) whose message never includes the secret.
     """
-    if not isinstance(secret, str):
-        raise InvalidSecretError(f"a hook secret must be a str, not {type(secret).__name__}")
-    if not secret.startswith(SECRET_PREFIX):
-        raise InvalidSecretError(f"a hook secret must start with {SECRET_PREFIX!r}")
-    encoded = secret[len(SECRET_PREFIX) :]
+    return _decode_hmac_secret(secret)
+
+
+def decode_signing_key(signing_key: str) -> bytes:
+    """Return the 32-byte Ed25519 seed held by a ``whsk_`` signing key.
+
+    Same rules and guarantees as :func:`decode_secret`: :class:`InvalidSecretError`
+    whose message never includes the key.
+    """
+    return _decode_ed25519(signing_key, SIGNING_KEY_PREFIX, "an Ed25519 signing key")
+
+
+def decode_public_key(public_key: str) -> bytes:
+    """Return the 32 raw bytes of a ``whpk_`` Ed25519 public key."""
+    return _decode_ed25519(public_key, PUBLIC_KEY_PREFIX, "an Ed25519 public key")
+
+
+def _decode_prefixed(value: object, prefix: str, what: str) -> bytes:
+    """Check the type and prefix of an encoded key and return its base64-decoded bytes."""
+    if not isinstance(value, str):
+        raise InvalidSecretError(f"{what} must be a str, not {type(value).__name__}")
+    if not value.startswith(prefix):
+        raise InvalidSecretError(f"{what} must start with {prefix!r}")
+    encoded = value[len(prefix) :]
     try:
-        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+        return base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
     except ValueError:  # binascii.Error, or non-ASCII text
         # `from None`: the original exception is not useful and must not drag the
-        # secret into tracebacks.
+        # key into tracebacks.
         raise InvalidSecretError(
-            f"the part of a hook secret after {SECRET_PREFIX!r} must be standard base64"
+            f"the part of {what} after {prefix!r} must be standard base64"
             " (alphabet A-Z a-z 0-9 + /, no whitespace)"
         ) from None
+
+
+def _decode_hmac_secret(value: object) -> bytes:
+    key = _decode_prefixed(value, SECRET_PREFIX, "a hook secret")
     if len(key) < MIN_SECRET_BYTES:
         raise InvalidSecretError(
             f"a hook secret must decode to at least {MIN_SECRET_BYTES} bytes, not {len(key)}"
@@ -149,19 +219,51 @@ def decode_secret(secret: str) -> bytes:
     return key
 
 
+def _decode_ed25519(value: object, prefix: str, what: str) -> bytes:
+    raw = _decode_prefixed(value, prefix, what)
+    if len(raw) != ED25519_KEY_BYTES:
+        raise InvalidSecretError(
+            f"{what} must decode to exactly {ED25519_KEY_BYTES} bytes, not {len(raw)}"
+        )
+    return raw
+
+
+# Cached by the key string. Failures are not cached (lru_cache never caches exceptions);
+# the cache only ever holds keys the caller holds anyway, and nothing here logs them.
+@functools.lru_cache(maxsize=_KEY_CACHE_SIZE)
+def _load_signing_key(signing_key: str) -> Ed25519PrivateKey:
+    seed = decode_signing_key(signing_key)
+    try:
+        return Ed25519PrivateKey.from_private_bytes(seed)
+    except ValueError:  # not expected for 32 bytes; keep verify()'s promise regardless
+        raise InvalidSecretError("not a usable Ed25519 signing key") from None
+
+
+@functools.lru_cache(maxsize=_KEY_CACHE_SIZE)
+def _load_public_key(public_key: str) -> Ed25519PublicKey:
+    raw = decode_public_key(public_key)
+    try:
+        return Ed25519PublicKey.from_public_bytes(raw)
+    except ValueError:
+        raise InvalidSecretError("not a usable Ed25519 public key") from None
+
+
 def sign(secrets: str | Sequence[str], msg_id: str, timestamp: int, body: bytes) -> str:
     """Return the ``webhook-signature`` header value for one delivery.
 
-    With several secrets (during a rotation) there is one space-separated ``v1,``
-    entry per secret, in the order given, so receivers still holding either the old
-    or the new secret accept the delivery.
+    Each of ``secrets`` adds one entry, space-separated, in the order given: a
+    ``v1,`` HMAC entry for a ``whsec_`` secret, a ``v1a,`` Ed25519 entry for a
+    ``whsk_`` signing key. With several (during a rotation, or while moving a hook
+    from one scheme to the other) a receiver holding any one of the matching keys
+    accepts the delivery.
 
-    Raises :class:`InvalidSecretError` for an undecodable secret, ``TypeError`` /
-    ``ValueError`` for arguments that :func:`verify` would reject on arrival (an id
-    that is not visible ASCII, a negative or oversized timestamp, a non-bytes body):
-    failing loudly here beats sending deliveries no receiver can ever verify.
+    Raises :class:`InvalidSecretError` for an undecodable key or a ``whpk_`` public
+    key (which cannot sign), ``TypeError`` / ``ValueError`` for arguments that
+    :func:`verify` would reject on arrival (an id that is not visible ASCII, a
+    negative or oversized timestamp, a non-bytes body): failing loudly here beats
+    sending deliveries no receiver can ever verify.
     """
-    keys = _decode_secrets(secrets)
+    keys = _signing_keys(secrets)
     if not isinstance(msg_id, str):
         raise TypeError(f"msg_id must be a str, not {type(msg_id).__name__}")
     if not _MSG_ID_RE.fullmatch(msg_id):
@@ -174,10 +276,17 @@ def sign(secrets: str | Sequence[str], msg_id: str, timestamp: int, body: bytes)
         raise TypeError(f"body must be bytes, not {type(body).__name__}")
     id_bytes = msg_id.encode("ascii")
     ts_bytes = str(timestamp).encode("ascii")
-    return " ".join(
-        f"{SIGNATURE_VERSION},{base64.b64encode(_digest(key, id_bytes, ts_bytes, body)).decode()}"
-        for key in keys
-    )
+    message: bytes | None = None  # built once, only if an Ed25519 key needs it
+    entries = []
+    for key in keys:
+        if isinstance(key, Ed25519PrivateKey):
+            if message is None:
+                message = b"%s.%s.%s" % (id_bytes, ts_bytes, body)
+            version, signature = ASYMMETRIC_SIGNATURE_VERSION, key.sign(message)
+        else:
+            version, signature = SIGNATURE_VERSION, _digest(key, id_bytes, ts_bytes, body)
+        entries.append(f"{version},{base64.b64encode(signature).decode('ascii')}")
+    return " ".join(entries)
 
 
 def signature_headers(
@@ -217,9 +326,12 @@ def verify(
     otherwise the ``X-Hook-*`` family; the two are never mixed, so a forged header of
     one family cannot stand in for a missing one of the other.
 
-    ``secret`` may be a list during a rotation: a delivery passes if any secret
-    matches any ``v1`` entry. Entries of other versions (e.g. ``v1a`` for Ed25519)
-    are skipped so senders can add new schemes without breaking this receiver.
+    ``secret`` is a ``whsec_`` secret, which checks the ``v1`` (HMAC) entries, or a
+    ``whpk_`` public key, which checks the ``v1a`` (Ed25519) entries; or a list of
+    both kinds during a rotation: a delivery passes if any key matches any entry of
+    its version. Entries of other versions are skipped so senders can add new schemes
+    without breaking this receiver. A ``whsk_`` signing key is refused with
+    :class:`InvalidSecretError`: a receiver must only ever hold the public key.
 
     The timestamp must be within ``tolerance`` seconds of ``now`` (default: the
     current time) in either direction, which bounds how long a captured delivery can
@@ -238,7 +350,7 @@ def verify(
 
     # Secrets first: a misconfigured receiver should fail on every request, not only
     # on the ones that happen to carry well-formed headers.
-    keys = _decode_secrets(secret)
+    hmac_keys, public_keys = _verifying_keys(secret)
 
     msg_id, raw_timestamp, raw_signature = _select_headers(_collect_headers(headers))
     try:
@@ -256,15 +368,16 @@ def verify(
             f"timestamp {timestamp} is more than {tolerance}s after now ({math.floor(now)})"
         )
 
-    candidates = _parse_signatures(raw_signature)
+    hmac_candidates, ed25519_candidates = _parse_signatures(raw_signature)
     raw_body = _body_bytes(body)
     ts_bytes = raw_timestamp.encode("ascii")
-    if not any(
-        hmac.compare_digest(_digest(key, id_bytes, ts_bytes, raw_body), candidate)
-        for key in keys
-        for candidate in candidates
+    if not (
+        _hmac_matches(hmac_keys, hmac_candidates, id_bytes, ts_bytes, raw_body)
+        or _ed25519_matches(public_keys, ed25519_candidates, id_bytes, ts_bytes, raw_body)
     ):
-        raise NoMatchingSignatureError("no signature matches any of the hook secrets")
+        raise NoMatchingSignatureError(
+            _no_match_message(hmac_keys, public_keys, hmac_candidates, ed25519_candidates)
+        )
 
     try:
         return json.loads(raw_body.decode("utf-8"))
@@ -284,23 +397,126 @@ def _digest(
     return mac.digest()
 
 
-def _decode_secrets(secrets: object) -> list[bytes]:
-    """Decode one secret or a rotation list, naming the culprit by position only."""
+def _hmac_matches(
+    keys: Sequence[bytes],
+    candidates: Sequence[bytes],
+    id_bytes: bytes,
+    ts_bytes: bytes,
+    body: bytes,
+) -> bool:
+    return any(
+        hmac.compare_digest(_digest(key, id_bytes, ts_bytes, body), candidate)
+        for key in keys
+        for candidate in candidates
+    )
+
+
+def _ed25519_matches(
+    keys: Sequence[Ed25519PublicKey],
+    candidates: Sequence[bytes],
+    id_bytes: bytes,
+    ts_bytes: bytes,
+    body: bytes,
+) -> bool:
+    if not keys or not candidates:
+        return False
+    message = b"%s.%s.%s" % (id_bytes, ts_bytes, body)
+    for key in keys:
+        for candidate in candidates:
+            try:
+                key.verify(candidate, message)
+            except InvalidSignature:
+                continue
+            return True
+    return False
+
+
+def _no_match_message(
+    hmac_keys: Sequence[bytes],
+    public_keys: Sequence[Ed25519PublicKey],
+    hmac_candidates: Sequence[bytes],
+    ed25519_candidates: Sequence[bytes],
+) -> str:
+    """Say why nothing matched, pointing out a scheme mismatch (a common setup mistake)."""
+    if (hmac_keys and hmac_candidates) or (public_keys and ed25519_candidates):
+        return "no signature matches any of the hook secrets"
+    wanted = [
+        f"{version} (for the {prefix} keys)"
+        for keys, version, prefix in (
+            (hmac_keys, SIGNATURE_VERSION, SECRET_PREFIX),
+            (public_keys, ASYMMETRIC_SIGNATURE_VERSION, PUBLIC_KEY_PREFIX),
+        )
+        if keys
+    ]
+    return f"the signature header has no {' or '.join(wanted)} entry"
+
+
+def _items(secrets: object) -> Iterable[tuple[str, object]]:
+    """Yield ``(label, key)`` for one key or each of a non-empty list of keys.
+
+    The label names a culprit in error messages by position only, never by value.
+    """
     if isinstance(secrets, str):
-        return [decode_secret(secrets)]
+        yield "", secrets
+        return
     if not isinstance(secrets, Sequence) or isinstance(secrets, (bytes, bytearray)):
         raise InvalidSecretError(
             f"hook secrets must be a str or a sequence of str, not {type(secrets).__name__}"
         )
     if not secrets:
         raise InvalidSecretError("no hook secret given")
-    keys = []
     for index, item in enumerate(secrets):
+        yield f"hook secret #{index}: ", item
+
+
+def _signing_keys(secrets: object) -> list[bytes | Ed25519PrivateKey]:
+    """Decode what we sign with: HMAC keys (``whsec_``) and Ed25519 keys (``whsk_``)."""
+    keys: list[bytes | Ed25519PrivateKey] = []
+    for label, item in _items(secrets):
         try:
-            keys.append(decode_secret(item))
+            if isinstance(item, str) and item.startswith(SIGNING_KEY_PREFIX):
+                keys.append(_load_signing_key(item))
+            elif isinstance(item, str) and item.startswith(PUBLIC_KEY_PREFIX):
+                raise InvalidSecretError(
+                    f"a {PUBLIC_KEY_PREFIX!r} public key cannot sign; sign with its"
+                    f" {SIGNING_KEY_PREFIX!r} signing key"
+                )
+            elif isinstance(item, str) and not item.startswith(SECRET_PREFIX):
+                raise InvalidSecretError(
+                    f"a hook secret must start with {SECRET_PREFIX!r}"
+                    f" (or be a {SIGNING_KEY_PREFIX!r} Ed25519 signing key)"
+                )
+            else:
+                keys.append(_decode_hmac_secret(item))
         except InvalidSecretError as exc:
-            raise InvalidSecretError(f"hook secret #{index}: {exc}") from None
+            raise InvalidSecretError(f"{label}{exc}") from None
     return keys
+
+
+def _verifying_keys(secrets: object) -> tuple[list[bytes], list[Ed25519PublicKey]]:
+    """Decode what a receiver verifies with: HMAC keys and Ed25519 public keys."""
+    hmac_keys: list[bytes] = []
+    public_keys: list[Ed25519PublicKey] = []
+    for label, item in _items(secrets):
+        try:
+            if isinstance(item, str) and item.startswith(PUBLIC_KEY_PREFIX):
+                public_keys.append(_load_public_key(item))
+            elif isinstance(item, str) and item.startswith(SIGNING_KEY_PREFIX):
+                raise InvalidSecretError(
+                    f"this is a {SIGNING_KEY_PREFIX!r} signing key, which must stay with the"
+                    f" sender; verify with its {PUBLIC_KEY_PREFIX!r} public key instead"
+                    " (rest_hooks.security.public_key_for() derives it)"
+                )
+            elif isinstance(item, str) and not item.startswith(SECRET_PREFIX):
+                raise InvalidSecretError(
+                    f"a hook secret must start with {SECRET_PREFIX!r}"
+                    f" (or be a {PUBLIC_KEY_PREFIX!r} Ed25519 public key)"
+                )
+            else:
+                hmac_keys.append(_decode_hmac_secret(item))
+        except InvalidSecretError as exc:
+            raise InvalidSecretError(f"{label}{exc}") from None
+    return hmac_keys, public_keys
 
 
 def _collect_headers(headers: object) -> dict[str, object]:
@@ -376,21 +592,23 @@ def _parse_timestamp(raw: str) -> int:
     return int(raw)
 
 
-def _parse_signatures(raw: str) -> list[bytes]:
-    """Return the decoded ``v1`` signatures from a signature header value.
+def _parse_signatures(raw: str) -> tuple[list[bytes], list[bytes]]:
+    """Return the decoded ``v1`` and ``v1a`` signatures from a signature header value.
 
     A bad entry is merely non-matching, so one garbled entry cannot mask a good one;
     only a header with no well-formed entry at all is malformed. Base64 must be
     canonical: otherwise several spellings would decode to the same signature and a
-    modified header could still verify.
+    modified header could still verify. A ``v1a`` entry must also be 64 bytes long,
+    the size of every Ed25519 signature.
     """
-    candidates: list[bytes] = []
+    hmac_candidates: list[bytes] = []
+    ed25519_candidates: list[bytes] = []
     well_formed = False
     for entry in raw.split():
         version, comma, payload = entry.partition(",")
         if not comma or not version or not payload:
             continue
-        if version != SIGNATURE_VERSION:
+        if version not in (SIGNATURE_VERSION, ASYMMETRIC_SIGNATURE_VERSION):
             well_formed = True  # a scheme we do not implement; not an error
             continue
         try:
@@ -399,11 +617,16 @@ def _parse_signatures(raw: str) -> list[bytes]:
             continue
         if base64.b64encode(decoded).decode("ascii") != payload:
             continue
+        if version == SIGNATURE_VERSION:
+            hmac_candidates.append(decoded)
+        elif len(decoded) == ED25519_SIGNATURE_BYTES:
+            ed25519_candidates.append(decoded)
+        else:
+            continue
         well_formed = True
-        candidates.append(decoded)
     if not well_formed:
         raise MalformedHeaderError("the signature header has no well-formed entry")
-    return candidates
+    return hmac_candidates, ed25519_candidates
 
 
 def _body_bytes(body: object) -> bytes:
