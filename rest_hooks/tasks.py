@@ -27,7 +27,7 @@ from django.db import connections, router, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from rest_hooks import __version__
+from rest_hooks import __version__, metrics
 from rest_hooks.broker import setup_broker
 from rest_hooks.conf import hook_settings, on_reload
 from rest_hooks.delivery.http import DeliveryClient, DeliveryError, HttpOptions, HttpResult
@@ -263,16 +263,6 @@ def attempt(delivery_id: str) -> None:
     if result is not None and outcome is not Outcome.SUCCESS:
         error = f"HTTP {result.status_code}"
     delivery.last_error = error
-    logger.info(
-        "Delivery %s attempt %d to hook %s: %s%s in %.1f ms.",
-        delivery_id,
-        delivery.attempts,
-        hook.pk,
-        outcome.value,
-        f" ({error})" if error else "",
-        duration_ms,
-        extra={**log_extra, "outcome": outcome.value, "status_code": delivery.last_status_code},
-    )
 
     if outcome is Outcome.SUCCESS:
         _finish(delivery, Delivery.Status.SUCCESS)
@@ -285,13 +275,30 @@ def attempt(delivery_id: str) -> None:
                 hook=hook,
                 delivery=delivery,
             )
+        reported = "success"
     elif outcome is Outcome.GONE:
         _finish(delivery, Delivery.Status.FAILED)
         disable_hook(hook, "The target answered 410 Gone.")
+        reported = "failed"
     elif outcome is Outcome.FINAL:
         _finish(delivery, Delivery.Status.FAILED)
+        reported = "blocked"
     else:
-        _retry_or_fail(delivery, hook, result)
+        reported = "retry" if _retry_or_fail(delivery, hook, result) else "failed"
+
+    logger.info(
+        "Delivery %s attempt %d to hook %s: %s%s in %.1f ms.",
+        delivery_id,
+        delivery.attempts,
+        hook.pk,
+        reported,
+        f" ({error})" if error else "",
+        duration_ms,
+        extra={**log_extra, "outcome": reported, "status_code": delivery.last_status_code},
+    )
+    metrics.delivery_attempts.labels(
+        event=event.name, outcome=reported, status_class=metrics.status_class(result)
+    ).inc()
 
 
 def _headers(delivery: Delivery, event: Event, hook: Any, body: bytes) -> dict[str, str]:
@@ -336,7 +343,8 @@ def _save_attempt(delivery: Delivery) -> None:
     )
 
 
-def _retry_or_fail(delivery: Delivery, hook: Any, result: HttpResult | None) -> None:
+def _retry_or_fail(delivery: Delivery, hook: Any, result: HttpResult | None) -> bool:
+    """Schedule the next attempt; False when there is none (the delivery failed)."""
     now = timezone.now()
     retry_after = (
         parse_retry_after(result.headers.get("retry-after"), time.time()) if result else None
@@ -346,7 +354,7 @@ def _retry_or_fail(delivery: Delivery, hook: Any, result: HttpResult | None) -> 
         delay = None
     if delay is None:
         _finish(delivery, Delivery.Status.FAILED)
-        return
+        return False
     delivery.next_attempt_at = now + timedelta(seconds=delay)
     _save_attempt(delivery)
     try:
@@ -357,6 +365,7 @@ def _retry_or_fail(delivery: Delivery, hook: Any, result: HttpResult | None) -> 
             delivery.pk,
             extra={"delivery_id": str(delivery.pk)},
         )
+    return True
 
 
 def _hook_succeeded(hook: Any) -> None:

@@ -271,3 +271,35 @@ def test_fan_out_to_10000_hooks_runs_in_bounded_memory(user, redis_url):
     assert Delivery.objects.filter(event__name="book.added").count() == 10_000
     # Ten times the hooks, about the same memory: it grows with the chunk, not the event.
     assert large[1] < small[1] * 2, (small[1], large[1])
+
+
+def attempts_metric(outcome: str, status_class: str) -> float:
+    from prometheus_client import REGISTRY
+
+    labels = {"event": "book.added", "outcome": outcome, "status_class": status_class}
+    return REGISTRY.get_sample_value("rest_hooks_delivery_attempts_total", labels) or 0.0
+
+
+def test_attempts_are_counted_by_outcome(user, receiver, run_pipeline):
+    before = {
+        key: attempts_metric(*key)
+        for key in [("retry", "5xx"), ("failed", "5xx"), ("success", "2xx"), ("blocked", "none")]
+    }
+    make_hook(user, receiver)
+    receiver.answer("/hook", Answer(500), Answer(500))
+    add_book(user)
+    with override_settings(REST_HOOKS={**FAST_RETRIES, "RETRY_SCHEDULE": [0]}):
+        run_pipeline()
+        run_pipeline()  # the last attempt fails: "failed", not "retry"
+    add_book(user)
+    run_pipeline()
+    add_book(user)
+    with override_settings(REST_HOOKS={"ALLOW_PRIVATE_TARGETS": False}):
+        run_pipeline()  # a refused target is "blocked", with no HTTP status
+    after = {key: attempts_metric(*key) for key in before}
+    assert {key: after[key] - before[key] for key in before} == {
+        ("retry", "5xx"): 1,
+        ("failed", "5xx"): 1,
+        ("success", "2xx"): 1,
+        ("blocked", "none"): 1,
+    }
