@@ -64,6 +64,23 @@ DEFAULTS: dict[str, Any] = {
     "RELAY_INTERVAL": 30,
     # `manage.py rest_hooks_purge` deletes finished deliveries and events older than this.
     "RETENTION_DAYS": 30,
+    # Flow control per target (the origin of a hook's URL), shared by all workers.
+    # RATE_LIMIT: e.g. "50/s", "600/min"; None: no limit. RATE_BURST: None = 1 s worth.
+    "RATE_LIMIT": None,
+    "RATE_BURST": None,
+    "MAX_IN_FLIGHT": 10,
+    # {"https://api.example.com": {"RATE_LIMIT": "10/s", "RATE_BURST": 5, "MAX_IN_FLIGHT": 2}}
+    "ORIGIN_LIMITS": {},
+    # 429 or 503 without Retry-After pauses the target this long (seconds).
+    "THROTTLE_PAUSE": 5,
+    "BREAKER_FAILURES": 5,
+    "BREAKER_FAILURE_RATIO": 0.5,
+    "BREAKER_WINDOW": 60,
+    "BREAKER_MIN_CALLS": 20,
+    "BREAKER_COOLDOWN": 30,
+    "BREAKER_MAX_COOLDOWN": 600,
+    # Redis unreachable: "open" lets deliveries through unchecked, "closed" holds them.
+    "FLOW_ON_REDIS_ERROR": "open",
     # Fan-out reads hooks and writes deliveries in chunks of this size.
     "FANOUT_CHUNK_SIZE": 500,
 }

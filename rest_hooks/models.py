@@ -19,6 +19,7 @@ from django.db import models
 from django.utils import timezone
 
 from rest_hooks.conf import hook_model_label, hook_settings
+from rest_hooks.delivery.flow import parse_rate
 from rest_hooks.fields import EncryptedSecretField
 from rest_hooks.security.network import check_url
 from rest_hooks.security.signing import generate_secret, generate_signing_key, public_key_for
@@ -58,6 +59,8 @@ class AbstractHook(models.Model):
     is_active = models.BooleanField(default=True)
     disabled_reason = models.CharField(max_length=255, blank=True, default="")
     disabled_at = models.DateTimeField(null=True, blank=True)
+    # Overrides REST_HOOKS["RATE_LIMIT"] and ORIGIN_LIMITS for this hook's target: "10/s".
+    rate_limit = models.CharField(max_length=32, blank=True, default="")
     # Start of the current run of failed deliveries; cleared by any success.
     failing_since = models.DateTimeField(null=True, blank=True, editable=False)
 
@@ -131,6 +134,10 @@ class AbstractHook(models.Model):
             )
         except ValueError as exc:
             errors["target"] = str(exc)
+        try:
+            parse_rate(self.rate_limit)
+        except ValueError as exc:
+            errors["rate_limit"] = str(exc)
         if errors:
             raise ValidationError(errors)
 

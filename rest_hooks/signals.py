@@ -9,6 +9,8 @@
   (``None`` when it is gone or the event was raw).
 - ``hook_disabled(sender, hook, reason)``: a hook was switched off (410 Gone, or failing
   for longer than ``REST_HOOKS["DISABLE_AFTER"]``).
+- ``breaker_changed(sender=None, origin, state)``: a target's circuit breaker went to
+  ``"open"``, ``"half_open"`` or ``"closed"``.
 """
 
 from django.dispatch import Signal
@@ -17,3 +19,4 @@ hook_event = Signal()
 raw_hook_event = Signal()
 hook_sent_event = Signal()
 hook_disabled = Signal()
+breaker_changed = Signal()

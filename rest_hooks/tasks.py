@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import time
 from collections.abc import Iterable
 from datetime import timedelta
@@ -27,9 +28,10 @@ from django.db import connections, router, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from rest_hooks import __version__, metrics
+from rest_hooks import __version__, gatekeeper, metrics
 from rest_hooks.broker import setup_broker
 from rest_hooks.conf import hook_settings, on_reload
+from rest_hooks.delivery.flow import Decision, Result, health, pause_for
 from rest_hooks.delivery.http import DeliveryClient, DeliveryError, HttpOptions, HttpResult
 from rest_hooks.delivery.retry import Outcome, RetryPolicy, classify, parse_retry_after
 from rest_hooks.events import get_hook_model
@@ -135,11 +137,11 @@ def enqueue_deliveries(delivery_ids: Iterable[Any]) -> None:
     _send_each(deliver, (str(i) for i in delivery_ids), "delivery")
 
 
-def _send_each(actor: Any, ids: Iterable[Any], what: str) -> None:
+def _send_each(actor: Any, ids: Iterable[Any], what: str, delay: float = 0) -> None:
     """Enqueue one message per id, stopping (with one log line) if the broker fails."""
     for object_id in ids:
         try:
-            actor.send(object_id)
+            actor.send_with_options(args=(object_id,), delay=int(delay * 1000) or None)
         except Exception:
             logger.exception(
                 "Could not enqueue %s %s (broker unreachable?); the relay will enqueue it "
@@ -209,28 +211,47 @@ def build_body(event: Event, hook: Any) -> bytes:
     return json.dumps(payload, cls=DjangoJSONEncoder).encode()
 
 
-def claim(delivery_id: str) -> bool:
-    """Take the delivery for one attempt, if it is due and nobody else has it."""
+def claim(delivery: Delivery) -> bool:
+    """Take the delivery for one attempt, if it is still due and nobody else took it."""
     now = timezone.now()
     lease = now + timedelta(seconds=float(hook_settings.DEADLINE)) + LEASE_MARGIN
     claimed = Delivery.objects.filter(
-        pk=delivery_id,
+        pk=delivery.pk,
         status=Delivery.Status.PENDING,
         next_attempt_at__lte=now + EARLY_TOLERANCE,
     ).update(next_attempt_at=lease, attempts=F("attempts") + 1, last_attempt_at=now)
+    if claimed:
+        delivery.attempts += 1
+        delivery.next_attempt_at = lease
     return bool(claimed)
 
 
 def attempt(delivery_id: str) -> None:
     """Make one attempt of a delivery and record what happened."""
-    if not claim(delivery_id):
+    delivery = (
+        Delivery.objects.select_related("event", "hook")
+        .filter(
+            pk=delivery_id,
+            status=Delivery.Status.PENDING,
+            next_attempt_at__lte=timezone.now() + EARLY_TOLERANCE,
+        )
+        .first()
+    )
+    if delivery is None:
         logger.debug("Delivery %s is not due or not pending; nothing to send.", delivery_id)
         return
-    delivery = Delivery.objects.select_related("event", "hook").get(pk=delivery_id)
     hook, event = delivery.hook, delivery.event
     log_extra = {"delivery_id": delivery_id, "hook_id": hook.pk, "event": event.name}
     if not hook.is_active:
-        _finish(delivery, Delivery.Status.CANCELLED, error="The hook is disabled.")
+        if claim(delivery):
+            _finish(delivery, Delivery.Status.CANCELLED, error="The hook is disabled.")
+        return
+    admission = gatekeeper.admit(hook)
+    if not isinstance(admission, gatekeeper.Admission):
+        _defer(delivery, admission)
+        return
+    if not claim(delivery):
+        gatekeeper.report(admission, Result.NEUTRAL, None)
         return
 
     body = build_body(event, hook)
@@ -252,10 +273,22 @@ def attempt(delivery_id: str) -> None:
         error = f"{exc.kind}: {exc}"
     except Exception as exc:
         if hook_settings.HOOK_DELIVERER is None:
+            gatekeeper.report(admission, Result.NEUTRAL, None)
             raise
         outcome = Outcome.RETRY
         error = f"HOOK_DELIVERER raised {type(exc).__name__}: {exc}"
     duration_ms = (time.monotonic() - started) * 1000
+    status_code = result.status_code if result else None
+    retry_after = (
+        parse_retry_after(result.headers.get("retry-after"), time.time()) if result else None
+    )
+    if retry_after is not None:
+        retry_after = retry_policy().clamp_retry_after(retry_after)
+    gatekeeper.report(
+        admission,
+        health(status_code, refused=outcome is Outcome.FINAL),
+        pause_for(status_code, retry_after, float(hook_settings.THROTTLE_PAUSE)),
+    )
 
     delivery.last_duration_ms = duration_ms
     delivery.last_status_code = result.status_code if result else None
@@ -284,7 +317,7 @@ def attempt(delivery_id: str) -> None:
         _finish(delivery, Delivery.Status.FAILED)
         reported = "blocked"
     else:
-        reported = "retry" if _retry_or_fail(delivery, hook, result) else "failed"
+        reported = "retry" if _retry_or_fail(delivery, hook, retry_after) else "failed"
 
     logger.info(
         "Delivery %s attempt %d to hook %s: %s%s in %.1f ms.",
@@ -343,12 +376,9 @@ def _save_attempt(delivery: Delivery) -> None:
     )
 
 
-def _retry_or_fail(delivery: Delivery, hook: Any, result: HttpResult | None) -> bool:
+def _retry_or_fail(delivery: Delivery, hook: Any, retry_after: float | None) -> bool:
     """Schedule the next attempt; False when there is none (the delivery failed)."""
     now = timezone.now()
-    retry_after = (
-        parse_retry_after(result.headers.get("retry-after"), time.time()) if result else None
-    )
     delay = retry_policy().delay(delivery.attempts, retry_after)
     if _hook_failed(hook, now):
         delay = None
@@ -357,15 +387,31 @@ def _retry_or_fail(delivery: Delivery, hook: Any, result: HttpResult | None) -> 
         return False
     delivery.next_attempt_at = now + timedelta(seconds=delay)
     _save_attempt(delivery)
-    try:
-        deliver.send_with_options(args=(str(delivery.pk),), delay=int(delay * 1000))
-    except Exception:
-        logger.exception(
-            "Could not enqueue the retry of delivery %s; the relay will.",
-            delivery.pk,
-            extra={"delivery_id": str(delivery.pk)},
-        )
+    _send_each(deliver, [str(delivery.pk)], "delivery", delay=delay)
     return True
+
+
+def _defer(delivery: Delivery, decision: Decision) -> None:
+    """Hold the delivery back for as long as the gate says; it uses up no retry.
+
+    The compare-and-set on ``next_attempt_at`` lets one of several duplicate messages
+    re-enqueue it; jitter spreads a crowd of deferred deliveries over time.
+    """
+    wait = decision.wait * random.uniform(1.0, 1.1) + 0.01  # noqa: S311
+    updated = Delivery.objects.filter(
+        pk=delivery.pk, status=Delivery.Status.PENDING, next_attempt_at=delivery.next_attempt_at
+    ).update(next_attempt_at=timezone.now() + timedelta(seconds=wait))
+    reason = decision.reason.value if decision.reason else "unknown"
+    metrics.deferrals.labels(reason=reason).inc()
+    logger.debug(
+        "Delivery %s deferred %.2f s (%s).",
+        delivery.pk,
+        wait,
+        reason,
+        extra={"delivery_id": str(delivery.pk), "reason": reason},
+    )
+    if updated:
+        _send_each(deliver, [str(delivery.pk)], "delivery", delay=wait)
 
 
 def _hook_succeeded(hook: Any) -> None:

@@ -175,3 +175,20 @@ def run_pipeline() -> Callable[[], list[Any]]:
         return list(Delivery.objects.select_related("event", "hook").order_by("created_at"))
 
     return run
+
+
+@pytest.fixture(autouse=True)
+def fresh_flow_control() -> None:
+    """Each test starts with closed breakers and empty rate limits (state is per origin,
+    and receivers' ports may be reused across tests)."""
+    from rest_hooks import gatekeeper
+
+    url = os.environ.get("REST_HOOKS_TEST_REDIS_URL")
+    if url:
+        import redis
+
+        client = redis.Redis.from_url(url)
+        keys = list(client.scan_iter(match="rest_hooks:{*"))
+        if keys:
+            client.delete(*keys)
+    gatekeeper._forget()

@@ -81,6 +81,11 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
     for name in messages:
         actor = getattr(tasks, name)
         monkeypatch.setattr(actor, "send", lambda *args, _n=name: messages[_n].append(args[0]))
+        monkeypatch.setattr(
+            actor,
+            "send_with_options",
+            lambda *, args, delay=None, _n=name: messages[_n].append(args[0]),
+        )
     return messages
 
 

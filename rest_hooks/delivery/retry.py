@@ -46,6 +46,10 @@ class RetryPolicy:
     def max_attempts(self) -> int:
         return len(self.schedule) + 1
 
+    def clamp_retry_after(self, seconds: float) -> float:
+        """Obey a receiver's Retry-After within bounds: no hammering, no parking for ever."""
+        return min(max(seconds, self.retry_after_min), self.retry_after_max)
+
     def delay(
         self,
         attempts: int,
@@ -60,7 +64,7 @@ class RetryPolicy:
         if attempts >= self.max_attempts:
             return None
         if retry_after is not None:
-            return min(max(retry_after, self.retry_after_min), self.retry_after_max)
+            return self.clamp_retry_after(retry_after)
         base = float(self.schedule[attempts - 1])
         spread = (rng or random).uniform(1 - self.jitter, 1 + self.jitter)
         return base * spread

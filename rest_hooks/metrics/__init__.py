@@ -16,6 +16,17 @@ delivery_attempts = Counter(
     ["event", "outcome", "status_class"],
 )
 
+deferrals = Counter(
+    "rest_hooks_deferrals",
+    "Deliveries held back by flow control, by reason (rate_limit, circuit_open, in_flight).",
+    ["reason"],
+)
+breaker_transitions = Counter(
+    "rest_hooks_breaker_transitions",
+    "Circuit breaker transitions, by the state entered.",
+    ["to_state"],
+)
+
 
 def status_class(result: HttpResult | None) -> str:
     """``2xx``…``5xx``, or ``none`` when no HTTP answer came (timeout, refused target)."""

@@ -1,0 +1,164 @@
+"""Flow control for one target: rate limit, circuit breaker, in-flight cap, as one gate.
+
+A *target* is the origin of a hook's URL (scheme, host, port): every hook pointing at the
+same receiver shares its limits, across every worker process on every machine.
+
+Before a request the worker asks the gate once (``acquire``); after it, it tells the gate
+once (``release``). Each is a single round trip to the shared state (one Lua script in
+Redis, see ``gates/redis.py``); ``gates/memory.py`` implements the same rules for the
+embedded mode and for tests. A refusal carries how long to wait: the worker re-enqueues
+the delivery with that delay, so no thread sleeps and no retry is used up.
+
+The rules, shared by both implementations:
+
+1. Breaker. *Closed*: everything passes; N consecutive failures, or a failure ratio over
+   a window with a minimum number of calls, open it. *Open*: nothing passes until the
+   cool-down ends; then *half-open*: exactly one request (the probe) passes, holding a
+   lease so that a crashed prober does not wedge the target. The probe's success closes
+   the breaker; its failure re-opens it with a doubled cool-down (capped).
+2. Pause. A 429 or 503 answer, or any ``Retry-After``, pauses the target for everyone.
+3. In-flight cap. At most N requests at once per target (slots expire with a lease too).
+4. Rate. GCRA: at most ``rate`` per second on average, ``burst`` at once.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Protocol
+from urllib.parse import urlsplit
+
+
+class Reason(enum.StrEnum):
+    RATE_LIMIT = "rate_limit"
+    CIRCUIT_OPEN = "circuit_open"
+    IN_FLIGHT = "in_flight"
+
+
+class Result(enum.StrEnum):
+    SUCCESS = "success"  # 2xx
+    FAILURE = "failure"  # counts against the breaker: 5xx, 408, timeouts, network errors
+    NEUTRAL = "neutral"  # says nothing about the target's health (4xx, refused, ...)
+
+
+class BreakerState(enum.StrEnum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+@dataclass(frozen=True)
+class BreakerPolicy:
+    failures: int = 5  # consecutive failures that open it
+    failure_ratio: float = 0.5  # or this ratio over the window...
+    window: float = 60.0
+    min_calls: int = 20  # ...once it holds this many calls
+    cooldown: float = 30.0  # first open period; doubled by each failed probe
+    max_cooldown: float = 600.0
+    probe_lease: float = 60.0  # a probe that never reports back frees its place after this
+
+
+@dataclass(frozen=True)
+class Limits:
+    rate: float | None = None  # requests per second; None: no rate limit
+    burst: int = 1
+    max_in_flight: int | None = None
+    slot_lease: float = 60.0  # an in-flight slot never released frees itself after this
+    breaker: BreakerPolicy = BreakerPolicy()
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    wait: float = 0.0  # seconds until trying again makes sense, when refused
+    reason: Reason | None = None
+    probe: bool = False  # this request is the half-open breaker's probe
+    transition: BreakerState | None = None  # the breaker changed state (to half-open)
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """What ``release`` needs to know about an admitted request."""
+
+    origin: str
+    token: str
+    probe: bool
+
+
+class Gate(Protocol):
+    def acquire(self, origin: str, limits: Limits, token: str) -> Decision: ...
+
+    def release(
+        self,
+        ticket: Ticket,
+        limits: Limits,
+        result: Result,
+        pause: float | None = None,
+    ) -> BreakerState | None:
+        """Free the slot, record the result; the breaker's new state if it changed."""
+        ...
+
+    def state(self, origin: str) -> BreakerState: ...
+
+
+def new_token() -> str:
+    return uuid.uuid4().hex
+
+
+def origin_of(url: str) -> str:
+    """``scheme://host:port``, lower-case, with the default port spelled out."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    port = parts.port or {"http": 80, "https": 443}.get(scheme, 0)
+    return f"{scheme}://{(parts.hostname or '').lower()}:{port}"
+
+
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d*)\s*(s|sec|second|m|min|minute|h|hour)\s*$")
+_UNIT = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
+
+
+def parse_rate(text: str | float | None) -> float | None:
+    """``"50/s"``, ``"600/min"``, ``"10/5s"``, or a number of requests per second."""
+    if text is None or text == "":
+        return None
+    if isinstance(text, int | float) and not isinstance(text, bool):
+        if text <= 0:
+            raise ValueError(f"a rate must be positive, not {text!r}")
+        return float(text)
+    match = _RATE.match(str(text))
+    if not match:
+        raise ValueError(f"not a rate: {text!r} (write e.g. '50/s', '600/min' or '10/5s')")
+    count, every, unit = match.groups()
+    seconds = (int(every) if every else 1) * _UNIT[unit]
+    rate = float(count) / seconds
+    if rate <= 0:
+        raise ValueError(f"a rate must be positive, not {text!r}")
+    return rate
+
+
+def health(status_code: int | None, *, refused: bool = False) -> Result:
+    """What an attempt says about the target's health, for its breaker.
+
+    No answer (timeout, connection error), 5xx and 408 are failures; 429 is not (the
+    target is alive and asks for less, which the pause handles); other answers, and
+    targets we refused to contact, say nothing either way.
+    """
+    if refused:
+        return Result.NEUTRAL
+    if status_code is None or status_code >= 500 or status_code == 408:
+        return Result.FAILURE
+    if 200 <= status_code < 300:
+        return Result.SUCCESS
+    return Result.NEUTRAL
+
+
+def pause_for(status_code: int | None, retry_after: float | None, default: float) -> float | None:
+    """How long a target asked everyone to hold off: its Retry-After, or ``default`` for
+    a 429 or 503 without one."""
+    if retry_after is not None:
+        return retry_after
+    if status_code in (429, 503):
+        return default
+    return None

@@ -1,0 +1,159 @@
+"""Flow control as the deliver actor sees it: settings in, one gate call before and after.
+
+``rest_hooks.delivery.flow`` holds the rules and ``delivery/gates`` the two places their
+state can live; this module picks the gate (Redis when ``REST_HOOKS["REDIS_URL"]`` is set,
+else this process's memory), turns the settings and the hook into ``Limits``, survives a
+Redis outage as configured (``FLOW_ON_REDIS_ERROR``), and reports breaker transitions
+(signal, log line, metric).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import redis
+
+from rest_hooks import metrics
+from rest_hooks.conf import hook_settings, on_reload
+from rest_hooks.delivery.flow import (
+    BreakerPolicy,
+    BreakerState,
+    Decision,
+    Gate,
+    Limits,
+    Reason,
+    Result,
+    Ticket,
+    new_token,
+    origin_of,
+    parse_rate,
+)
+from rest_hooks.delivery.gates.memory import MemoryGate
+from rest_hooks.delivery.gates.redis import RedisGate
+from rest_hooks.signals import breaker_changed
+
+logger = logging.getLogger(__name__)
+
+#: How long to hold deliveries back when Redis is unreachable and FLOW_ON_REDIS_ERROR is
+#: "closed".
+REDIS_DOWN_WAIT = 5.0
+
+
+@dataclass(frozen=True)
+class Admission:
+    """A request the gate let through; hand it back to ``report``."""
+
+    ticket: Ticket | None  # None: admitted without the gate (Redis down, fail-open)
+    limits: Limits
+
+
+_gate: Gate | None = None
+
+
+def gate() -> Gate:
+    global _gate
+    if _gate is None:
+        url = hook_settings.REDIS_URL
+        _gate = (
+            RedisGate(redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1))
+            if url
+            else MemoryGate()
+        )
+    return _gate
+
+
+@on_reload
+def _forget() -> None:
+    global _gate
+    _gate = None
+    _origin_limits.cache_clear()
+    _breaker_policy.cache_clear()
+
+
+@cache
+def _origin_limits() -> dict[str, dict[str, Any]]:
+    """``ORIGIN_LIMITS`` with its keys normalised like ``origin_of``."""
+    return {origin_of(k): v for k, v in (hook_settings.ORIGIN_LIMITS or {}).items()}
+
+
+@cache
+def _breaker_policy() -> BreakerPolicy:
+    s = hook_settings
+    return BreakerPolicy(
+        failures=int(s.BREAKER_FAILURES),
+        failure_ratio=float(s.BREAKER_FAILURE_RATIO),
+        window=float(s.BREAKER_WINDOW),
+        min_calls=int(s.BREAKER_MIN_CALLS),
+        cooldown=float(s.BREAKER_COOLDOWN),
+        max_cooldown=float(s.BREAKER_MAX_COOLDOWN),
+        # A probe that neither succeeds nor fails within its attempt's deadline is lost.
+        probe_lease=float(s.DEADLINE) + 30,
+    )
+
+
+def limits_for(hook: Any, origin: str) -> Limits:
+    """The hook's own rate, else its origin's settings, else the defaults."""
+    s = hook_settings
+    overrides = _origin_limits().get(origin, {})
+    rate = parse_rate(getattr(hook, "rate_limit", "") or overrides.get("RATE_LIMIT", s.RATE_LIMIT))
+    burst = overrides.get("RATE_BURST", s.RATE_BURST) or max(1, math.ceil(rate or 1))
+    return Limits(
+        rate=rate,
+        burst=int(burst),
+        max_in_flight=overrides.get("MAX_IN_FLIGHT", s.MAX_IN_FLIGHT),
+        slot_lease=float(s.DEADLINE) + 30,
+        breaker=_breaker_policy(),
+    )
+
+
+def admit(hook: Any) -> Admission | Decision:
+    """Ask the gate; an ``Admission`` to go ahead, or the refusing ``Decision``."""
+    origin = origin_of(hook.target)
+    limits = limits_for(hook, origin)
+    token = new_token()
+    try:
+        decision = gate().acquire(origin, limits, token)
+    except redis.RedisError as exc:
+        return _redis_down(origin, limits, exc)
+    if decision.transition is not None:
+        _announce(origin, decision.transition)
+    if not decision.allowed:
+        return decision
+    return Admission(Ticket(origin, token, decision.probe), limits)
+
+
+def report(admission: Admission, result: Result, pause: float | None) -> None:
+    """Give the slot back and tell the breaker how the request went."""
+    if admission.ticket is None:
+        return
+    try:
+        transition = gate().release(admission.ticket, admission.limits, result, pause)
+    except redis.RedisError as exc:
+        logger.warning("Flow control: Redis unreachable (%s); result not recorded.", exc)
+        return
+    if transition is not None:
+        _announce(admission.ticket.origin, transition)
+
+
+def _redis_down(origin: str, limits: Limits, exc: Exception) -> Admission | Decision:
+    fail_open = hook_settings.FLOW_ON_REDIS_ERROR != "closed"
+    logger.warning(
+        "Flow control: Redis unreachable (%s); deliveries to %s %s.",
+        exc,
+        origin,
+        "go ahead unchecked" if fail_open else "wait",
+    )
+    if fail_open:
+        return Admission(None, limits)
+    return Decision(False, REDIS_DOWN_WAIT, Reason.CIRCUIT_OPEN)
+
+
+def _announce(origin: str, state: BreakerState) -> None:
+    log = logger.info if state is BreakerState.CLOSED else logger.warning
+    log("Circuit breaker of %s is now %s.", origin, state.value, extra={"origin": origin})
+    metrics.breaker_transitions.labels(to_state=state.value).inc()
+    breaker_changed.send_robust(sender=None, origin=origin, state=state.value)
