@@ -13,6 +13,7 @@ from django.utils.module_loading import import_string
 
 from rest_hooks.broker import current_broker, is_embedded
 from rest_hooks.conf import DEFAULTS, hook_model_label, hook_settings
+from rest_hooks.delivery.flow import parse_rate
 from rest_hooks.events import parse_hook_events
 from rest_hooks.security.encryption import SecretBox
 
@@ -42,6 +43,13 @@ NUMBER_SETTINGS = [
     "RELAY_INTERVAL",
     "FANOUT_CHUNK_SIZE",
     "RETENTION_DAYS",
+    "THROTTLE_PAUSE",
+    "BREAKER_FAILURES",
+    "BREAKER_FAILURE_RATIO",
+    "BREAKER_WINDOW",
+    "BREAKER_MIN_CALLS",
+    "BREAKER_COOLDOWN",
+    "BREAKER_MAX_COOLDOWN",
     "EMBEDDED_WORKER_THREADS",
 ]
 
@@ -168,6 +176,58 @@ def _is_seconds(value: Any) -> bool:
         and math.isfinite(value)
         and value >= 0
     )
+
+
+ORIGIN_LIMIT_KEYS = {"RATE_LIMIT", "RATE_BURST", "MAX_IN_FLIGHT"}
+
+
+@register()
+def check_flow_control(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    """RATE_LIMIT, RATE_BURST, MAX_IN_FLIGHT (also per origin) and FLOW_ON_REDIS_ERROR."""
+    s = hook_settings
+    problems = _limit_problems("REST_HOOKS", {k: getattr(s, k) for k in ORIGIN_LIMIT_KEYS})
+    overrides = s.ORIGIN_LIMITS
+    if not isinstance(overrides, dict):
+        problems.append("REST_HOOKS['ORIGIN_LIMITS'] must be a dict of origin -> limits.")
+        overrides = {}
+    for origin, limits in overrides.items():
+        where = f"REST_HOOKS['ORIGIN_LIMITS'][{origin!r}]"
+        if not isinstance(origin, str) or not origin.startswith(("http://", "https://")):
+            problems.append(f"{where}: the key must be an origin like 'https://api.example.com'.")
+        if not isinstance(limits, dict) or not set(limits) <= ORIGIN_LIMIT_KEYS:
+            problems.append(f"{where} must be a dict with keys among {sorted(ORIGIN_LIMIT_KEYS)}.")
+            continue
+        problems += _limit_problems(where, limits)
+    if s.FLOW_ON_REDIS_ERROR not in ("open", "closed"):
+        problems.append(
+            f"REST_HOOKS['FLOW_ON_REDIS_ERROR'] must be 'open' or 'closed', "
+            f"not {s.FLOW_ON_REDIS_ERROR!r}."
+        )
+    return [
+        Error(
+            p,
+            hint="For example RATE_LIMIT '50/s', RATE_BURST 10, MAX_IN_FLIGHT 5 (None: no cap).",
+            id="rest_hooks.E011",
+        )
+        for p in problems
+    ]
+
+
+def _limit_problems(where: str, limits: dict[str, Any]) -> list[str]:
+    problems = []
+    try:
+        parse_rate(limits.get("RATE_LIMIT"))
+    except ValueError as exc:
+        problems.append(f"{where} RATE_LIMIT: {exc}")
+    for key in ("RATE_BURST", "MAX_IN_FLIGHT"):
+        value = limits.get(key)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1
+        ):
+            problems.append(
+                f"{where} {key} must be a positive whole number or None, not {value!r}."
+            )
+    return problems
 
 
 @register()

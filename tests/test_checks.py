@@ -307,3 +307,34 @@ def test_proxy_model_is_reported():
         (error,) = only("rest_hooks.E002")
     assert "proxy" in error.msg
     assert error.hint == "Write 'bookstore.Book'."
+
+
+@pytest.mark.parametrize(
+    "entries",
+    [
+        {"RATE_LIMIT": "fast"},
+        {"RATE_LIMIT": "0/s"},
+        {"RATE_BURST": 0},
+        {"MAX_IN_FLIGHT": "2"},
+        {"FLOW_ON_REDIS_ERROR": "maybe"},
+        {"ORIGIN_LIMITS": ["https://a.example"]},
+        {"ORIGIN_LIMITS": {"a.example": {"RATE_LIMIT": "1/s"}}},
+        {"ORIGIN_LIMITS": {"https://a.example": {"RATE": "1/s"}}},
+        {"ORIGIN_LIMITS": {"https://a.example": {"RATE_LIMIT": "1 per second"}}},
+    ],
+)
+def test_bad_flow_control_settings(entries):
+    with rest_hooks_setting(**entries):
+        (error,) = only("rest_hooks.E011")
+    assert "RATE_LIMIT '50/s'" in error.hint
+
+
+def test_good_flow_control_settings():
+    with rest_hooks_setting(
+        RATE_LIMIT="600/min",
+        RATE_BURST=10,
+        MAX_IN_FLIGHT=None,
+        FLOW_ON_REDIS_ERROR="closed",
+        ORIGIN_LIMITS={"https://a.example": {"RATE_LIMIT": "1/s", "MAX_IN_FLIGHT": 2}},
+    ):
+        assert rest_hooks_messages() == []
