@@ -303,3 +303,51 @@ def test_attempts_are_counted_by_outcome(user, receiver, run_pipeline):
         ("success", "2xx"): 1,
         ("blocked", "none"): 1,
     }
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_a_deferred_delivery_uses_no_retry(user, receiver, run_pipeline):
+    make_hook(user, receiver, "/one")
+    make_hook(user, receiver, "/two")
+    add_book(user)
+    with override_settings(REST_HOOKS={**FAST_RETRIES, "RATE_LIMIT": "1/s", "RATE_BURST": 1}):
+        deliveries = run_pipeline()
+    assert len(receiver.requests) == 1
+    sent, deferred = sorted(deliveries, key=lambda d: d.status != Delivery.Status.SUCCESS)
+    assert sent.status == Delivery.Status.SUCCESS
+    assert deferred.status == Delivery.Status.PENDING
+    assert deferred.attempts == 0  # held back, not tried
+    wait = (deferred.next_attempt_at - timezone.now()).total_seconds()
+    assert 0.5 < wait <= 1.3
+
+
+def test_429_pauses_the_target_for_every_delivery(user, receiver, run_pipeline):
+    make_hook(user, receiver)
+    receiver.answer("/hook", Answer(429))
+    add_book(user)
+    with override_settings(REST_HOOKS={**FAST_RETRIES, "THROTTLE_PAUSE": 30}):
+        run_pipeline()  # 429: the target pauses for 30 s
+        add_book(user, "another")
+        deliveries = run_pipeline()  # the retry and the new delivery are both held back
+    assert len(receiver.requests) == 1
+    assert all(d.status == Delivery.Status.PENDING for d in deliveries)
+    assert all(d.next_attempt_at > timezone.now() + timedelta(seconds=25) for d in deliveries)
+
+
+@pytest.mark.parametrize(("mode", "delivered"), [("open", True), ("closed", False)])
+def test_redis_unreachable_for_flow_control(user, receiver, run_pipeline, mode, delivered):
+    make_hook(user, receiver)
+    add_book(user)
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    overrides = {"ALLOW_PRIVATE_TARGETS": True, "REDIS_URL": dead, "FLOW_ON_REDIS_ERROR": mode}
+    with override_settings(REST_HOOKS=overrides):
+        (delivery,) = run_pipeline()
+    assert (len(receiver.requests) == 1) is delivered
+    assert delivery.attempts == (1 if delivered else 0)
