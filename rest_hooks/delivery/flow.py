@@ -14,8 +14,9 @@ The rules, shared by both implementations:
 1. Breaker. *Closed*: everything passes; N consecutive failures, or a failure ratio over
    a window with a minimum number of calls, open it. *Open*: nothing passes until the
    cool-down ends; then *half-open*: exactly one request (the probe) passes, holding a
-   lease so that a crashed prober does not wedge the target. The probe's success closes
-   the breaker; its failure re-opens it with a doubled cool-down (capped).
+   lease so that a crashed prober does not wedge the target; the others are told to look
+   again after the cool-down (or when the lease ends, if sooner). The probe's success
+   closes the breaker; its failure re-opens it with a doubled cool-down (capped).
 2. Pause. A 429 or 503 answer, or any ``Retry-After``, pauses the target for everyone.
 3. In-flight cap. At most N requests at once per target (slots expire with a lease too).
 4. Rate. GCRA: at most ``rate`` per second on average, ``burst`` at once.
@@ -24,6 +25,7 @@ The rules, shared by both implementations:
 from __future__ import annotations
 
 import enum
+import math
 import re
 import uuid
 from dataclasses import dataclass
@@ -124,7 +126,7 @@ def parse_rate(text: str | float | None) -> float | None:
     if text is None or text == "":
         return None
     if isinstance(text, int | float) and not isinstance(text, bool):
-        if text <= 0:
+        if math.isnan(text) or text <= 0:
             raise ValueError(f"a rate must be positive, not {text!r}")
         return float(text)
     match = _RATE.match(str(text))
@@ -132,6 +134,8 @@ def parse_rate(text: str | float | None) -> float | None:
         raise ValueError(f"not a rate: {text!r} (write e.g. '50/s', '600/min' or '10/5s')")
     count, every, unit = match.groups()
     seconds = (int(every) if every else 1) * _UNIT[unit]
+    if not seconds:
+        raise ValueError(f"not a rate: {text!r} (its period is zero)")
     rate = float(count) / seconds
     if rate <= 0:
         raise ValueError(f"a rate must be positive, not {text!r}")

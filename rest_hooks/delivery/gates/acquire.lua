@@ -9,15 +9,19 @@ local rate, burst = tonumber(ARGV[2]), tonumber(ARGV[3])
 local max_in_flight = tonumber(ARGV[4])
 local slot_lease, probe_lease, ttl = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 
+-- Times are stored as Lua numbers, which Redis writes at full precision; tostring would
+-- keep 14 digits only, rounding a Unix time to 0.1 ms: GCRA would drift at high rates.
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 
-local s = redis.call('HMGET', state_key, 'state', 'open_until', 'probe_until', 'pause_until', 'tat')
+local s = redis.call('HMGET', state_key, 'state', 'open_until', 'probe_until', 'pause_until', 'tat',
+  'cooldown')
 local state = s[1] or 'closed'
 local open_until = tonumber(s[2]) or 0
 local probe_until = tonumber(s[3]) or 0
 local pause_until = tonumber(s[4]) or 0
 local tat = tonumber(s[5]) or 0
+local cooldown = tonumber(s[6]) or 0
 
 local transition = ''
 local probe = 0
@@ -30,7 +34,13 @@ if state == 'open' then
 end
 if state == 'half_open' then
   if probe_until > now then
-    return {0, tostring(probe_until - now), 'circuit_open', 0, transition}
+    -- The probe usually answers long before its lease runs out: look again after a
+    -- cool-down rather than hold everyone back for the whole lease.
+    local wait = probe_until - now
+    if cooldown > 0 and cooldown < wait then
+      wait = cooldown
+    end
+    return {0, tostring(wait), 'circuit_open', 0, transition}
   end
   probe = 1
 end
@@ -50,14 +60,14 @@ if rate > 0 then
   if now < allow_at then
     return {0, tostring(allow_at - now), 'rate_limit', 0, transition}
   end
-  redis.call('HSET', state_key, 'tat', tostring(new_tat))
+  redis.call('HSET', state_key, 'tat', new_tat)
 end
 if max_in_flight >= 0 then
   redis.call('ZADD', slots_key, now + slot_lease, token)
   redis.call('EXPIRE', slots_key, ttl)
 end
 if probe == 1 then
-  redis.call('HSET', state_key, 'probe_until', tostring(now + probe_lease))
+  redis.call('HSET', state_key, 'probe_until', now + probe_lease)
 end
 redis.call('EXPIRE', state_key, ttl)
 return {1, '0', '', probe, transition}

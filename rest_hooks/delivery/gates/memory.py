@@ -61,9 +61,12 @@ class MemoryGate:
                 t.probe_until = 0.0
             if t.state is BreakerState.HALF_OPEN:
                 if t.probe_until > now:
-                    return Decision(
-                        False, t.probe_until - now, Reason.CIRCUIT_OPEN, False, transition
-                    )
+                    # The probe usually answers long before its lease runs out: look
+                    # again after a cool-down rather than wait for the whole lease.
+                    wait = t.probe_until - now
+                    if t.cooldown > 0:
+                        wait = min(wait, t.cooldown)
+                    return Decision(False, wait, Reason.CIRCUIT_OPEN, False, transition)
                 probe = True
             if t.pause_until > now:
                 return Decision(False, t.pause_until - now, Reason.RATE_LIMIT, False, transition)

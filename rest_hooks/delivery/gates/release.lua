@@ -22,32 +22,38 @@ local window_start = tonumber(s[3]) or 0
 local calls, failures = tonumber(s[4]) or 0, tonumber(s[5]) or 0
 local cooldown = tonumber(s[6]) or 0
 local pause_until = tonumber(s[7]) or 0
-redis.call('EXPIRE', state_key, ttl)
+
+-- Every way out goes through here: the hash may have been created just now by an HSET
+-- (a target without a rate limit has none before its first release), so set its TTL last.
+local function finish(value)
+  redis.call('EXPIRE', state_key, ttl)
+  return value
+end
 
 if pause > 0 and now + pause > pause_until then
-  redis.call('HSET', state_key, 'pause_until', tostring(now + pause))
+  redis.call('HSET', state_key, 'pause_until', now + pause)
 end
 
 local function open(new_cooldown)
-  redis.call('HSET', state_key, 'state', 'open', 'cooldown', tostring(new_cooldown),
-    'open_until', tostring(now + new_cooldown), 'probe_until', 0)
-  return 'open'
+  redis.call('HSET', state_key, 'state', 'open', 'cooldown', new_cooldown,
+    'open_until', now + new_cooldown, 'probe_until', 0)
+  return finish('open')
 end
 
 if state == 'half_open' and probe == 1 then
   if result == 'success' then
     redis.call('HSET', state_key, 'state', 'closed', 'consecutive', 0, 'window_start',
-      tostring(now), 'window_calls', 0, 'window_failures', 0, 'cooldown', 0, 'probe_until', 0)
-    return 'closed'
+      now, 'window_calls', 0, 'window_failures', 0, 'cooldown', 0, 'probe_until', 0)
+    return finish('closed')
   end
   if result == 'failure' then
     return open(math.min(math.max(cooldown * 2, base_cooldown), max_cooldown))
   end
   redis.call('HSET', state_key, 'probe_until', 0)
-  return ''
+  return finish('')
 end
 if state ~= 'closed' or result == 'neutral' then
-  return ''
+  return finish('')
 end
 if now - window_start >= window then
   window_start, calls, failures = now, 0, 0
@@ -59,10 +65,10 @@ else
   consecutive = consecutive + 1
   failures = failures + 1
 end
-redis.call('HSET', state_key, 'consecutive', consecutive, 'window_start', tostring(window_start),
+redis.call('HSET', state_key, 'consecutive', consecutive, 'window_start', window_start,
   'window_calls', calls, 'window_failures', failures)
 if result == 'failure' and (consecutive >= max_failures
     or (calls >= min_calls and failures / calls >= ratio)) then
   return open(base_cooldown)
 end
-return ''
+return finish('')
