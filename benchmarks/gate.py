@@ -9,8 +9,8 @@ This measures:
 
 - the cost of that pair for one delivery, one thread at a time (mean, p50, p99 in ms),
   for both gates, with every rule switched on (rate limit, in-flight cap, breaker);
-- the cost of a refusal (an ``acquire`` that says "wait": what a deferred delivery costs
-  the gate each time it comes back);
+- the cost of a refusal (an ``acquire`` that says "wait" and reserves the delivery's
+  slot: what holding a delivery back for the rate limit costs, once per deferral);
 - the admissions per second one Redis sustains from N threads of this process (each an
   acquire + release pair, with its latency under that load), and the time Redis itself
   spends per delivery (from ``INFO commandstats``), which bounds what one Redis core can
@@ -54,7 +54,8 @@ GOAL_MS = 0.3
 PREFIX = "rest_hooks_bench"
 #: Every rule on, none refusing: the full path of both scripts.
 ADMIT_ALL = Limits(rate=1e9, burst=1_000_000, max_in_flight=1_000, breaker=BreakerPolicy())
-#: One request per hour: after the first, every acquire is refused by the rate limit.
+#: One request per hour: after the first, every acquire is refused by the rate limit
+#: (each reserving the next hour's slot).
 REFUSE_ALL = Limits(rate=1 / 3600, burst=1, max_in_flight=1_000, breaker=BreakerPolicy())
 
 

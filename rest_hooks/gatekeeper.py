@@ -110,13 +110,16 @@ def limits_for(hook: Any, origin: str) -> Limits:
     )
 
 
-def admit(hook: Any) -> Admission | Decision:
-    """Ask the gate; an ``Admission`` to go ahead, or the refusing ``Decision``."""
+def admit(hook: Any, reservation: float | None = None) -> Admission | Decision:
+    """Ask the gate; an ``Admission`` to go ahead, or the refusing ``Decision``.
+
+    ``reservation``: the slot an earlier refusal of this delivery reserved.
+    """
     origin = origin_of(hook.target)
     limits = limits_for(hook, origin)
     token = new_token()
     try:
-        decision = gate().acquire(origin, limits, token)
+        decision = gate().acquire(origin, limits, token, reservation)
     except redis.RedisError as exc:
         return _redis_down(origin, limits, exc)
     if decision.transition is not None:

@@ -8,7 +8,8 @@ acked, the relay re-sending an event whose first message was merely slow):
 - ``deliver`` claims the delivery with a conditional UPDATE that also sets a lease, so a
   delivery that succeeded, failed for good, or is in flight elsewhere is not sent again.
 
-Messages carry ids only: no payload, no target, no secret.
+Messages carry ids only (and, for a delivery the rate limit holds back, the time of the
+slot it reserved): no payload, no target, no secret.
 """
 
 from __future__ import annotations
@@ -137,11 +138,19 @@ def enqueue_deliveries(delivery_ids: Iterable[Any]) -> None:
     _send_each(deliver, (str(i) for i in delivery_ids), "delivery")
 
 
-def _send_each(actor: Any, ids: Iterable[Any], what: str, delay: float = 0) -> None:
+def _send_each(
+    actor: Any,
+    ids: Iterable[Any],
+    what: str,
+    delay: float = 0,
+    kwargs: dict[str, Any] | None = None,
+) -> None:
     """Enqueue one message per id, stopping (with one log line) if the broker fails."""
     for object_id in ids:
         try:
-            actor.send_with_options(args=(object_id,), delay=int(delay * 1000) or None)
+            actor.send_with_options(
+                args=(object_id,), kwargs=kwargs, delay=int(delay * 1000) or None
+            )
         except Exception:
             logger.exception(
                 "Could not enqueue %s %s (broker unreachable?); the relay will enqueue it "
@@ -226,8 +235,11 @@ def claim(delivery: Delivery) -> bool:
     return bool(claimed)
 
 
-def attempt(delivery_id: str) -> None:
-    """Make one attempt of a delivery and record what happened."""
+def attempt(delivery_id: str, reservation: float | None = None) -> None:
+    """Make one attempt of a delivery and record what happened.
+
+    ``reservation``: the rate-limit slot the gate reserved for it when it deferred it.
+    """
     delivery = (
         Delivery.objects.select_related("event", "hook")
         .filter(
@@ -246,7 +258,7 @@ def attempt(delivery_id: str) -> None:
         if claim(delivery):
             _finish(delivery, Delivery.Status.CANCELLED, error="The hook is disabled.")
         return
-    admission = gatekeeper.admit(hook)
+    admission = gatekeeper.admit(hook, reservation)
     if not isinstance(admission, gatekeeper.Admission):
         _defer(delivery, admission)
         return
@@ -395,9 +407,15 @@ def _defer(delivery: Delivery, decision: Decision) -> None:
     """Hold the delivery back for as long as the gate says; it uses up no retry.
 
     The compare-and-set on ``next_attempt_at`` lets one of several duplicate messages
-    re-enqueue it; jitter spreads a crowd of deferred deliveries over time.
+    re-enqueue it. A delivery that holds a reserved slot comes back just after it, with
+    it; jitter spreads a crowd of other deferred deliveries over time.
     """
-    wait = decision.wait * random.uniform(1.0, 1.1) + 0.01  # noqa: S311
+    if decision.reservation is not None:
+        wait = decision.wait + 0.005
+        kwargs = {"reservation": decision.reservation}
+    else:
+        wait = decision.wait * random.uniform(1.0, 1.1) + 0.01  # noqa: S311
+        kwargs = None
     updated = Delivery.objects.filter(
         pk=delivery.pk, status=Delivery.Status.PENDING, next_attempt_at=delivery.next_attempt_at
     ).update(next_attempt_at=timezone.now() + timedelta(seconds=wait))
@@ -411,7 +429,7 @@ def _defer(delivery: Delivery, decision: Decision) -> None:
         extra={"delivery_id": str(delivery.pk), "reason": reason},
     )
     if updated:
-        _send_each(deliver, [str(delivery.pk)], "delivery", delay=wait)
+        _send_each(deliver, [str(delivery.pk)], "delivery", delay=wait, kwargs=kwargs)
 
 
 def _hook_succeeded(hook: Any) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -254,8 +255,9 @@ def test_429_retry_after_pauses_the_target_for_every_worker(user, receiver, star
     add_book(user, "first")
     (throttled,) = receiver.wait_for(1)
     state_key = f"rest_hooks:{{{origin_of(receiver.url())}}}:state"
-    client = redis.Redis.from_url(gatekeeper.hook_settings.REDIS_URL)
-    wait_until(lambda: client.hget(state_key, "pause_until"), timeout=5, what="the pause")
+    with redis.Redis.from_url(gatekeeper.hook_settings.REDIS_URL) as client:
+        wait_until(lambda: client.hget(state_key, "pause_until"), timeout=5, what="the pause")
+        pause_until = float(client.hget(state_key, "pause_until") or 0)
 
     # While paused: a backlog for the same target, taken by every worker thread at once.
     count = 20
@@ -263,6 +265,13 @@ def test_429_retry_after_pauses_the_target_for_every_worker(user, receiver, star
     add_book(user, "second")
     wait_until(lambda: Delivery.objects.count() == 1 + count, timeout=5, what="the fan-out")
     created = max(Delivery.objects.values_list("created_at", flat=True)).timestamp()
+    # Each one was taken by a worker, refused by the gate and held back (no attempt used)
+    # until the end of the pause.
+    held_back = Delivery.objects.filter(
+        attempts=0, next_attempt_at__gte=datetime.fromtimestamp(pause_until, UTC)
+    )
+    wait_until(lambda: held_back.count() == count, timeout=5, what="the backlog held back")
+    assert time.time() < pause_until
     requests = receiver.wait_for(1 + 1 + count, timeout=15)
     wait_until(lambda: all_succeeded(1 + count), what="every delivery to succeed")
 

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import timedelta
 from typing import Any
 
+import dramatiq
 import pytest
+import redis
 from django.test import override_settings
 from django.utils import timezone
+from dramatiq.brokers.stub import StubBroker
 from standardwebhooks.webhooks import Webhook
 
 from bookstore.models import Book
 from bookstore.receiver import Answer
 from rest_hooks import tasks
+from rest_hooks.broker import POLL_MS, PromptDelays
 from rest_hooks.delivery.retry import RetryPolicy, parse_retry_after
 from rest_hooks.models import Delivery, Event, Hook
 from rest_hooks.signals import hook_disabled
@@ -326,6 +331,57 @@ def test_a_deferred_delivery_uses_no_retry(user, receiver, run_pipeline):
     assert deferred.attempts == 0  # held back, not tried
     wait = (deferred.next_attempt_at - timezone.now()).total_seconds()
     assert 0.5 < wait <= 1.3
+
+
+def deferred_messages(redis_url: str) -> list[dict[str, Any]]:
+    """The deliver messages waiting in the broker's delay queue."""
+    client = redis.Redis.from_url(redis_url)
+    messages = [json.loads(m) for m in client.hvals("dramatiq:rest_hooks.DQ.msgs")]
+    return [m for m in messages if m["actor_name"] == "rest_hooks.deliver"]
+
+
+def test_a_delivery_held_back_by_the_rate_comes_back_for_its_slot(
+    user, receiver, run_pipeline, redis_url
+):
+    for path in ("/one", "/two", "/three"):
+        make_hook(user, receiver, path)
+    add_book(user)
+    with override_settings(REST_HOOKS={**FAST_RETRIES, "RATE_LIMIT": "5/s", "RATE_BURST": 1}):
+        deliveries = run_pipeline()
+        held = [d for d in deliveries if d.status == Delivery.Status.PENDING]
+        assert len(held) == 2
+        # Each waits for a slot of its own, one interval (0.2 s) after the one before,
+        # and its message carries the slot (a time, nothing else).
+        messages = {m["args"][0]: m for m in deferred_messages(redis_url)}
+        assert set(messages) == {str(d.pk) for d in held}
+        slots = sorted(messages[str(d.pk)]["kwargs"]["reservation"] for d in held)
+        assert slots[1] - slots[0] == pytest.approx(0.2, abs=1e-6)
+        waits = sorted((d.next_attempt_at - timezone.now()).total_seconds() for d in held)
+        assert waits[1] - waits[0] == pytest.approx(0.2, abs=0.05)
+        # Each comes back at its slot, with it, and goes.
+        for delivery in sorted(held, key=lambda d: d.next_attempt_at):
+            time.sleep(max((delivery.next_attempt_at - timezone.now()).total_seconds(), 0))
+            tasks.attempt(str(delivery.pk), **messages[str(delivery.pk)]["kwargs"])
+    assert len(receiver.requests) == 3
+    assert {d.attempts for d in Delivery.objects.all()} == {1}
+
+
+def test_workers_look_for_due_deferred_deliveries_often():
+    """A Dramatiq consumer moves a delayed message to its queue only when it wakes up:
+    every second by default, which would send deferred deliveries late and in clumps."""
+    broker = StubBroker()
+    broker.add_middleware(PromptDelays())
+    broker.declare_queue("rest_hooks")
+    worker = dramatiq.Worker(broker, worker_timeout=1000, worker_threads=1)
+    worker.start()
+    try:
+        timeouts = {consumer.worker_timeout for consumer in worker.consumers.values()}
+    finally:
+        worker.stop()
+    assert timeouts == {POLL_MS}
+    assert POLL_MS <= 100
+    # ...and the broker the actors use has it.
+    assert any(isinstance(m, PromptDelays) for m in dramatiq.get_broker().middleware)
 
 
 def test_429_pauses_the_target_for_every_delivery(user, receiver, run_pipeline):

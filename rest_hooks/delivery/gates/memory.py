@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from rest_hooks.delivery.flow import (
+    RESERVATION_EARLY,
+    RESERVATION_GRACE,
     BreakerState,
     Decision,
     Limits,
@@ -25,7 +27,8 @@ IN_FLIGHT_WAIT = 0.25
 
 @dataclass
 class _Target:
-    tat: float = 0.0  # GCRA's theoretical arrival time
+    tat: float = 0.0  # GCRA's theoretical arrival time, over the slots booked
+    sent: float = 0.0  # and over the requests admitted
     pause_until: float = 0.0
     state: BreakerState = BreakerState.CLOSED
     consecutive: int = 0
@@ -48,9 +51,18 @@ class MemoryGate:
         with self._lock:
             return self._targets.get(origin, _Target()).state
 
-    def acquire(self, origin: str, limits: Limits, token: str) -> Decision:
+    def acquire(
+        self, origin: str, limits: Limits, token: str, reservation: float | None = None
+    ) -> Decision:
         with self._lock:
             now = self._clock()
+            if reservation is not None:
+                if now < reservation - RESERVATION_EARLY:  # too early: keep the slot
+                    return Decision(
+                        False, reservation - now, Reason.RATE_LIMIT, reservation=reservation
+                    )
+                if now > reservation + RESERVATION_GRACE:
+                    reservation = None  # too late: queue again
             t = self._targets.setdefault(origin, _Target())
             transition = None
             probe = False
@@ -72,15 +84,41 @@ class MemoryGate:
                 return Decision(False, t.pause_until - now, Reason.RATE_LIMIT, False, transition)
             t.slots = {k: v for k, v in t.slots.items() if v > now}
             if limits.max_in_flight is not None and len(t.slots) >= limits.max_in_flight:
-                return Decision(False, IN_FLIGHT_WAIT, Reason.IN_FLIGHT, False, transition)
-            new_tat = t.tat
+                return Decision(
+                    False, IN_FLIGHT_WAIT, Reason.IN_FLIGHT, False, transition, reservation
+                )
             if limits.rate:
                 interval = 1.0 / limits.rate
-                new_tat = max(t.tat, now) + interval
-                allow_at = new_tat - limits.burst * interval
-                if now < allow_at:
-                    return Decision(False, allow_at - now, Reason.RATE_LIMIT, False, transition)
-            t.tat = new_tat
+                tolerance = (limits.burst - 1) * interval
+                if reservation is None:
+                    # GCRA, in the form that stays exact: how far the theoretical arrival
+                    # time is ahead of now, against the burst's tolerance. The slot is
+                    # booked whether or not it is now.
+                    ahead = max(t.tat - now, 0.0)
+                    t.tat = now + ahead + interval
+                    reservation = now + max(ahead - tolerance, 0.0)
+                    if reservation > now:
+                        return Decision(
+                            False,
+                            reservation - now,
+                            Reason.RATE_LIMIT,
+                            False,
+                            transition,
+                            reservation,
+                        )
+                # The same GCRA over the times requests really go: one that comes back
+                # late to its slot does not go out together with the next ones.
+                ahead = max(t.sent - now, 0.0)
+                if ahead > tolerance:
+                    return Decision(
+                        False,
+                        ahead - tolerance,
+                        Reason.RATE_LIMIT,
+                        False,
+                        transition,
+                        reservation,
+                    )
+                t.sent = now + ahead + interval
             t.slots[token] = now + limits.slot_lease
             if probe:
                 t.probe_until = now + limits.breaker.probe_lease

@@ -12,7 +12,16 @@ from typing import Any
 
 import redis
 
-from rest_hooks.delivery.flow import BreakerState, Decision, Limits, Reason, Result, Ticket
+from rest_hooks.delivery.flow import (
+    RESERVATION_EARLY,
+    RESERVATION_GRACE,
+    BreakerState,
+    Decision,
+    Limits,
+    Reason,
+    Result,
+    Ticket,
+)
 
 #: Idle targets' state disappears after this long (longer than any cool-down).
 STATE_TTL = 86400
@@ -32,8 +41,10 @@ class RedisGate:
     def _keys(self, origin: str) -> list[str]:
         return [f"{self._prefix}:{{{origin}}}:state", f"{self._prefix}:{{{origin}}}:slots"]
 
-    def acquire(self, origin: str, limits: Limits, token: str) -> Decision:
-        allowed, wait, reason, probe, transition = self._acquire(
+    def acquire(
+        self, origin: str, limits: Limits, token: str, reservation: float | None = None
+    ) -> Decision:
+        allowed, wait, reason, probe, transition, reserved = self._acquire(
             keys=self._keys(origin),
             args=[
                 token,
@@ -43,6 +54,9 @@ class RedisGate:
                 limits.slot_lease,
                 limits.breaker.probe_lease,
                 STATE_TTL,
+                reservation or 0,
+                RESERVATION_EARLY,
+                RESERVATION_GRACE,
             ],
         )
         return Decision(
@@ -51,6 +65,7 @@ class RedisGate:
             reason=Reason(_text(reason)) if _text(reason) else None,
             probe=bool(probe),
             transition=BreakerState(_text(transition)) if _text(transition) else None,
+            reservation=float(reserved) if _text(reserved) else None,
         )
 
     def release(
