@@ -83,6 +83,8 @@ DEFAULTS: dict[str, Any] = {
     "FLOW_ON_REDIS_ERROR": "open",
     # Fan-out reads hooks and writes deliveries in chunks of this size.
     "FANOUT_CHUNK_SIZE": 500,
+    # At most this many deliveries to one target go in one deliver message (a batch).
+    "DELIVERY_BATCH_SIZE": 50,
 }
 
 

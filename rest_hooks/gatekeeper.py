@@ -95,11 +95,11 @@ def _breaker_policy() -> BreakerPolicy:
     )
 
 
-def limits_for(hook: Any, origin: str) -> Limits:
+def limits_for(origin: str, hook_rate: str = "") -> Limits:
     """The hook's own rate, else its origin's settings, else the defaults."""
     s = hook_settings
     overrides = _origin_limits().get(origin, {})
-    rate = parse_rate(getattr(hook, "rate_limit", "") or overrides.get("RATE_LIMIT", s.RATE_LIMIT))
+    rate = parse_rate(hook_rate or overrides.get("RATE_LIMIT", s.RATE_LIMIT))
     burst = overrides.get("RATE_BURST", s.RATE_BURST) or max(1, math.ceil(rate or 1))
     return Limits(
         rate=rate,
@@ -116,7 +116,7 @@ def admit(hook: Any, reservation: float | None = None) -> Admission | Decision:
     ``reservation``: the slot an earlier refusal of this delivery reserved.
     """
     origin = origin_of(hook.target)
-    limits = limits_for(hook, origin)
+    limits = limits_for(origin, getattr(hook, "rate_limit", ""))
     token = new_token()
     try:
         decision = gate().acquire(origin, limits, token, reservation)
@@ -129,12 +129,12 @@ def admit(hook: Any, reservation: float | None = None) -> Admission | Decision:
     return Admission(Ticket(origin, token, decision.probe), limits)
 
 
-def report(admission: Admission, result: Result, pause: float | None) -> None:
-    """Give the slot back and tell the breaker how the request went."""
+def report(admission: Admission, result: Result, pause: float | None, successes: int = 0) -> None:
+    """Give the slot back and tell the breaker how the request (or batch) went."""
     if admission.ticket is None:
         return
     try:
-        transition = gate().release(admission.ticket, admission.limits, result, pause)
+        transition = gate().release(admission.ticket, admission.limits, result, pause, successes)
     except redis.RedisError as exc:
         logger.warning("Flow control: Redis unreachable (%s); result not recorded.", exc)
         return

@@ -171,7 +171,7 @@ def run_pipeline() -> Callable[[], list[Any]]:
             tasks.fan_out(event_id)
         due = Delivery.objects.filter(status="pending", next_attempt_at__lte=timezone.now())
         for delivery_id in due.values_list("pk", flat=True):
-            tasks.attempt(str(delivery_id))
+            tasks.attempt([str(delivery_id)])
         return list(Delivery.objects.select_related("event", "hook").order_by("created_at"))
 
     return run

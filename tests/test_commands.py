@@ -78,13 +78,18 @@ def make_delivery(hook: Hook, status: str, created_at: datetime, **fields: Any) 
 def sent(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
     """Capture the messages the actors would be sent, instead of sending them."""
     messages: dict[str, list[Any]] = {"dispatch": [], "deliver": []}
+
+    def record(name: str, first: Any) -> None:
+        # A deliver message carries a batch of delivery ids: count each.
+        messages[name].extend(first if isinstance(first, list) else [first])
+
     for name in messages:
         actor = getattr(tasks, name)
-        monkeypatch.setattr(actor, "send", lambda *args, _n=name: messages[_n].append(args[0]))
+        monkeypatch.setattr(actor, "send", lambda *args, _n=name: record(_n, args[0]))
         monkeypatch.setattr(
             actor,
             "send_with_options",
-            lambda *, args, kwargs=None, delay=None, _n=name: messages[_n].append(args[0]),
+            lambda *, args, kwargs=None, delay=None, _n=name: record(_n, args[0]),
         )
     return messages
 

@@ -406,6 +406,33 @@ def test_failure_ratio_window_forgets_old_calls(flow: Flow) -> None:
     assert flow.call(limits, Result.FAILURE) is OPEN  # 4/4
 
 
+def test_a_batch_reports_its_successes_with_its_last_result(flow: Flow) -> None:
+    """A batch sent under one admission ends at its first failure; the successes before
+    it count as they would one by one."""
+    limits = breaker(failures=3, failure_ratio=0.5, min_calls=8, window=60)
+    assert flow.call(limits, Result.FAILURE) is None
+    assert flow.call(limits, Result.FAILURE) is None
+    # S, S, F: the successes break the run of failures (1, not 3, in a row)...
+    batch = flow.admit(limits)
+    assert flow.gate.release(batch, limits, Result.FAILURE, successes=2) is None
+    assert flow.gate.state(ORIGIN) is CLOSED
+    # ...and count as calls, towards the ratio.
+    assert flow.call(limits, Result.FAILURE) is None  # 4 of 6 (under 8 calls), 2 in a row
+    batch = flow.admit(limits)
+    assert flow.gate.release(batch, limits, Result.SUCCESS, successes=3) is None
+    assert flow.call(limits, Result.FAILURE) is None  # 5 of 11
+    assert flow.call(limits, Result.FAILURE) is OPEN  # 6 of 12: the ratio
+
+
+def test_a_batch_of_successes_ending_neutral_still_counts_them(flow: Flow) -> None:
+    limits = breaker(failures=2)
+    assert flow.call(limits, Result.FAILURE) is None
+    batch = flow.admit(limits)  # S, S, N (a 404 on the last hook): the run is broken
+    assert flow.gate.release(batch, limits, Result.NEUTRAL, successes=2) is None
+    assert flow.call(limits, Result.FAILURE) is None
+    assert flow.call(limits, Result.FAILURE) is OPEN
+
+
 def test_one_probe_after_the_cooldown_and_its_success_closes(flow: Flow) -> None:
     limits = breaker(failures=3, cooldown=0.2, probe_lease=60)
     flow.trip(limits)

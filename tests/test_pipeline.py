@@ -178,7 +178,7 @@ def test_succeeded_delivery_is_not_sent_again(user, receiver, run_pipeline):
     make_hook(user, receiver)
     add_book(user)
     (delivery,) = run_pipeline()
-    tasks.attempt(str(delivery.pk))  # a redelivered message
+    tasks.attempt([str(delivery.pk)])  # a redelivered message
     assert len(receiver.requests) == 1
 
 
@@ -354,7 +354,7 @@ def test_a_delivery_held_back_by_the_rate_comes_back_for_its_slot(
         assert len(held) == 2
         # Each waits for a slot of its own, one interval (0.2 s) after the one before,
         # and its message carries the slot (a time, nothing else).
-        messages = {m["args"][0]: m for m in deferred_messages(redis_url)}
+        messages = {m["args"][0][0]: m for m in deferred_messages(redis_url)}
         assert set(messages) == {str(d.pk) for d in held}
         slots = sorted(messages[str(d.pk)]["kwargs"]["reservation"] for d in held)
         assert slots[1] - slots[0] == pytest.approx(0.2, abs=1e-6)
@@ -363,7 +363,7 @@ def test_a_delivery_held_back_by_the_rate_comes_back_for_its_slot(
         # Each comes back at its slot, with it, and goes.
         for delivery in sorted(held, key=lambda d: d.next_attempt_at):
             time.sleep(max((delivery.next_attempt_at - timezone.now()).total_seconds(), 0))
-            tasks.attempt(str(delivery.pk), **messages[str(delivery.pk)]["kwargs"])
+            tasks.attempt([str(delivery.pk)], **messages[str(delivery.pk)]["kwargs"])
     assert len(receiver.requests) == 4
     assert {d.attempts for d in Delivery.objects.all()} == {1}
 
@@ -409,3 +409,87 @@ def test_redis_unreachable_for_flow_control(user, receiver, run_pipeline, mode, 
         (delivery,) = run_pipeline()
     assert (len(receiver.requests) == 1) is delivered
     assert delivery.attempts == (1 if delivered else 0)
+
+
+# -- batches ----------------------------------------------------------------------------
+
+
+def batch_sizes(rows: list[tuple[str, str, str]], **settings: Any) -> list[int]:
+    with override_settings(REST_HOOKS={**FAST_RETRIES, **settings}):
+        batches = tasks.plan_batches(rows)
+    assert sorted(i for batch in batches for i in batch) == sorted(r[0] for r in rows)
+    return [len(batch) for batch in batches]
+
+
+def rows(count: int, target: str, rate: str = "", start: int = 0) -> list[tuple[str, str, str]]:
+    return [(f"{start + i:04d}", target, rate) for i in range(count)]
+
+
+def test_deliveries_are_batched_by_target_and_limits():
+    a, b = "https://a.example/hook", "https://b.example:8443/other"
+    # A target's deliveries spread over as many batches as it may have requests in flight.
+    assert batch_sizes(rows(5, a), MAX_IN_FLIGHT=2) == [3, 2]
+    assert batch_sizes(rows(6, a) + rows(2, b, start=6), MAX_IN_FLIGHT=2) == [3, 3, 1, 1]
+    # No cap: spread over ten; never more than DELIVERY_BATCH_SIZE in one.
+    assert batch_sizes(rows(120, a), MAX_IN_FLIGHT=None) == [12] * 10
+    assert batch_sizes(rows(2000, a), MAX_IN_FLIGHT=10) == [50] * 40
+    assert batch_sizes(rows(30, a), MAX_IN_FLIGHT=10, DELIVERY_BATCH_SIZE=1) == [1] * 30
+    # A rate limit (the hook's, the origin's or the default): one delivery a message, each
+    # waiting for a slot of its own.
+    assert batch_sizes(rows(3, a, rate="5/s")) == [1, 1, 1]
+    assert batch_sizes(rows(3, a), ORIGIN_LIMITS={"https://a.example": {"RATE_LIMIT": "5/s"}}) == [
+        1,
+        1,
+        1,
+    ]
+    assert batch_sizes(rows(2, a), RATE_LIMIT="5/s") == [1, 1]
+    # Same origin, another hook rate: another lane.
+    assert batch_sizes(rows(4, a) + rows(1, a, rate="5/s", start=4), MAX_IN_FLIGHT=1) == [4, 1]
+
+
+def queued_batches(redis_url: str) -> list[list[str]]:
+    """The delivery ids of each deliver message waiting in the broker's queue."""
+    client = redis.Redis.from_url(redis_url)
+    messages = [json.loads(m) for m in client.hvals("dramatiq:rest_hooks.msgs")]
+    return [m["args"][0] for m in messages if m["actor_name"] == "rest_hooks.deliver"]
+
+
+def fan_out_batch(user: Any, receiver: Any, count: int) -> list[Delivery]:
+    for i in range(count):
+        make_hook(user, receiver, f"/h{i}")
+    add_book(user)
+    tasks.fan_out(Event.objects.get().pk)
+    return list(Delivery.objects.select_related("hook").order_by("hook_id"))
+
+
+def test_a_batch_goes_out_in_order_and_stops_at_the_first_failure(user, receiver, redis_url):
+    receiver.answer("/h2", Answer(500))
+    with override_settings(REST_HOOKS={**FAST_RETRIES, "MAX_IN_FLIGHT": 1}):
+        deliveries = fan_out_batch(user, receiver, 5)
+        ids = [str(d.pk) for d in deliveries]
+        assert queued_batches(redis_url) == [ids]  # one message for the five
+        redis.Redis.from_url(redis_url).flushdb()
+        tasks.attempt(ids)
+    assert [r.path for r in receiver.requests] == ["/h0", "/h1", "/h2"]
+    by_path = {d.hook.target.rsplit("/", 1)[1]: d for d in Delivery.objects.select_related("hook")}
+    assert [by_path[p].status for p in ("h0", "h1")] == ["success", "success"]
+    assert (by_path["h2"].status, by_path["h2"].attempts) == ("pending", 1)  # to be retried
+    # The two it did not try: not counted as attempted, due now, sent back in one message.
+    for path in ("h3", "h4"):
+        assert (by_path[path].status, by_path[path].attempts) == ("pending", 0)
+        assert by_path[path].next_attempt_at <= timezone.now()
+    assert [str(by_path["h3"].pk), str(by_path["h4"].pk)] in queued_batches(redis_url)
+
+
+def test_a_probing_batch_sends_the_probe_only(user, receiver, redis_url):
+    receiver.answer("/h0", Answer(500))
+    overrides = {**FAST_RETRIES, "BREAKER_FAILURES": 1, "BREAKER_COOLDOWN": 0.05}
+    with override_settings(REST_HOOKS=overrides):  # no REDIS_URL: the in-process gate
+        first, *rest = fan_out_batch(user, receiver, 4)
+        tasks.attempt([str(first.pk)])  # a 500: the breaker opens
+        time.sleep(0.1)  # the cool-down is over: one probe may go
+        redis.Redis.from_url(redis_url).flushdb()
+        tasks.attempt([str(d.pk) for d in rest])
+    assert [r.path for r in receiver.requests] == ["/h0", "/h1"]
+    assert queued_batches(redis_url) == [[str(d.pk) for d in rest[1:]]]
+    assert [d.attempts for d in Delivery.objects.filter(pk__in=[d.pk for d in rest[1:]])] == [0, 0]

@@ -119,8 +119,14 @@ class Gate(Protocol):
         limits: Limits,
         result: Result,
         pause: float | None = None,
+        successes: int = 0,
     ) -> BreakerState | None:
-        """Free the slot, record the result; the breaker's new state if it changed."""
+        """Free the slot, record the result; the breaker's new state if it changed.
+
+        ``successes``: for a batch sent under one admission, how many requests before the
+        last (``result``) succeeded. A batch stops at its first failure, so these and the
+        last one are the whole story for the breaker.
+        """
         ...
 
     def state(self, origin: str) -> BreakerState: ...

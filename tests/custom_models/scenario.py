@@ -49,7 +49,7 @@ def main() -> None:
         tasks.fan_out(event_id)
     due = Delivery.objects.filter(status="pending", next_attempt_at__lte=timezone.now())
     for delivery_id in due.values_list("pk", flat=True):
-        tasks.attempt(str(delivery_id))
+        tasks.attempt([str(delivery_id)])
 
     with connection.cursor() as cursor:
         tables = sorted(connection.introspection.table_names(cursor))

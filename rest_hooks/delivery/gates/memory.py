@@ -125,7 +125,12 @@ class MemoryGate:
             return Decision(True, probe=probe, transition=transition)
 
     def release(
-        self, ticket: Ticket, limits: Limits, result: Result, pause: float | None = None
+        self,
+        ticket: Ticket,
+        limits: Limits,
+        result: Result,
+        pause: float | None = None,
+        successes: int = 0,
     ) -> BreakerState | None:
         with self._lock:
             now = self._clock()
@@ -143,13 +148,18 @@ class MemoryGate:
                     return self._open(t, now, cooldown)
                 t.probe_until = 0.0  # neutral: let another request probe
                 return None
-            if t.state is not BreakerState.CLOSED or result is Result.NEUTRAL:
+            if t.state is not BreakerState.CLOSED:
+                return None
+            successes += result is Result.SUCCESS
+            failed = result is Result.FAILURE
+            if not successes and not failed:
                 return None
             if now - t.window_start >= policy.window:
                 t.window_start, t.window_calls, t.window_failures = now, 0, 0
-            t.window_calls += 1
-            if result is Result.SUCCESS:
+            t.window_calls += successes + failed
+            if successes:
                 t.consecutive = 0
+            if not failed:
                 return None
             t.consecutive += 1
             t.window_failures += 1

@@ -69,7 +69,12 @@ class RedisGate:
         )
 
     def release(
-        self, ticket: Ticket, limits: Limits, result: Result, pause: float | None = None
+        self,
+        ticket: Ticket,
+        limits: Limits,
+        result: Result,
+        pause: float | None = None,
+        successes: int = 0,
     ) -> BreakerState | None:
         policy = limits.breaker
         changed = self._release(
@@ -86,6 +91,7 @@ class RedisGate:
                 policy.cooldown,
                 policy.max_cooldown,
                 STATE_TTL,
+                successes,
             ],
         )
         return BreakerState(_text(changed)) if _text(changed) else None

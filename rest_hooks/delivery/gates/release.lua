@@ -1,7 +1,8 @@
 -- Free a request's slot and record its result (see gates/memory.py for the same rules).
 -- KEYS[1]: the target's state hash, KEYS[2]: its in-flight slots.
 -- ARGV: token, result (success/failure/neutral), pause seconds (0: none), probe (0/1),
---       failures, failure_ratio, window, min_calls, cooldown, max_cooldown, ttl
+--       failures, failure_ratio, window, min_calls, cooldown, max_cooldown, ttl,
+--       successes (requests of the same batch before this one that succeeded)
 -- Returns the breaker's new state, or '' when it did not change.
 local state_key, slots_key = KEYS[1], KEYS[2]
 local token, result = ARGV[1], ARGV[2]
@@ -9,6 +10,7 @@ local pause, probe = tonumber(ARGV[3]), tonumber(ARGV[4])
 local max_failures, ratio = tonumber(ARGV[5]), tonumber(ARGV[6])
 local window, min_calls = tonumber(ARGV[7]), tonumber(ARGV[8])
 local base_cooldown, max_cooldown, ttl = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
+local successes = tonumber(ARGV[12])
 
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
@@ -52,22 +54,30 @@ if state == 'half_open' and probe == 1 then
   redis.call('HSET', state_key, 'probe_until', 0)
   return finish('')
 end
-if state ~= 'closed' or result == 'neutral' then
+if state ~= 'closed' then
+  return finish('')
+end
+local failed = 0
+if result == 'success' then
+  successes = successes + 1
+elseif result == 'failure' then
+  failed = 1
+end
+if successes == 0 and failed == 0 then
   return finish('')
 end
 if now - window_start >= window then
   window_start, calls, failures = now, 0, 0
 end
-calls = calls + 1
-if result == 'success' then
+calls = calls + successes + failed
+if successes > 0 then
   consecutive = 0
-else
-  consecutive = consecutive + 1
-  failures = failures + 1
 end
+consecutive = consecutive + failed
+failures = failures + failed
 redis.call('HSET', state_key, 'consecutive', consecutive, 'window_start', window_start,
   'window_calls', calls, 'window_failures', failures)
-if result == 'failure' and (consecutive >= max_failures
+if failed == 1 and (consecutive >= max_failures
     or (calls >= min_calls and failures / calls >= ratio)) then
   return open(base_cooldown)
 end
