@@ -303,18 +303,20 @@ def attempt(delivery_ids: list[str], reservation: float | None = None) -> None:
         deliveries = [d for d in deliveries if d.hook.is_active]
         if not deliveries:
             return
-    admission = gatekeeper.admit(deliveries[0].hook, reservation)
-    if not isinstance(admission, gatekeeper.Admission):
-        _defer(deliveries, admission)
-        return
-    if admission.ticket is not None and admission.ticket.probe and len(deliveries) > 1:
-        # The half-open breaker lets one request through; the others wait for its answer.
-        _send_each(deliver, [[str(d.pk) for d in deliveries[1:]]], "delivery")
-        deliveries = deliveries[:1]
+    # Claimed before the gate is asked, so that only CPU work stands between the gate's
+    # admission and the request: a claim that waited for a database lock after it would
+    # bunch up requests the gate had spaced.
     claimed = claim(deliveries)
     if not claimed:
-        gatekeeper.report(admission, Result.NEUTRAL, None)
         return
+    admission = gatekeeper.admit(claimed[0].hook, reservation)
+    if not isinstance(admission, gatekeeper.Admission):
+        _defer(claimed, admission)
+        return
+    if admission.ticket is not None and admission.ticket.probe and len(claimed) > 1:
+        # The half-open breaker lets one request through; the others wait for its answer.
+        _give_back(claimed[1:])
+        claimed = claimed[:1]
 
     started = time.monotonic()
     attempts: list[Attempt] = []
@@ -333,13 +335,8 @@ def attempt(delivery_ids: list[str], reservation: float | None = None) -> None:
     gatekeeper.report(
         admission, last.health, last.pause, successes - (last.health is Result.SUCCESS)
     )
-    unsent = [d.pk for d in claimed[len(attempts) :]]
-    if unsent:
-        # Claimed but not tried: due again now, their attempt not counted.
-        Delivery.objects.filter(pk__in=unsent).update(
-            next_attempt_at=timezone.now(), attempts=F("attempts") - 1
-        )
-        _send_each(deliver, [[str(pk) for pk in unsent]], "delivery")
+    if len(attempts) < len(claimed):
+        _give_back(claimed[len(attempts) :])
     _record(attempts, instances)
 
 
@@ -355,13 +352,24 @@ def claim(deliveries: list[Delivery]) -> list[Delivery]:
             [d.pk for d in deliveries],
             next_attempt_at=now + timedelta(seconds=budget) + LEASE_MARGIN,
             attempts=F("attempts") + 1,
-            last_attempt_at=now,
         )
     )
     claimed = [d for d in deliveries if d.pk in taken]
     for delivery in claimed:
         delivery.attempts += 1
     return claimed
+
+
+def _give_back(
+    deliveries: list[Delivery], delay: float = 0, kwargs: dict[str, Any] | None = None
+) -> None:
+    """Release claimed deliveries that were not tried, their attempt not counted, and
+    enqueue them again (after ``delay`` seconds)."""
+    ids = [d.pk for d in deliveries]
+    Delivery.objects.filter(pk__in=ids).update(
+        next_attempt_at=timezone.now() + timedelta(seconds=delay), attempts=F("attempts") - 1
+    )
+    _send_each(deliver, [[str(pk) for pk in ids]], "delivery", delay=delay, kwargs=kwargs)
 
 
 def _take_due(delivery_ids: list[Any], **changes: Any) -> list[Any]:
@@ -390,6 +398,7 @@ class Attempt:
 
 def _send(delivery: Delivery, instances: dict[int, Any]) -> Attempt:
     hook, event = delivery.hook, delivery.event
+    delivery.last_attempt_at = timezone.now()
     body = build_body(event, hook)
     started = time.monotonic()
     result: HttpResult | None = None
@@ -439,6 +448,7 @@ def _send(delivery: Delivery, instances: dict[int, Any]) -> Attempt:
 
 #: What recording an attempt changes on its delivery.
 RECORDED = [
+    "last_attempt_at",
     "status",
     "finished_at",
     "next_attempt_at",
@@ -568,10 +578,9 @@ def _save_all(deliveries: list[Delivery], field_names: list[str]) -> None:
 
 
 def _defer(deliveries: list[Delivery], decision: Decision) -> None:
-    """Hold the deliveries back for as long as the gate says; they use up no retry.
+    """Hold claimed deliveries back for as long as the gate says; they use up no retry.
 
-    Only those still due are moved, so that one of several duplicate messages re-enqueues
-    them. A delivery that holds a reserved slot comes back just after it, with it; jitter
+    A delivery that holds a reserved slot comes back just after it, with it; jitter
     spreads a crowd of other deferred deliveries over time.
     """
     if decision.reservation is not None:
@@ -580,20 +589,16 @@ def _defer(deliveries: list[Delivery], decision: Decision) -> None:
     else:
         wait = decision.wait * random.uniform(1.0, 1.1) + 0.01  # noqa: S311
         kwargs = None
-    moved = _take_due(
-        [d.pk for d in deliveries], next_attempt_at=timezone.now() + timedelta(seconds=wait)
-    )
+    _give_back(deliveries, wait, kwargs)
     reason = decision.reason.value if decision.reason else "unknown"
-    metrics.deferrals.labels(reason=reason).inc(len(moved))
+    metrics.deferrals.labels(reason=reason).inc(len(deliveries))
     logger.debug(
         "Deliveries %s deferred %.2f s (%s).",
-        [str(pk) for pk in moved],
+        [str(d.pk) for d in deliveries],
         wait,
         reason,
         extra={"delivery_id": str(deliveries[0].pk), "reason": reason},
     )
-    if moved:
-        _send_each(deliver, [[str(pk) for pk in moved]], "delivery", delay=wait, kwargs=kwargs)
 
 
 def _hook_succeeded(hook: Any) -> None:

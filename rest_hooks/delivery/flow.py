@@ -23,9 +23,9 @@ The rules, shared by both implementations:
    rate refuses *reserves* the next free slot (the theoretical arrival time moves on as if
    it had been admitted) and is told to come back then, with the reservation: a backlog
    of N deliveries to one target costs about 2N gate calls, not N²/2, and comes back
-   spread one slot apart rather than all at once at every slot. A reservation is honoured
-   from its slot until ``RESERVATION_GRACE`` after it; one presented later is treated as a
-   fresh request, so that a stalled worker releasing many at once cannot flood the target.
+   spread one slot apart rather than all at once at every slot. The same GCRA also spaces
+   the requests really admitted, so that reservations coming back late (a busy or stalled
+   worker releasing many at once) still go out one slot apart, never in a flood.
 """
 
 from __future__ import annotations
@@ -38,9 +38,7 @@ from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlsplit
 
-#: A reservation presented this long after its slot no longer counts (seconds).
-RESERVATION_GRACE = 2.0
-#: ... and one presented this much early still counts (clock rounding, seconds).
+#: A reservation presented this much before its slot still counts (clock rounding, s).
 RESERVATION_EARLY = 0.005
 
 

@@ -2,7 +2,7 @@
 -- rest_hooks/delivery/flow.py and gates/memory.py; the clock is the Redis server's.
 -- KEYS[1]: the target's state hash, KEYS[2]: its in-flight slots (zset token -> expiry).
 -- ARGV: token, rate (0: none), burst, max_in_flight (-1: none), slot_lease, probe_lease, ttl,
---       reservation (0: none), reservation_early, reservation_grace
+--       reservation (0: none), reservation_early
 -- Returns {allowed, wait, reason, probe, transition, reservation}.
 local state_key, slots_key = KEYS[1], KEYS[2]
 local token = ARGV[1]
@@ -10,7 +10,7 @@ local rate, burst = tonumber(ARGV[2]), tonumber(ARGV[3])
 local max_in_flight = tonumber(ARGV[4])
 local slot_lease, probe_lease, ttl = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local reservation = tonumber(ARGV[8])
-local early, grace = tonumber(ARGV[9]), tonumber(ARGV[10])
+local early = tonumber(ARGV[9])
 
 -- Times are stored as Lua numbers, which Redis writes at full precision; tostring would
 -- keep 14 digits only, rounding a Unix time to 0.1 ms: GCRA would drift at high rates.
@@ -22,13 +22,8 @@ end
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 
-if reservation > 0 then
-  if now < reservation - early then
-    return {0, fmt(reservation - now), 'rate_limit', 0, '', fmt(reservation)}
-  end
-  if now > reservation + grace then
-    reservation = 0 -- too late: queue again
-  end
+if reservation > 0 and now < reservation - early then
+  return {0, fmt(reservation - now), 'rate_limit', 0, '', fmt(reservation)}
 end
 
 local s = redis.call('HMGET', state_key, 'state', 'open_until', 'probe_until', 'pause_until', 'tat',

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 
 from rest_hooks.delivery.flow import (
     RESERVATION_EARLY,
-    RESERVATION_GRACE,
     BreakerState,
     Decision,
     Limits,
@@ -56,13 +55,11 @@ class MemoryGate:
     ) -> Decision:
         with self._lock:
             now = self._clock()
-            if reservation is not None:
-                if now < reservation - RESERVATION_EARLY:  # too early: keep the slot
-                    return Decision(
-                        False, reservation - now, Reason.RATE_LIMIT, reservation=reservation
-                    )
-                if now > reservation + RESERVATION_GRACE:
-                    reservation = None  # too late: queue again
+            if reservation is not None and now < reservation - RESERVATION_EARLY:
+                # Too early: come back at the slot, which stays this request's.
+                return Decision(
+                    False, reservation - now, Reason.RATE_LIMIT, reservation=reservation
+                )
             t = self._targets.setdefault(origin, _Target())
             transition = None
             probe = False

@@ -14,7 +14,6 @@ import redis
 
 from rest_hooks.delivery.flow import (
     RESERVATION_EARLY,
-    RESERVATION_GRACE,
     BreakerState,
     Decision,
     Limits,
@@ -56,7 +55,6 @@ class RedisGate:
                 STATE_TTL,
                 reservation or 0,
                 RESERVATION_EARLY,
-                RESERVATION_GRACE,
             ],
         )
         return Decision(
