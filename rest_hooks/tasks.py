@@ -16,12 +16,14 @@ slot it reserved): no payload, no target, no secret.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
 import os
 import random
 import time
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -265,10 +267,27 @@ def build_body(event: Event, hook: Any) -> bytes:
     """The event's payload as sent to ``hook``: its ``"hook"`` member names this hook."""
     if not event.has_hook_member:
         return event.payload.encode()
-    payload = json.loads(event.payload)
-    payload["hook"] = hook.dict()
+    before, after = _around_hook(event.payload)
     # Like the capture: a hook's dict() may hold a UUID primary key, a date, a Decimal.
-    return json.dumps(payload, cls=DjangoJSONEncoder).encode()
+    return before + json.dumps(hook.dict(), cls=DjangoJSONEncoder).encode() + after
+
+
+#: Stands for the "hook" member while a payload is cut around it; random, so that no
+#: payload can contain it.
+_HOOK_MARK = f"rest_hooks:hook:{uuid.uuid4().hex}"
+
+
+@functools.lru_cache(maxsize=16)
+def _around_hook(payload: str) -> tuple[bytes, bytes]:
+    """The payload's JSON before and after the value of its ``"hook"`` member.
+
+    The deliveries of one event differ only there: each splices its own hook in, and the
+    payload is parsed and written once per event, not once per delivery.
+    """
+    data = json.loads(payload)
+    data["hook"] = _HOOK_MARK
+    before, after = json.dumps(data, cls=DjangoJSONEncoder).split(json.dumps(_HOOK_MARK), 1)
+    return before.encode(), after.encode()
 
 
 def attempt(delivery_ids: list[str], reservation: float | None = None) -> None:

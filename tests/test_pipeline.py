@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from datetime import timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import dramatiq
@@ -13,6 +14,8 @@ import redis
 from django.test import override_settings
 from django.utils import timezone
 from dramatiq.brokers.stub import StubBroker
+from hypothesis import given
+from hypothesis import strategies as st
 from standardwebhooks.webhooks import Webhook
 
 from bookstore.models import Book
@@ -493,3 +496,27 @@ def test_a_probing_batch_sends_the_probe_only(user, receiver, redis_url):
     assert [r.path for r in receiver.requests] == ["/h0", "/h1"]
     assert queued_batches(redis_url) == [[str(d.pk) for d in rest[1:]]]
     assert [d.attempts for d in Delivery.objects.filter(pk__in=[d.pk for d in rest[1:]])] == [0, 0]
+
+
+# -- bodies -----------------------------------------------------------------------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=10,
+)
+
+
+@given(
+    before=st.dictionaries(st.text(), json_values, max_size=3),
+    after=st.dictionaries(st.text(), json_values, max_size=3),
+    hook=st.fixed_dictionaries({"id": st.integers(), "event": st.text(), "target": st.text()}),
+)
+def test_the_body_is_the_payload_with_this_hooks_member(before, after, hook):
+    """Each delivery splices its hook into the payload, parsed once per event: the bytes
+    are those of parsing it and writing it again with the hook in place."""
+    payload = {**before, "hook": {"id": 0, "event": "", "target": ""}, **after}
+    text = json.dumps(payload)
+    event = Event(name="e", payload=text, has_hook_member=True)
+    expected = json.dumps({**json.loads(text), "hook": hook}).encode()
+    assert tasks.build_body(event, SimpleNamespace(dict=lambda: hook)) == expected
