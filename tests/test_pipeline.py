@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from standardwebhooks.webhooks import Webhook
 
 from bookstore.models import Book
-from bookstore.receiver import Answer
+from bookstore.receiver import Answer, Receiver
 from rest_hooks import tasks
 from rest_hooks.broker import POLL_MS, PromptDelays
 from rest_hooks.delivery.retry import RetryPolicy, parse_retry_after
@@ -520,3 +520,21 @@ def test_the_body_is_the_payload_with_this_hooks_member(before, after, hook):
     event = Event(name="e", payload=text, has_hook_member=True)
     expected = json.dumps({**json.loads(text), "hook": hook}).encode()
     assert tasks.build_body(event, SimpleNamespace(dict=lambda: hook)) == expected
+
+
+def test_the_dispatch_actor_delivers_the_first_batch_itself(user, receiver, redis_url):
+    """An event with few subscribers reaches them one broker round trip sooner."""
+    other = Receiver()
+    try:
+        make_hook(user, receiver, "/first")
+        make_hook(user, other, "/second")  # another target: another batch
+        add_book(user)
+        redis.Redis.from_url(redis_url).flushdb()
+        with override_settings(REST_HOOKS=FAST_RETRIES):
+            assert tasks.fan_out(Event.objects.get().pk, deliver_here=True) == 2
+        assert [r.path for r in receiver.requests] == ["/first"]  # sent by this thread
+        assert other.requests == []
+        (queued,) = queued_batches(redis_url)  # the other batch went to the broker
+        assert queued == [str(Delivery.objects.get(hook__target=other.url("/second")).pk)]
+    finally:
+        other.close()
