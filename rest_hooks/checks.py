@@ -301,7 +301,29 @@ def check_broker(app_configs: Any = None, **kwargs: Any) -> list[Error | Warning
                 id="rest_hooks.E007",
             )
         )
-    return errors
+    return errors + _check_worker_connections()
+
+
+def _check_worker_connections() -> list[Error | Warning]:
+    """django-dramatiq closes a worker's database connections after every message unless
+    they may live longer (CONN_MAX_AGE): with a server database, every batch of deliveries
+    would pay for a new connection (a PostgreSQL backend is a new process)."""
+    from django.db import connections
+
+    warnings: list[Error | Warning] = []
+    for alias in connections:
+        db = connections.settings[alias]
+        if not db["ENGINE"].endswith("sqlite3") and db.get("CONN_MAX_AGE", 0) == 0:
+            warnings.append(
+                Warning(
+                    f"DATABASES[{alias!r}]['CONN_MAX_AGE'] is 0: Dramatiq workers open a new "
+                    "database connection for every message.",
+                    hint=f"Set DATABASES[{alias!r}]['CONN_MAX_AGE'] = 60 (or None) and "
+                    "'CONN_HEALTH_CHECKS': True.",
+                    id="rest_hooks.W005",
+                )
+            )
+    return warnings
 
 
 def _check_embedded_sqlite() -> list[Error | Warning]:

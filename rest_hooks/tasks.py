@@ -90,40 +90,44 @@ def fan_out(event_id: int, *, deliver_here: bool = False) -> int:
     Each chunk is one transaction (``_next_chunk``); its deliveries' messages are sent
     once it has committed. Memory stays bounded by the chunk size whatever the number of
     hooks. With ``deliver_here`` (the dispatch actor), the first batch is not sent but
-    delivered by this thread once the fan-out is done: an event with few subscribers
-    reaches them one broker round trip sooner. (Should this worker die first, the relay
-    sends that batch.)
+    created claimed and delivered by this thread once the fan-out is done: an event with
+    few subscribers reaches them one broker round trip and a few queries sooner. (Should
+    this worker die first, the relay sends that batch once its lease is over.)
     """
     total = 0
-    held: list[str] = []
-    while (chunk := _next_chunk(event_id)) is not None:
-        name, planned, done = chunk
-        batches = plan_batches(planned)
-        if deliver_here and not held and batches:
-            held, batches = batches[0], batches[1:]
+    held: list[Delivery] = []
+    while (chunk := _next_chunk(event_id, hold=deliver_here and not held)) is not None:
+        event, batches, kept, done = chunk
+        held = held or kept
         _send_each(deliver, batches, "delivery")
-        total += len(planned)
+        total += sum(map(len, batches)) + len(kept)
         if done:
             logger.info(
                 "Event %s (%s) fanned out to %d hooks.",
                 event_id,
-                name,
+                event.name,
                 total,
                 extra={"event_id": event_id, "fanout": total},
             )
             break
     if held:
-        attempt(held)
+        hooks: dict[Any, Any] = get_hook_model()._default_manager.in_bulk([d.hook_id for d in held])
+        for delivery in held:
+            delivery.hook = hooks[delivery.hook_id]
+        deliver_claimed(held)
     return total
 
 
-def _next_chunk(event_id: int) -> tuple[str, list[tuple[Any, str, str]], bool] | None:
+def _next_chunk(
+    event_id: int, *, hold: bool
+) -> tuple[Event, list[list[str]], list[Delivery], bool] | None:
     """Create the deliveries of the next chunk of hooks after the event's cursor.
 
-    Returns the event's name, the deliveries as (id, hook target, hook rate limit) and
-    whether the fan-out is done; None when there is nothing (more) to do: the event is
-    gone or dispatched, or another worker moved the cursor first (a compare-and-set, so
-    that a duplicate message fans nothing out twice).
+    Returns the event, the batches to send, the first batch's deliveries if ``hold`` (then
+    created claimed, not among those to send), and whether the fan-out is done; None when
+    there is nothing (more) to do: the event is gone or dispatched, or another worker
+    moved the cursor first (a compare-and-set, so that a duplicate message fans nothing
+    out twice).
     """
     hook_model = get_hook_model()
     using = router.db_for_write(Event)
@@ -158,12 +162,20 @@ def _next_chunk(event_id: int) -> tuple[str, list[tuple[Any, str, str]], bool] |
         if not won:
             return None
         deliveries = [
-            Delivery(event_id=event_id, hook_id=hook_id, next_attempt_at=now)
-            for hook_id, _, _ in rows
+            Delivery(event=event, hook_id=hook_id, next_attempt_at=now) for hook_id, _, _ in rows
         ]
+        batches = plan_batches(
+            (d.pk, target, rate) for d, (_, target, rate) in zip(deliveries, rows, strict=True)
+        )
+        kept: list[Delivery] = []
+        if hold and batches:
+            first = set(batches.pop(0))
+            kept = [d for d in deliveries if str(d.pk) in first]
+            for delivery in kept:
+                delivery.attempts = 1
+                delivery.next_attempt_at = now + _lease(len(kept))
         Delivery.objects.using(using).bulk_create(deliveries)
-    planned = [(d.pk, target, rate) for d, (_, target, rate) in zip(deliveries, rows, strict=True)]
-    return event.name, planned, done
+    return event, batches, kept, done
 
 
 def plan_batches(rows: Iterable[tuple[Any, str, str]]) -> list[list[str]]:
@@ -310,11 +322,8 @@ def _around_hook(payload: str) -> tuple[bytes, bytes]:
 
 
 def attempt(delivery_ids: list[str], reservation: float | None = None) -> None:
-    """Make one attempt of each delivery of a batch, in order, and record what happened.
+    """The deliver actor: claim the deliveries of a batch still due, and deliver them.
 
-    The batch shares one admission of the gate and a handful of queries: load, claim,
-    record. It stops at the first failure or pause the target answers (the rest go back
-    to the queue, to be held back by the gate), and after ``BATCH_BUDGET`` seconds.
     ``reservation``: the rate-limit slot the gate reserved for it when it deferred it.
     """
     position = {delivery_id: i for i, delivery_id in enumerate(delivery_ids)}
@@ -333,24 +342,32 @@ def attempt(delivery_ids: list[str], reservation: float | None = None) -> None:
     events = Event.objects.in_bulk({d.event_id for d in deliveries})
     for delivery in deliveries:
         delivery.event = events[delivery.event_id]
-    disabled = [d.pk for d in deliveries if not d.hook.is_active]
+    claimed = claim(deliveries)
+    if claimed:
+        deliver_claimed(claimed, reservation)
+
+
+def deliver_claimed(claimed: list[Delivery], reservation: float | None = None) -> None:
+    """Make one attempt of each delivery of a claimed batch, in order; record them.
+
+    The batch shares one admission of the gate, and one write of its results. It stops at
+    the first failure or pause the target answers (the rest go back to the queue, to be
+    held back by the gate), and after ``BATCH_BUDGET`` seconds. The claim comes before
+    the gate, so that only CPU work stands between the gate's admission and the request:
+    a claim that waited for a database lock after it would bunch up requests the gate had
+    spaced.
+    """
+    disabled = [d.pk for d in claimed if not d.hook.is_active]
     if disabled:
-        _take_due(
-            disabled,
+        Delivery.objects.filter(pk__in=disabled).update(
             status=Delivery.Status.CANCELLED,
             finished_at=timezone.now(),
             next_attempt_at=None,
             last_error="The hook is disabled.",
         )
-        deliveries = [d for d in deliveries if d.hook.is_active]
-        if not deliveries:
+        claimed = [d for d in claimed if d.hook.is_active]
+        if not claimed:
             return
-    # Claimed before the gate is asked, so that only CPU work stands between the gate's
-    # admission and the request: a claim that waited for a database lock after it would
-    # bunch up requests the gate had spaced.
-    claimed = claim(deliveries)
-    if not claimed:
-        return
     admission = gatekeeper.admit(claimed[0].hook, reservation)
     if not isinstance(admission, gatekeeper.Admission):
         _defer(claimed, admission)
@@ -387,12 +404,10 @@ def claim(deliveries: list[Delivery]) -> list[Delivery]:
 
     The lease lets the relay take them over if this worker dies mid-attempt.
     """
-    now = timezone.now()
-    budget = float(hook_settings.DEADLINE) + (BATCH_BUDGET if len(deliveries) > 1 else 0)
     taken = set(
         _take_due(
             [d.pk for d in deliveries],
-            next_attempt_at=now + timedelta(seconds=budget) + LEASE_MARGIN,
+            next_attempt_at=timezone.now() + _lease(len(deliveries)),
             attempts=F("attempts") + 1,
         )
     )
@@ -400,6 +415,12 @@ def claim(deliveries: list[Delivery]) -> list[Delivery]:
     for delivery in claimed:
         delivery.attempts += 1
     return claimed
+
+
+def _lease(size: int) -> timedelta:
+    """How long a claimed batch of ``size`` deliveries is kept from the relay."""
+    budget = float(hook_settings.DEADLINE) + (BATCH_BUDGET if size > 1 else 0)
+    return timedelta(seconds=budget) + LEASE_MARGIN
 
 
 def _give_back(
@@ -421,7 +442,7 @@ def _take_due(delivery_ids: list[Any], **changes: Any) -> list[Any]:
         status=Delivery.Status.PENDING,
         next_attempt_at__lte=timezone.now() + EARLY_TOLERANCE,
     )
-    return _take_batches(due, changes, batch_size=max(len(delivery_ids), 1))
+    return _take(due, changes)
 
 
 @dataclass
@@ -615,6 +636,10 @@ def _save_all(deliveries: list[Delivery], field_names: list[str]) -> None:
         + [pk.get_db_prep_value(d.pk, connection)]
         for d in deliveries
     ]
+    if len(rows) == 1:  # a statement of its own is atomic: no BEGIN, no COMMIT to wait for
+        with connection.cursor() as cursor:
+            cursor.execute(sql, rows[0])
+        return
     with transaction.atomic(using=using), connection.cursor() as cursor:
         cursor.executemany(sql, rows)
 
@@ -715,22 +740,27 @@ def relay_pending(*, everything: bool = False, batch_size: int = 500) -> tuple[i
 
 
 def _take_batches(queryset: Any, changes: dict[str, Any], batch_size: int) -> list[Any]:
-    """Claim the rows in batches (SKIP LOCKED where the database has it) and touch them."""
-    using = router.db_for_write(queryset.model)
-    skip_locked = connections[using].features.has_select_for_update_skip_locked
+    """Take the rows in batches (``_take``), in order of primary key."""
     taken: list[Any] = []
     while True:
-        with transaction.atomic(using=using):
-            rows = queryset.filter(pk__gt=taken[-1]) if taken else queryset
-            rows = rows.order_by("pk")
-            if skip_locked:
-                rows = rows.select_for_update(skip_locked=True)
-            ids = list(rows.values_list("pk", flat=True)[:batch_size])
-            if ids:
-                queryset.model._default_manager.filter(pk__in=ids).update(**changes)
+        rows = queryset.filter(pk__gt=taken[-1]) if taken else queryset
+        ids = _take(rows.order_by("pk")[:batch_size], changes)
         taken.extend(ids)
         if len(ids) < batch_size:
             return taken
+
+
+def _take(queryset: Any, changes: dict[str, Any]) -> list[Any]:
+    """Make ``changes`` to the rows of ``queryset`` that no one else has locked, in one
+    transaction (SKIP LOCKED where the database has it); returns their ids."""
+    using = router.db_for_write(queryset.model)
+    with transaction.atomic(using=using):
+        if connections[using].features.has_select_for_update_skip_locked:
+            queryset = queryset.select_for_update(skip_locked=True)
+        ids = list(queryset.values_list("pk", flat=True))
+        if ids:
+            queryset.model._default_manager.filter(pk__in=ids).update(**changes)
+    return ids
 
 
 def redeliver(deliveries: Any) -> int:

@@ -60,6 +60,9 @@ if os.environ.get("REST_HOOKS_TEST_DB", "sqlite") == "postgres":
             "USER": os.environ.get("REST_HOOKS_TEST_PG_USER", "postgres"),
             "NAME": _db_name or "rest_hooks",
             "TEST": {"NAME": "test_rest_hooks"},
+            # As in production: a worker keeps its connection between messages.
+            "CONN_MAX_AGE": 60,
+            "CONN_HEALTH_CHECKS": True,
         }
     }
 else:

@@ -302,6 +302,26 @@ def test_embedded_worker_on_sqlite_without_immediate(use_broker, monkeypatch):
         assert rest_hooks_messages() == []
 
 
+def test_workers_without_persistent_database_connections(use_broker, monkeypatch):
+    use_broker(RedisBroker(url=UNUSED_REDIS, middleware=full_middleware()))
+    connections["default"]  # created with the real settings before the patch
+    pg = "django.db.backends.postgresql"
+    monkeypatch.setattr(
+        connections,
+        "settings",
+        {
+            "default": {"ENGINE": pg, "CONN_MAX_AGE": 0},
+            "kept": {"ENGINE": pg, "CONN_MAX_AGE": 60},
+            "forever": {"ENGINE": pg, "CONN_MAX_AGE": None},
+            "local": {"ENGINE": "django.db.backends.sqlite3", "CONN_MAX_AGE": 0},
+        },
+    )
+    with override_settings(REST_HOOKS={"REDIS_URL": UNUSED_REDIS}):
+        (warning,) = only("rest_hooks.W005")
+    assert "DATABASES['default']['CONN_MAX_AGE'] is 0" in warning.msg
+    assert "DATABASES['default']['CONN_MAX_AGE'] = 60" in warning.hint
+
+
 def test_proxy_model_is_reported():
     with override_settings(HOOK_EVENTS={"paperback.added": "bookstore.Paperback.created"}):
         (error,) = only("rest_hooks.E002")
