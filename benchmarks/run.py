@@ -67,6 +67,15 @@ def old_venv(path: Path) -> Path:
     return python
 
 
+def ensure_py_spy() -> None:
+    """``--profile`` needs py-spy in this virtualenv: installed on first use."""
+    if (Path(sys.executable).parent / "py-spy").exists():
+        return
+    print("installing py-spy for --profile (pip install py-spy)", file=sys.stderr)
+    pip = [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    subprocess.run([*pip, "py-spy"], check=True, stdin=subprocess.DEVNULL)
+
+
 def run_side(command: list[str], what: str) -> dict[str, Any]:
     """Run one side in a process of its own; its figures (the JSON of its last line)."""
     started = time.monotonic()
@@ -248,6 +257,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     args.work_dir.mkdir(parents=True, exist_ok=True)
+    if args.profile:
+        ensure_py_spy()
     started = time.monotonic()
     results: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}}
     with receiver.nginx() as target:
