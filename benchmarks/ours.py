@@ -132,17 +132,9 @@ class Workers:
         env = {**os.environ, **worker_env(args)}
         env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="metrics-", dir=log_dir)
         with self.log_path.open("wb") as out:
+            command = f"-m django rundramatiq --processes {processes} --threads {args.threads}"
             self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "django",
-                    "rundramatiq",
-                    "--processes",
-                    str(processes),
-                    "--threads",
-                    str(args.threads),
-                ],
+                [sys.executable, *command.split()],
                 cwd=ROOT,
                 env=env,
                 stdout=out,
