@@ -431,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--latency-rate", type=float, default=100)
     parser.add_argument("--latency-events", type=int, default=1000)
-    parser.add_argument("--memory", type=numbers, default=[10_000, 100_000])
+    parser.add_argument("--memory", type=numbers, default=[10_000, 50_000, 100_000])
     parser.add_argument("--conn-max-age", type=int, default=60)
     parser.add_argument("--profile", default="")
     args = parser.parse_args(argv)

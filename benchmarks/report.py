@@ -15,7 +15,7 @@ FANOUT_VS_OLD = 3.0
 EFFICIENCY = 0.8
 LATENCY_P50_MS = 5.0
 LATENCY_P99_MS = 25.0
-MEMORY_GROWTH = 0.10
+MEMORY_GROWTH = 0.05
 
 
 def cell(s: dict[str, float] | None, fmt: str = "{:,.2f}") -> str:

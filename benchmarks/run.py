@@ -234,7 +234,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=8, help="threads per worker process")
     p.add_argument("--latency-rate", type=float, default=100, help="events a second")
     p.add_argument("--latency-events", type=int, default=1000)
-    p.add_argument("--memory", type=numbers, default=[10_000, 100_000], help="deliveries")
+    p.add_argument("--memory", type=numbers, default=[10_000, 50_000, 100_000], help="deliveries")
     p.add_argument("--memory-db", default="postgres", help="the database of the memory part")
     p.add_argument("--conn-max-age", type=int, default=60, help="Django's CONN_MAX_AGE")
     p.add_argument("--gate-n", type=int, default=20_000)
