@@ -214,7 +214,7 @@ def part_request(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 class Costs:
-    """What the workers, Redis and PostgreSQL spent between ``start()`` and ``stop()``."""
+    """What the workers, Redis and PostgreSQL spent: ``per_delivery`` of two snapshots."""
 
     def __init__(self, args: argparse.Namespace, pids: list[int]) -> None:
         import redis

@@ -225,12 +225,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--redis-url", required=True, help="the redis-server to use (db 0-2)")
     p.add_argument("--pg", default="", help="postgresql://user@host:port/dbname (dropped!)")
     p.add_argument("--only", default=",".join(SIDES), help=f"sides to run, of {SIDES}")
-    p.add_argument("--parts", default="queries,request,fanout,latency,memory")
+    p.add_argument(
+        "--parts", default="queries,request,fanout,latency,memory", help="this project's parts"
+    )
     p.add_argument("--sizes", type=numbers, default=[0, 1, 100, 1000, 10000], help="K")
-    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--repeat", type=int, default=3, help="repetitions of each measurement")
     p.add_argument("--creates", type=int, default=50, help="creates timed per K and repeat")
     p.add_argument("--hooks", type=int, default=5000, help="hooks of the fan-out")
-    p.add_argument("--processes", type=numbers, default=[1, 2], help="worker processes")
+    p.add_argument("--processes", type=numbers, default=[1, 2], help="worker process counts")
     p.add_argument("--threads", type=int, default=8, help="threads per worker process")
     p.add_argument("--latency-rate", type=float, default=100, help="events a second")
     p.add_argument("--latency-events", type=int, default=1000)
