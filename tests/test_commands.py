@@ -84,7 +84,7 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
         monkeypatch.setattr(
             actor,
             "send_with_options",
-            lambda *, args, delay=None, _n=name: messages[_n].append(args[0]),
+            lambda *, args, kwargs=None, delay=None, _n=name: messages[_n].append(args[0]),
         )
     return messages
 
