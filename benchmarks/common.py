@@ -1,12 +1,13 @@
 """What both sides of the comparison share: the receiver's log, timing and statistics.
 
 Standard library only: ``old_project/bench.py`` imports it from the old library's
-virtualenv (Django 3.2), ``ours.py`` and ``run.py`` from this project's.
+virtualenv (Django 3.2), the other benchmarks from this project's.
 """
 
 from __future__ import annotations
 
 import json
+import socket
 import statistics
 import sys
 import time
@@ -78,6 +79,12 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
     """The ``q``-quantile (0..1) of already sorted values, nearest rank."""
     index = min(len(sorted_values) - 1, max(0, round(q * len(sorted_values)) - 1))
     return sorted_values[index]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def time_calls(call: Callable[[], object], n: int) -> float:

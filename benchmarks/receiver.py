@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import LOG_FORMAT
+from common import LOG_FORMAT, free_port
 
 CONFIG = """\
 worker_processes 1;
@@ -62,12 +62,6 @@ def nginx_binary() -> str:
     if found is None:
         raise SystemExit("nginx is not installed: run scripts/bench (it installs nginx-light)")
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
