@@ -24,7 +24,8 @@ from urllib.parse import urlsplit
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "example"))
 
-from bookstore_site.settings import HOOK_EVENTS, dramatiq_broker  # noqa: E402, F401
+# The demo's events and logging (one INFO line per delivery), its broker set-up.
+from bookstore_site.settings import HOOK_EVENTS, LOGGING, dramatiq_broker  # noqa: E402, F401
 
 SECRET_KEY = "benchmark-only-not-secret"
 DEBUG = False
@@ -69,12 +70,4 @@ REST_HOOKS = {
     "REDIS_URL": f"{_redis}/1",
     "ALLOW_PRIVATE_TARGETS": True,
     "MAX_IN_FLIGHT": int(os.environ.get("BENCH_MAX_IN_FLIGHT", "1000")),
-}
-
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"short": {"format": "%(asctime)s %(process)d %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "short"}},
-    "loggers": {"rest_hooks": {"handlers": ["console"], "level": "INFO"}},
 }
