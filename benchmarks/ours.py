@@ -11,11 +11,14 @@ JSON on its last line. The parts:
   worker runs meanwhile: the figure is the request's own cost);
 - ``fanout``: one event to ``--hooks`` hooks, from the commit until the receiver has every
   POST, with each of ``--processes`` worker process counts; with it the CPU time that the
-  workers, Redis and PostgreSQL spent per delivery, and Redis commands per delivery;
+  workers, Redis and PostgreSQL spent per delivery, Redis commands and SQL statements per
+  delivery;
 - ``latency``: commit to arrival at ``--latency-rate`` events a second, one hook each;
 - ``memory``: the workers' RSS after each of ``--memory`` deliveries (a part of its own,
-  the longest: ``run.py`` runs it on one database);
-- ``queries``: the SQL statements one fan-out and one delivery make (in this process).
+  the longest: ``run.py`` runs it on one database).
+
+On PostgreSQL started with ``pg_stat_statements`` loaded (``scripts/bench`` does), the
+fan-out also counts the SQL statements per delivery and the server's time in each.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ sys.path.insert(0, str(HERE))
 import common  # noqa: E402
 import profile_report  # noqa: E402
 
-PARTS = ("request", "fanout", "latency", "memory", "queries")
+PARTS = ("request", "fanout", "latency", "memory")
 #: Hooks of the fan-out that warms a fresh set of workers up (not measured).
 WARM_UP_HOOKS = 100
 #: py-spy's samples a second.
@@ -73,6 +76,11 @@ def setup_django(args: argparse.Namespace) -> None:
 
     django.setup()
     call_command("migrate", verbosity=0)
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
 
 
 def worker_env(args: argparse.Namespace) -> dict[str, str]:
@@ -234,6 +242,7 @@ class Costs:
             "redis": info["used_cpu_user"] + info["used_cpu_sys"],
             "postgres": cpu_seconds(postgres_pids()) if self.postgres else 0.0,
             "commands": commands,
+            "sql": sql_statements() if self.postgres else {},
         }
 
     @staticmethod
@@ -247,7 +256,38 @@ class Costs:
             for name, calls in after["commands"].items()
             if calls - before["commands"].get(name, 0) > 0 and name not in ("info",)
         }
+        statements = []
+        for query, (calls, ms) in after["sql"].items():
+            was_calls, was_ms = before["sql"].get(query, (0, 0.0))
+            if calls > was_calls:
+                statements.append(
+                    {
+                        "per_delivery": (calls - was_calls) / n,
+                        "mean_ms": (ms - was_ms) / (calls - was_calls),
+                        "query": query,
+                    }
+                )
+        statements.sort(key=lambda q: -q["per_delivery"] * q["mean_ms"])
+        result["sql_statements"] = statements
         return result
+
+
+def sql_statements() -> dict[str, tuple[int, float]]:
+    """(calls, total execution ms) of each statement of this database so far, from
+    pg_stat_statements; empty when PostgreSQL was started without it."""
+    from django.db import DatabaseError, connection, transaction
+
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT query, calls, total_exec_time FROM pg_stat_statements"
+                " WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                " AND query NOT LIKE '%pg_stat_statements%'"
+                " AND query NOT LIKE '%pg_backend_pid%'"
+            )
+            return {query: (calls, ms) for query, calls, ms in cursor.fetchall()}
+    except DatabaseError:
+        return {}
 
 
 def postgres_pids() -> list[int]:
@@ -385,32 +425,6 @@ def part_memory(args: argparse.Namespace, log: common.AccessLog) -> dict[str, An
     return {"processes": max(args.processes), "points": points}
 
 
-def part_queries(args: argparse.Namespace) -> dict[str, Any]:
-    """The SQL of one event's fan-out to one hook, and of its delivery, counted here."""
-    from django.db import connection
-    from django.test.utils import CaptureQueriesContext
-
-    from rest_hooks import tasks
-    from rest_hooks.models import Delivery, Event
-
-    user = subscribe("queries", 1, args.receiver)
-    with CaptureQueriesContext(connection) as request:
-        create_book(user)
-    event = Event.objects.latest("pk")
-    tasks.enqueue_deliveries = lambda ids: None  # this process delivers it below
-    with CaptureQueriesContext(connection) as fanout:
-        tasks.fan_out(event.pk)
-    delivery = Delivery.objects.get(event=event)
-    with CaptureQueriesContext(connection) as deliver:
-        tasks.attempt(str(delivery.pk))
-    forget_events(args.redis_url)
-
-    def sql(ctx: CaptureQueriesContext) -> list[str]:
-        return [q["sql"][:160] for q in ctx.captured_queries]
-
-    return {"request": sql(request), "fan_out": sql(fanout), "deliver": sql(deliver)}
-
-
 def numbers(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
@@ -452,8 +466,6 @@ def main(argv: list[str] | None = None) -> int:
         with connection.cursor() as cursor:
             cursor.execute("SHOW server_version")
             result["versions"]["postgresql"] = cursor.fetchone()[0]
-    if "queries" in parts:
-        result["queries"] = part_queries(args)
     if "request" in parts:
         result["request_path"] = part_request(args)
     if "fanout" in parts:

@@ -24,22 +24,40 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-#: (step, frame patterns): the first step one of whose patterns is in a frame wins, so the
-#: order matters (the gate's calls are Redis calls; they must count as the gate's).
+#: (step, frame patterns): a stack gets the first step one of whose patterns it matches (a
+#: pattern "a&b" needs both), so the order matters: the gate's calls are Redis calls and
+#: must count as the gate's. Both shapes of the deliver actor are known: one delivery per
+#: message (``attempt``, ``claim``, ``_finish``) and batches (``_take_due``, ``_send``,
+#: ``_record``, ``_save_all``).
 STEPS: list[tuple[str, tuple[str, ...]]] = [
-    ("fan-out (dispatch actor: hook ids, bulk INSERT, enqueue)", ("fan_out (rest_hooks/tasks.py",)),
-    ("relay (every 30 s)", ("relay_pending", "RelayMiddleware")),
     ("gate acquire (EVALSHA)", ("admit (rest_hooks/gatekeeper.py",)),
     ("gate release (EVALSHA)", ("report (rest_hooks/gatekeeper.py",)),
-    ("SQL: SELECT delivery + event + hook", ("QuerySet.first (django/db/models/query.py",)),
-    ("SQL: UPDATE claim (lease)", ("claim (rest_hooks/tasks.py",)),
-    ("SQL: UPDATE finish (delivery log)", ("_finish (rest_hooks/tasks.py",)),
+    (
+        "SQL: UPDATE claim (lease)",
+        ("claim (rest_hooks/tasks.py", "_take_due (rest_hooks/tasks.py"),
+    ),
+    (
+        "SQL: UPDATE finish (delivery log)",
+        ("_finish (rest_hooks/tasks.py", "_save_all (rest_hooks/tasks.py"),
+    ),
     ("signing + headers", ("_headers (rest_hooks/tasks.py",)),
-    ("body (JSON)", ("build_body (rest_hooks/tasks.py",)),
+    (
+        "body (JSON)",
+        ("build_body (rest_hooks/tasks.py", "_around_hook (rest_hooks/tasks.py"),
+    ),
     ("HTTP POST (httpx/httpcore, pinned DNS)", ("DeliveryClient.post",)),
     ("metrics (prometheus_client)", ("prometheus_client/",)),
     ("log line (logging)", ("Logger.info (logging",)),
     ("hook_sent_event / hook bookkeeping", ("_hook_succeeded", "send_robust")),
+    (
+        "SQL: SELECT delivery + event + hook",
+        ("attempt (rest_hooks/tasks.py&django/db/models/",),
+    ),
+    (
+        "fan-out (dispatch actor: hook ids, bulk INSERT, enqueue)",
+        ("fan_out (rest_hooks/tasks.py",),
+    ),
+    ("relay (every 30 s)", ("relay_pending", "RelayMiddleware")),
     ("rest of attempt()", ("attempt (rest_hooks/tasks.py",)),
     ("Dramatiq: close_old_connections (middleware)", ("DbConnectionsMiddleware",)),
     ("Dramatiq: other middleware", ("dramatiq/middleware/",)),
@@ -81,8 +99,12 @@ def read(paths: Iterable[Path]) -> Counter[str]:
     return stacks
 
 
+def matches(stack: str, pattern: str) -> bool:
+    return all(part in stack for part in pattern.split("&"))
+
+
 def classify(stack: str, rules: list[tuple[str, tuple[str, ...]]]) -> list[str]:
-    return [name for name, patterns in rules if any(p in stack for p in patterns)]
+    return [name for name, patterns in rules if any(matches(stack, p) for p in patterns)]
 
 
 def library(stack: str) -> str:
@@ -128,7 +150,10 @@ def table(summary: dict[str, Any]) -> str:
     lines = ["| worker CPU per delivery | ms | share |", "|---|---:|---:|"]
     lines += [f"| {r['name']} | {r['ms']:.3f} | {r['share']:.0%} |" for r in summary["steps"]]
     lines.append(f"| **total (Python, GIL held)** | **{summary['ms_per_delivery']:.3f}** | 100% |")
-    for title, key in (("of which, across steps", "ingredients"), ("by library", "libraries")):
+    for title, key in (
+        ("of which, across steps", "ingredients"),
+        ("by library", "libraries"),
+    ):
         lines += ["", f"| {title} | ms | share |", "|---|---:|---:|"]
         lines += [f"| {r['name']} | {r['ms']:.3f} | {r['share']:.0%} |" for r in summary[key]]
     return "\n".join(lines)

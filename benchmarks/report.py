@@ -211,16 +211,18 @@ def fanout_table(results: dict[str, Any]) -> list[str]:
             "commands from `INFO commandstats`, broker and gate together):",
             "",
             "| database | processes | workers CPU ms | Redis CPU ms | PostgreSQL CPU ms "
-            "| Redis commands |",
-            "|---|---:|---:|---:|---:|---|",
+            "| SQL statements | Redis commands |",
+            "|---|---:|---:|---:|---:|---:|---|",
         ]
         for db, r in costs:
             c = r["per_delivery"]
             commands = sorted(c["redis_commands"].items(), key=lambda kv: -kv[1])
             text = ", ".join(f"{name} {n:.1f}" for name, n in commands if n >= 0.05)
+            sql = sum(q["per_delivery"] for q in c.get("sql_statements", []))
             lines.append(
                 f"| {DBS[db]} | {r['processes']} | {c['workers_cpu_ms']:.2f} "
-                f"| {c['redis_cpu_ms']:.2f} | {c['postgres_cpu_ms']:.2f} | {text} |"
+                f"| {c['redis_cpu_ms']:.2f} | {c['postgres_cpu_ms']:.2f} "
+                f"| {f'{sql:.2f}' if sql else '-'} | {text} |"
             )
     return lines
 
@@ -306,17 +308,31 @@ def profile_tables(results: dict[str, Any]) -> list[str]:
     return lines[:-1]
 
 
-def queries_section(results: dict[str, Any]) -> list[str]:
+def sql_table(results: dict[str, Any]) -> list[str]:
+    """The statements of a delivery on PostgreSQL (pg_stat_statements), largest cost first."""
     lines = []
     for db, side in results.get("ours", {}).items():
-        if side.get("queries"):
-            q = side["queries"]
-            lines.append(
-                f"**SQL statements** ({DBS[db]}): the request {len(q['request'])}, the fan-out "
-                f"of an event to one hook {len(q['fan_out'])}, one delivery "
-                f"{len(q['deliver'])}:"
-            )
-            lines += ["", "```"] + [s.replace("\n", " ") for s in q["deliver"]] + ["```", ""]
+        rows = [r for r in side.get("fanout", []) if r["per_delivery"].get("sql_statements")]
+        if not rows:
+            continue
+        row = max(rows, key=lambda r: r["processes"])
+        statements = row["per_delivery"]["sql_statements"]
+        total = sum(q["per_delivery"] for q in statements)
+        server = sum(q["per_delivery"] * q["mean_ms"] for q in statements)
+        lines += [
+            f"**SQL per delivery** ({DBS[db]}, {row['processes']} worker processes, from "
+            f"`pg_stat_statements`): {total:.2f} statements, {server:.3f} ms of execution in "
+            "the server.",
+            "",
+            "| per delivery | mean ms | statement |",
+            "|---:|---:|---|",
+        ]
+        lines += [
+            f"| {q['per_delivery']:.3f} | {q['mean_ms']:.3f} "
+            f"| `{' '.join(q['query'].split())[:150]}` |"
+            for q in statements[:8]
+        ]
+        lines.append("")
     return lines[:-1]
 
 
@@ -329,7 +345,7 @@ def markdown(results: dict[str, Any]) -> str:
         latency_table(results),
         gate_table(results),
         memory_table(results),
-        queries_section(results),
+        sql_table(results),
         profile_tables(results),
     ]
     return "\n\n".join("\n".join(s) for s in sections if s) + "\n"

@@ -228,9 +228,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--only", default=",".join(SIDES), help=f"sides to run, of {SIDES}, or this (all but old)"
     )
-    p.add_argument(
-        "--parts", default="queries,request,fanout,latency,memory", help="this project's parts"
-    )
+    p.add_argument("--parts", default="request,fanout,latency,memory", help="this project's parts")
     p.add_argument("--sizes", type=numbers, default=[0, 1, 100, 1000, 10000], help="K")
     p.add_argument("--repeat", type=int, default=3, help="repetitions of each measurement")
     p.add_argument("--creates", type=int, default=50, help="creates timed per K and repeat")

@@ -382,6 +382,7 @@ as_pg_user() {
 start_postgres() {
     # A throwaway PostgreSQL on a free loopback port, data in $TMP/pg, no durability
     # (fsync off): sets PG_PORT, PG_DATA and PG_OS_USER; superuser "postgres", trust auth.
+    # Arguments: more server options, e.g. -c shared_preload_libraries=pg_stat_statements.
     command -v initdb >/dev/null 2>&1 || die "initdb (PostgreSQL server) not on PATH"
     command -v pg_ctl >/dev/null 2>&1 || die "pg_ctl (PostgreSQL server) not on PATH"
     if [[ "$(id -u)" -eq 0 ]]; then
@@ -411,7 +412,7 @@ start_postgres() {
         read -r port _ < <(free_ports)
         PG_DATA="$pg_dir/data"
         if as_pg_user pg_ctl -D "$PG_DATA" -l "$pg_dir/postgres.log" -w -t 60 \
-            -o "-k $pg_dir -h 127.0.0.1 -p $port -F -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+            -o "-k $pg_dir -h 127.0.0.1 -p $port -F -c fsync=off -c synchronous_commit=off -c full_page_writes=off $*" \
             start >/dev/null 2>&1; then
             PG_PORT="$port"
             break
