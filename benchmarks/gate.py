@@ -31,7 +31,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -49,6 +48,9 @@ import redis
 from rest_hooks.delivery.flow import BreakerPolicy, Gate, Limits, Result, Ticket, new_token
 from rest_hooks.delivery.gates.memory import MemoryGate
 from rest_hooks.delivery.gates.redis import RedisGate
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import free_port, percentile
 
 GOAL_MS = 0.3
 PREFIX = "rest_hooks_bench"
@@ -72,12 +74,6 @@ class Row:
 
 
 # -- measuring --------------------------------------------------------------------------
-
-
-def percentile(sorted_values: Sequence[float], q: float) -> float:
-    """The ``q``-quantile (0..1) of already sorted values, nearest rank."""
-    index = min(len(sorted_values) - 1, max(0, round(q * len(sorted_values)) - 1))
-    return sorted_values[index]
 
 
 def summarise(
@@ -207,12 +203,6 @@ def run(client: redis.Redis, n: int, threads: Sequence[int]) -> tuple[list[Row],
 
 
 # -- a redis-server of our own ----------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.contextmanager

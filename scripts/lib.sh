@@ -13,9 +13,12 @@
 #   install_traps                          cleanup on EXIT, on_signal on INT and TERM
 #   on_cleanup FUNCTION                    also run FUNCTION at cleanup (a script's service)
 #   setup_venv                             .venv with pip install -e ".[test]"; sets PY
-#   ensure_redis_server                    apt-get install redis-server if missing
+#   ensure_package CMD PACKAGE             apt-get install PACKAGE if CMD is missing
+#   ensure_redis_server                    the same for redis-server
 #   free_ports                             two free TCP ports on 127.0.0.1
 #   start_redis / stop_redis               a throwaway redis-server: REDIS_PID, REDIS_PORT
+#   start_postgres / stop_postgres         a throwaway PostgreSQL as a non-root OS user:
+#                                          PG_PORT, PG_DATA, PG_OS_USER (cleanup stops it)
 #   start_child / wait_child / reap_child  the foreground command, in a session of its own
 #   start_watchdog / stop_watchdog         a wall-clock limit for that command
 #   group_alive / kill_group               the processes left in a process group
@@ -36,6 +39,9 @@ TMP=""
 PY=""
 REDIS_PID=""
 REDIS_PORT=""
+PG_PORT=""
+PG_DATA=""
+PG_OS_USER=""
 POLICY_RC=/usr/sbin/policy-rc.d
 POLICY_RC_STATE="" # "" | created | replaced
 SUDO=()            # (sudo -n) when installing redis-server as a non-root user
@@ -120,6 +126,7 @@ cleanup() {
         "$hook"
     done
     restore_policy_rc
+    stop_postgres
     stop_redis
     [[ -z "$TMP" ]] || rm -rf "$TMP"
 }
@@ -229,23 +236,27 @@ setup_venv() {
 }
 
 # ---------------------------------------------------------------------------------------
-# redis-server: installed with apt if missing (as root, or with sudo -n)
+# System packages: installed with apt if their command is missing (as root, or sudo -n)
 # ---------------------------------------------------------------------------------------
-ensure_redis_server() {
-    command -v redis-server >/dev/null 2>&1 && return 0
-    log "redis-server not found: installing it with apt-get"
+ensure_package() {
+    # ensure_package COMMAND PACKAGE: apt-get install PACKAGE unless COMMAND is on PATH
+    # (or in /usr/sbin, where Debian puts daemons that a non-root PATH may lack).
+    local cmd="$1" package="$2"
+    command -v "$cmd" >/dev/null 2>&1 && return 0
+    [[ ! -x "/usr/sbin/$cmd" ]] || return 0
+    log "$cmd not found: installing $package with apt-get"
     if [[ "$(id -u)" -ne 0 ]]; then
-        command -v sudo >/dev/null 2>&1 || die "redis-server is missing and we are not root (no sudo either)"
+        command -v sudo >/dev/null 2>&1 || die "$cmd is missing and we are not root (no sudo either)"
         SUDO=(sudo -n)
     fi
-    # Keep the package from starting a system-wide redis service while it installs.
+    # Keep the package from starting a system-wide service while it installs.
     if [[ -e "$POLICY_RC" ]]; then
         "${SUDO[@]}" cp -p "$POLICY_RC" "$TMP/policy-rc.d.orig"
         POLICY_RC_STATE=replaced
     else
         POLICY_RC_STATE=created
     fi
-    printf '#!/bin/sh\n# written by rest_hooks %s while it installs redis-server\nexit 101\n' "$PROG" |
+    printf '#!/bin/sh\n# written by rest_hooks %s while it installs %s\nexit 101\n' "$PROG" "$package" |
         "${SUDO[@]}" tee "$POLICY_RC" >/dev/null
     "${SUDO[@]}" chmod 755 "$POLICY_RC"
     local apt_rc=0 attempt
@@ -256,7 +267,7 @@ ensure_redis_server() {
                 "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
                     --no-install-recommends -o Dpkg::Use-Pty=0 -o DPkg::Lock::Timeout=300 \
                     -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
-                    redis-server
+                    "$package"
         } </dev/null >>"$TMP/apt.log" 2>&1 || apt_rc=$?
         [[ $apt_rc -ne 0 ]] || break
         warn "apt-get failed (exit $apt_rc, attempt $attempt)"
@@ -265,11 +276,14 @@ ensure_redis_server() {
     restore_policy_rc
     if [[ $apt_rc -ne 0 ]]; then
         tail -n 40 "$TMP/apt.log" >&2
-        die "apt-get install redis-server failed (exit $apt_rc)"
+        die "apt-get install $package failed (exit $apt_rc)"
     fi
     hash -r
-    command -v redis-server >/dev/null 2>&1 || die "redis-server still not on PATH after apt-get install"
+    command -v "$cmd" >/dev/null 2>&1 || [[ -x "/usr/sbin/$cmd" ]] ||
+        die "$cmd still not found after apt-get install $package"
 }
+
+ensure_redis_server() { ensure_package redis-server redis-server; }
 
 free_ports() {
     # Two free loopback ports (bound at the same time, so they differ).
@@ -348,4 +362,73 @@ stop_redis() {
     done
     kill -9 "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
+}
+
+# ---------------------------------------------------------------------------------------
+# PostgreSQL (initdb/pg_ctl on PATH), as a non-root OS user: postgres if it exists, else a
+# system user of our own; the current user when not root.
+# ---------------------------------------------------------------------------------------
+as_pg_user() {
+    # Run a command as the PostgreSQL OS user, from a directory that user can enter.
+    if [[ "$(id -u)" -ne 0 ]]; then
+        (cd "$TMP" && "$@")
+    elif command -v runuser >/dev/null 2>&1; then
+        (cd "$TMP" && runuser -u "$PG_OS_USER" -- "$@")
+    else
+        (cd "$TMP" && su -s /bin/sh "$PG_OS_USER" -c "$(printf '%q ' "$@")")
+    fi
+}
+
+start_postgres() {
+    # A throwaway PostgreSQL on a free loopback port, data in $TMP/pg, no durability
+    # (fsync off): sets PG_PORT, PG_DATA and PG_OS_USER; superuser "postgres", trust auth.
+    # Arguments: more server options, e.g. -c shared_preload_libraries=pg_stat_statements.
+    command -v initdb >/dev/null 2>&1 || die "initdb (PostgreSQL server) not on PATH"
+    command -v pg_ctl >/dev/null 2>&1 || die "pg_ctl (PostgreSQL server) not on PATH"
+    if [[ "$(id -u)" -eq 0 ]]; then
+        if id -u postgres >/dev/null 2>&1; then
+            PG_OS_USER=postgres
+        else
+            PG_OS_USER=rest_hooks_pg
+            if ! id -u "$PG_OS_USER" >/dev/null 2>&1; then
+                useradd --system --user-group --no-create-home --home-dir /nonexistent \
+                    --shell /usr/sbin/nologin "$PG_OS_USER"
+            fi
+        fi
+    else
+        PG_OS_USER="$(id -un)"
+    fi
+    local pg_dir="$TMP/pg" attempt port
+    mkdir -p "$pg_dir"
+    chown "$PG_OS_USER": "$pg_dir" 2>/dev/null || true
+    chmod 700 "$pg_dir"
+    as_pg_user initdb -D "$pg_dir/data" -A trust -U postgres -E UTF8 --locale=C --no-sync \
+        >"$TMP/initdb.log" 2>&1 || {
+        cat "$TMP/initdb.log" >&2
+        die "initdb failed"
+    }
+    PG_PORT=""
+    for attempt in 1 2 3; do
+        read -r port _ < <(free_ports)
+        PG_DATA="$pg_dir/data"
+        if as_pg_user pg_ctl -D "$PG_DATA" -l "$pg_dir/postgres.log" -w -t 60 \
+            -o "-k $pg_dir -h 127.0.0.1 -p $port -F -c fsync=off -c synchronous_commit=off -c full_page_writes=off $*" \
+            start >/dev/null 2>&1; then
+            PG_PORT="$port"
+            break
+        fi
+        stop_postgres
+        warn "PostgreSQL did not start on port $port (attempt $attempt)"
+    done
+    if [[ -z "$PG_PORT" ]]; then
+        tail -n 20 "$pg_dir/postgres.log" >&2 || true
+        die "could not start PostgreSQL"
+    fi
+}
+
+stop_postgres() {
+    [[ -n "$PG_DATA" && -f "$PG_DATA/postmaster.pid" ]] || return 0
+    as_pg_user pg_ctl -D "$PG_DATA" -m fast -w -t 30 stop >/dev/null 2>&1 ||
+        as_pg_user pg_ctl -D "$PG_DATA" -m immediate -w -t 10 stop >/dev/null 2>&1 || true
+    PG_DATA=""
 }

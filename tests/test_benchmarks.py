@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -81,3 +82,105 @@ def test_gate_benchmark_starts_its_own_redis(capsys):
     printed = capsys.readouterr().out
     assert "(started by the benchmark)" in printed
     assert table_rows(printed) == [*ROWS[:4], ("throughput", "RedisGate", 2)]
+
+
+# -- scripts/bench: both libraries side by side -----------------------------------------
+
+#: Tiny sizes: every part runs, in seconds; the figures mean nothing.
+TINY = [
+    *("--sizes", "0,2", "--repeat", "1", "--creates", "2", "--hooks", "20"),
+    *("--processes", "1", "--threads", "2", "--latency-events", "5", "--latency-rate", "50"),
+    *("--memory", "20,40", "--gate-n", "50", "--gate-threads", "1"),
+]
+
+
+def bench(tmp_path: Path, *args: str) -> tuple[dict, str]:
+    """Run the benchmark command as a user would; its JSON figures and Markdown tables."""
+    out = tmp_path / "results.json"
+    md = tmp_path / "results.md"
+    paths = ["--json", str(out), "--markdown", str(md), "--work-dir", str(tmp_path / "work")]
+    proc = subprocess.run(
+        [str(ROOT / "scripts" / "bench"), *args, *TINY, *paths],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 0, (
+        f"scripts/bench failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    )
+    assert md.read_text() in proc.stdout
+    return json.loads(out.read_text()), md.read_text()
+
+
+def spread_ok(s: dict) -> bool:
+    return s["min"] <= s["median"] <= s["max"] and s["n"] >= 1
+
+
+@pytest.mark.integration
+def test_bench_this_project(tmp_path):
+    results, md = bench(tmp_path, "--only", "this")
+    assert set(results["ours"]) == {"sqlite", "postgres"}
+    for db, side in results["ours"].items():
+        assert [r["k"] for r in side["request_path"]] == [0, 2]
+        assert all(
+            spread_ok(r["create_ms"]) and r["create_ms"]["median"] > 0 for r in side["request_path"]
+        )
+        [fanout] = side["fanout"]
+        assert (fanout["processes"], fanout["hooks"]) == (1, 20)
+        assert spread_ok(fanout["per_s"])
+        assert fanout["per_s"]["median"] > 0
+        cost = fanout["per_delivery"]
+        assert cost["workers_cpu_ms"] > 0
+        assert cost["redis_commands"]["evalsha"] >= 2  # the gate's two scripts at least
+        latency = side["latency"]
+        assert latency["events"] == 5
+        assert 0 < latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"]
+        # pg_stat_statements (scripts/bench loads it): the statements of a delivery.
+        statements = cost["sql_statements"]
+        assert bool(statements) == (db == "postgres")
+        assert sum(q["per_delivery"] for q in statements) >= (1 if statements else 0)
+        assert ("memory" in side) == (db == "postgres")  # --memory-db
+    points = results["ours"]["postgres"]["memory"]["points"]
+    assert [p["deliveries"] for p in points] == [20, 40]
+    assert all(len(p["rss_mib"]) == 1 and p["rss_mib"][0] > 10 for p in points)
+    assert "postgresql" in results["ours"]["postgres"]["versions"]
+    [bare] = results["bare"]
+    assert bare["processes"] == 1
+    assert spread_ok(bare["per_s"])
+    assert [r["measurement"] for r in results["gate"]["rows"]][:2] == [
+        "acquire+release",
+        "refused acquire",
+    ]
+    goals = {g["goal"]: g for g in results["goals"]}
+    assert "request-path overhead at K = 2 (PostgreSQL)" in goals
+    assert "pipeline efficiency vs bare httpx, 1 processes (SQLite)" in goals
+    assert "flow-control gate per delivery (Redis)" in goals
+    assert all(isinstance(g["met"], bool) for g in goals.values())
+    machine = results["machine"]
+    assert machine["nproc"] >= 1
+    assert machine["nginx"].startswith("nginx/")
+    assert "**SQL per delivery** (PostgreSQL" in md
+    for heading in (
+        "**1. Request path**",
+        "**2, 3. Fan-out**",
+        "**4. Latency**",
+        "**5. The",
+        "**6. Memory**",
+    ):
+        assert heading in md
+
+
+@pytest.mark.integration
+def test_bench_old_library(tmp_path_factory):
+    """The old library's side, in a virtualenv of its own made by the command (pip)."""
+    tmp = tmp_path_factory.mktemp("bench-old")
+    results, md = bench(tmp, "--only", "old", "--old-venv", str(tmp / "venv-old"))
+    old = results["old"]
+    assert old["versions"]["django"].startswith("3.2.")
+    assert [r["k"] for r in old["request_path"]] == [0, 2]
+    assert all(spread_ok(r["create_ms"]) for r in old["request_path"])
+    assert old["fanout"]["hooks"] == 20
+    assert spread_ok(old["fanout"]["per_s"])
+    assert "django-rest-hooks 1.5 (SQLite)" in md

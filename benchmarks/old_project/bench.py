@@ -1,0 +1,120 @@
+"""django-rest-hooks 1.5's figures: request-path cost and fan-out, on the shared receiver.
+
+    benchmarks/.venv-old/bin/python benchmarks/old_project/bench.py --db PATH \\
+        --receiver http://127.0.0.1:PORT --log ACCESS_LOG [--sizes 0,1,100] [--repeat 3] \\
+        [--creates 50] [--hooks 5000]
+
+Run by ``run.py`` in the old library's virtualenv; prints its figures as JSON on its last
+line. What the caller of ``Book.objects.create()`` waits for is timed: the old library
+queries the hooks and, for each, serialises the payload and queues the POST for its three
+threads, in the request. Each repetition then waits until the receiver has every POST it
+queued, so that the next one starts on a quiet machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+# The bookstore app of the demo and the tests (its Book is the one of the old README).
+sys.path[:0] = [str(HERE.parent), str(ROOT / "example")]
+
+import common  # noqa: E402
+import django  # noqa: E402
+from django.conf import settings  # noqa: E402
+
+#: Most POSTs one repetition of the request-path figure queues (a K = 10,000 create
+#: queues 10,000): the number of creates timed per K shrinks to stay under it.
+POSTS_PER_REPETITION = 2_000
+
+
+def configure(db: str) -> None:
+    settings.configure(
+        SECRET_KEY="benchmark-only",
+        USE_TZ=True,
+        DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
+        INSTALLED_APPS=[
+            "django.contrib.auth",
+            "django.contrib.contenttypes",
+            "rest_hooks",
+            "bookstore",
+        ],
+        DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": db}},
+        HOOK_EVENTS={"book.added": "bookstore.Book.created"},
+    )
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", run_syncdb=True, verbosity=0)
+
+
+def subscribe(name: str, k: int, receiver: str):
+    """A user with ``k`` hooks on ``book.added``, each with its own URL."""
+    from django.contrib.auth.models import User
+
+    from rest_hooks.models import Hook
+
+    user = User.objects.create(username=name)
+    Hook.objects.bulk_create(
+        Hook(user=user, event="book.added", target=f"{receiver}/old/{name}/{i}") for i in range(k)
+    )
+    return user
+
+
+def create_book(user) -> None:
+    from bookstore.models import Book
+
+    Book.objects.create(user=user, title="The Hobbit", pages=310, fiction=True)
+
+
+def drain_timeout(posts: int) -> float:
+    return 60 + posts / 100
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--db", required=True)
+    parser.add_argument("--receiver", required=True)
+    parser.add_argument("--log", required=True)
+    parser.add_argument("--sizes", default="0,1,100,1000,10000")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--creates", type=int, default=50)
+    parser.add_argument("--hooks", type=int, default=5000)
+    args = parser.parse_args(argv)
+    configure(args.db)
+    log = common.AccessLog(args.log)
+    result: dict = {"versions": {"django": django.get_version()}}
+
+    sizes = [int(k) for k in args.sizes.split(",") if k != ""]
+    if sizes:
+        users = {k: subscribe(f"k{k}", k, args.receiver) for k in sizes}
+
+        def measure(k: int) -> float:
+            creates = max(1, min(args.creates, POSTS_PER_REPETITION // max(k, 1)))
+            log.mark()
+            ms = common.time_calls(lambda: create_book(users[k]), creates)
+            log.wait_for(k * creates, drain_timeout(k * creates))
+            return ms
+
+        result["request_path"] = common.request_path(sizes, args.repeat, measure)
+
+    if args.hooks:
+        user = subscribe("fanout", args.hooks, args.receiver)
+        rates = []
+        for _ in range(args.repeat):
+            log.mark()
+            started = time.time()
+            create_book(user)
+            arrivals = log.wait_for(args.hooks, drain_timeout(args.hooks))
+            rates.append(args.hooks / (max(a[0] for a in arrivals) - started))
+        result["fanout"] = {"hooks": args.hooks, "per_s": common.spread(rates)}
+    common.emit(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

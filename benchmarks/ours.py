@@ -1,0 +1,482 @@
+"""This project's figures on one database, with real ``rundramatiq`` worker processes.
+
+    python benchmarks/ours.py --db postgresql://postgres@127.0.0.1:5432/bench \\
+        --redis-url redis://127.0.0.1:6379 --receiver http://127.0.0.1:PORT --log ACCESS_LOG \\
+        [--parts request,fanout,latency,memory] [...]
+
+Run by ``run.py`` (once per database, each in a fresh database); prints its figures as
+JSON on its last line. The parts:
+
+- ``request``: what ``Book.objects.create()`` costs the caller with K subscribers (no
+  worker runs meanwhile: the figure is the request's own cost);
+- ``fanout``: one event to ``--hooks`` hooks, from the commit until the receiver has every
+  POST, with each of ``--processes`` worker process counts; with it the CPU time that the
+  workers, Redis and PostgreSQL spent per delivery, Redis commands and SQL statements per
+  delivery;
+- ``latency``: commit to arrival at ``--latency-rate`` events a second, one hook each;
+- ``memory``: the workers' RSS after each of ``--memory`` deliveries (a part of its own,
+  the longest: ``run.py`` runs it on one database).
+
+On PostgreSQL started with ``pg_stat_statements`` loaded (``scripts/bench`` does), the
+fan-out also counts the SQL statements per delivery and the server's time in each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+import common  # noqa: E402
+import profile_report  # noqa: E402
+
+PARTS = ("request", "fanout", "latency", "memory")
+#: Hooks of the fan-out that warms a fresh set of workers up (not measured).
+WARM_UP_HOOKS = 100
+#: py-spy's samples a second.
+PROFILE_RATE = 250
+
+
+# -- the database -----------------------------------------------------------------------
+
+
+def fresh_database(db: str) -> None:
+    """Drop and create the PostgreSQL database (a SQLite file is simply removed)."""
+    url = urlsplit(db)
+    if url.scheme == "sqlite":
+        Path(url.path).unlink(missing_ok=True)
+        return
+    import psycopg
+
+    name = url.path.lstrip("/")
+    admin = f"host={url.hostname} port={url.port} user={url.username} dbname=postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def setup_django(args: argparse.Namespace) -> None:
+    os.environ.update(worker_env(args))
+    sys.path[:0] = [str(ROOT), str(ROOT / "example")]
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    call_command("migrate", verbosity=0)
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+
+
+def worker_env(args: argparse.Namespace) -> dict[str, str]:
+    return {
+        "DJANGO_SETTINGS_MODULE": "benchmarks.settings",
+        "BENCH_DB": args.db,
+        "BENCH_REDIS_URL": args.redis_url,
+        "BENCH_MAX_IN_FLIGHT": str(max(1000, 4 * args.threads * max(args.processes))),
+        "BENCH_CONN_MAX_AGE": str(args.conn_max_age),
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "example")]),
+    }
+
+
+def subscribe(name: str, k: int, receiver: str) -> Any:
+    """A user with ``k`` hooks on ``book.added``, each with its own URL."""
+    from django.contrib.auth.models import User
+
+    from rest_hooks.models import Hook
+
+    user = User.objects.create(username=name)
+    Hook.objects.bulk_create(
+        (
+            Hook(user=user, event="book.added", target=f"{receiver}/ours/{name}/{i}")
+            for i in range(k)
+        ),
+        batch_size=1000,
+    )
+    return user
+
+
+def create_book(user: Any) -> Any:
+    from bookstore.models import Book
+
+    return Book.objects.create(user=user, title="The Hobbit", pages=310, fiction=True)
+
+
+def forget_events(redis_url: str) -> None:
+    """Drop the events the request-path part left pending, and their messages, so that no
+    worker started later delivers them."""
+    import redis
+
+    from rest_hooks.models import Event
+
+    Event.objects.all().delete()
+    redis.Redis.from_url(f"{redis_url.rstrip('/')}/0").flushdb()
+
+
+# -- worker processes -------------------------------------------------------------------
+
+
+class Workers:
+    """``python -m django rundramatiq --processes P --threads T``, as an operator runs it."""
+
+    def __init__(self, args: argparse.Namespace, processes: int, log_dir: Path) -> None:
+        self.processes = processes
+        self.log_path = log_dir / f"workers-{processes}p-{time.monotonic_ns()}.log"
+        env = {**os.environ, **worker_env(args)}
+        env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="metrics-", dir=log_dir)
+        with self.log_path.open("wb") as out:
+            command = f"-m django rundramatiq --processes {processes} --threads {args.threads}"
+            self.proc = subprocess.Popen(
+                [sys.executable, *command.split()],
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while self.log().count("is ready for action") < self.processes:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the workers did not start:\n" + self.log()[-3000:])
+            time.sleep(0.05)
+
+    def pids(self) -> list[int]:
+        """The worker processes: the children of dramatiq's main process."""
+        path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        return [int(p) for p in path.read_text().split()]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+@contextlib.contextmanager
+def workers(args: argparse.Namespace, processes: int) -> Iterator[Workers]:
+    w = Workers(args, processes, Path(args.work_dir))
+    try:
+        w.wait_ready()
+        yield w
+    except BaseException:
+        print(w.log()[-3000:], file=sys.stderr)
+        raise
+    finally:
+        w.stop()
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of these processes so far, with that of the children they
+    reaped (PostgreSQL's postmaster reaps a backend per closed connection)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(FileNotFoundError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += sum(int(f) for f in fields[11:15])
+    return total / tick
+
+
+# -- the parts --------------------------------------------------------------------------
+
+
+def part_request(args: argparse.Namespace) -> list[dict[str, Any]]:
+    users = {k: subscribe(f"k{k}", k, args.receiver) for k in args.sizes}
+
+    def measure(k: int) -> float:
+        return common.time_calls(lambda: create_book(users[k]), args.creates)
+
+    rows = common.request_path(args.sizes, args.repeat, measure)
+    forget_events(args.redis_url)
+    return rows
+
+
+class Costs:
+    """What the workers, Redis and PostgreSQL spent: ``per_delivery`` of two snapshots."""
+
+    def __init__(self, args: argparse.Namespace, pids: list[int]) -> None:
+        import redis
+
+        self.redis = redis.Redis.from_url(args.redis_url)
+        self.pids = pids
+        self.postgres = urlsplit(args.db).scheme != "sqlite"
+
+    def snapshot(self) -> dict[str, Any]:
+        info = self.redis.info("cpu")
+        commands = {
+            k.removeprefix("cmdstat_"): v["calls"]
+            for k, v in self.redis.info("commandstats").items()
+        }
+        return {
+            "workers": cpu_seconds(self.pids),
+            "redis": info["used_cpu_user"] + info["used_cpu_sys"],
+            "postgres": cpu_seconds(postgres_pids()) if self.postgres else 0.0,
+            "commands": commands,
+            "sql": sql_statements() if self.postgres else {},
+        }
+
+    @staticmethod
+    def per_delivery(before: dict[str, Any], after: dict[str, Any], n: int) -> dict[str, Any]:
+        result: dict[str, Any] = {
+            f"{k}_cpu_ms": (after[k] - before[k]) * 1000 / n
+            for k in ("workers", "redis", "postgres")
+        }
+        result["redis_commands"] = {
+            name: (calls - before["commands"].get(name, 0)) / n
+            for name, calls in after["commands"].items()
+            if calls - before["commands"].get(name, 0) > 0 and name not in ("info",)
+        }
+        statements = []
+        for query, (calls, ms) in after["sql"].items():
+            was_calls, was_ms = before["sql"].get(query, (0, 0.0))
+            if calls > was_calls:
+                statements.append(
+                    {
+                        "per_delivery": (calls - was_calls) / n,
+                        "mean_ms": (ms - was_ms) / (calls - was_calls),
+                        "query": query,
+                    }
+                )
+        statements.sort(key=lambda q: -q["per_delivery"] * q["mean_ms"])
+        result["sql_statements"] = statements
+        return result
+
+
+def sql_statements() -> dict[str, tuple[int, float]]:
+    """(calls, total execution ms) of each statement of this database so far, from
+    pg_stat_statements; empty when PostgreSQL was started without it."""
+    from django.db import DatabaseError, connection, transaction
+
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT query, calls, total_exec_time FROM pg_stat_statements"
+                " WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                " AND query NOT LIKE '%pg_stat_statements%'"
+                " AND query NOT LIKE '%pg_backend_pid%'"
+            )
+            return {query: (calls, ms) for query, calls, ms in cursor.fetchall()}
+    except DatabaseError:
+        return {}
+
+
+def postgres_pids() -> list[int]:
+    """The PostgreSQL server's processes (its backends and the postmaster)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        backend = cursor.fetchone()[0]
+    postmaster = int(Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    children = Path(f"/proc/{postmaster}/task/{postmaster}/children").read_text().split()
+    return [postmaster, *map(int, children)]
+
+
+def fan_out_once(user: Any, hooks: int, log: common.AccessLog) -> float:
+    """One event to the ``hooks`` hooks of ``user``: deliveries a second, from the commit
+    to the last arrival."""
+    log.mark()
+    started = time.time()
+    create_book(user)
+    arrivals = log.wait_for(hooks, 120 + hooks / 20)
+    bad = [a for a in arrivals if a[2] != 204]
+    if bad:
+        raise RuntimeError(f"unexpected answers from the receiver: {bad[:3]}")
+    return hooks / (max(a[0] for a in arrivals) - started)
+
+
+@contextlib.contextmanager
+def profiling(args: argparse.Namespace, pids: list[int], label: str) -> Iterator[list[Path]]:
+    """py-spy on each worker process while the block runs (``--profile DIR``): the files
+    of samples of the thread holding the GIL (``profile_report.py`` reads them)."""
+    out = Path(args.profile)
+    out.mkdir(parents=True, exist_ok=True)
+    files = [out / f"{label}-{pid}.txt" for pid in pids]
+    spies = [
+        subprocess.Popen(
+            [
+                "py-spy",
+                "record",
+                "--gil",
+                "--format",
+                "raw",
+                "--rate",
+                str(PROFILE_RATE),
+                "--nonblocking",
+                "-o",
+                str(path),
+                "--pid",
+                str(pid),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for pid, path in zip(pids, files, strict=True)
+    ]
+    time.sleep(1)  # py-spy attaches
+    try:
+        yield files
+    finally:
+        for spy in spies:
+            spy.send_signal(signal.SIGINT)
+        for spy in spies:
+            spy.wait(timeout=30)
+
+
+def part_fanout(args: argparse.Namespace, log: common.AccessLog) -> list[dict[str, Any]]:
+    user = subscribe("fanout", args.hooks, args.receiver)
+    warm = subscribe("warm-up", WARM_UP_HOOKS, args.receiver)
+    rows = []
+    for processes in args.processes:
+        with workers(args, processes) as w:
+            # Imports, connections and pools of every worker thread.
+            fan_out_once(warm, WARM_UP_HOOKS, log)
+            costs = Costs(args, w.pids())
+            before = costs.snapshot()
+            rates = [fan_out_once(user, args.hooks, log) for _ in range(args.repeat)]
+            after = costs.snapshot()
+            row = {
+                "processes": processes,
+                "threads": args.threads,
+                "hooks": args.hooks,
+                "per_s": common.spread(rates),
+                "per_delivery": Costs.per_delivery(before, after, args.hooks * args.repeat),
+            }
+            if args.profile and processes == max(args.processes):
+                with profiling(args, w.pids(), f"fanout-{processes}p") as files:
+                    fan_out_once(user, args.hooks, log)
+                row["profile"] = profile_report.summarise(files, args.hooks, PROFILE_RATE)
+            rows.append(row)
+    return rows
+
+
+def part_latency(args: argparse.Namespace, log: common.AccessLog) -> dict[str, Any]:
+    from django.db import transaction
+
+    n = args.latency_events
+    users = [subscribe(f"lat{i}", 1, args.receiver) for i in range(n)]
+    committed: dict[str, float] = {}
+    with workers(args, max(args.processes)):
+        log.mark()
+        started = time.monotonic()
+        for i, user in enumerate(users):
+            pause = started + i / args.latency_rate - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            uri = f"/ours/lat{i}/0"
+            with transaction.atomic():
+                # Runs first after the commit, before rest_hooks' own on_commit enqueues.
+                transaction.on_commit(lambda uri=uri: committed.__setitem__(uri, time.time()))
+                create_book(user)
+        arrivals = log.wait_for(n, 60)
+    latencies = sorted((at - committed[uri]) * 1000 for at, uri, _ in arrivals)
+    return {
+        "events": n,
+        "rate": args.latency_rate,
+        "p50_ms": common.percentile(latencies, 0.50),
+        "p99_ms": common.percentile(latencies, 0.99),
+        "max_ms": latencies[-1],
+    }
+
+
+def part_memory(args: argparse.Namespace, log: common.AccessLog) -> dict[str, Any]:
+    user = subscribe("memory", args.hooks, args.receiver)
+    points = []
+    sent = 0
+    with workers(args, max(args.processes)) as w:
+        log.mark()
+        for checkpoint in args.memory:
+            while sent < checkpoint:
+                create_book(user)
+                sent += args.hooks
+            log.wait_for(sent, 120 + sent / 20)
+            time.sleep(0.5)  # the last deliveries' bookkeeping
+            points.append({"deliveries": sent, "rss_mib": [rss_kib(p) / 1024 for p in w.pids()]})
+    return {"processes": max(args.processes), "points": points}
+
+
+def numbers(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--db", required=True)
+    parser.add_argument("--redis-url", required=True)
+    parser.add_argument("--receiver", required=True)
+    parser.add_argument("--log", required=True)
+    parser.add_argument("--work-dir", required=True)
+    parser.add_argument("--parts", default=",".join(PARTS))
+    parser.add_argument("--sizes", type=numbers, default=[0, 1, 100, 1000, 10000])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--creates", type=int, default=50)
+    parser.add_argument("--hooks", type=int, default=5000)
+    parser.add_argument("--processes", type=numbers, default=[1, 2])
+    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--latency-rate", type=float, default=100)
+    parser.add_argument("--latency-events", type=int, default=1000)
+    parser.add_argument("--memory", type=numbers, default=[10_000, 50_000, 100_000])
+    parser.add_argument("--conn-max-age", type=int, default=60)
+    parser.add_argument("--profile", default="")
+    args = parser.parse_args(argv)
+    parts = [p for p in args.parts.split(",") if p]
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        parser.error(f"unknown parts: {sorted(unknown)}")
+
+    fresh_database(args.db)
+    setup_django(args)
+    import django
+
+    log = common.AccessLog(args.log)
+    result: dict[str, Any] = {"versions": {"django": django.get_version()}}
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW server_version")
+            result["versions"]["postgresql"] = cursor.fetchone()[0]
+    if "request" in parts:
+        result["request_path"] = part_request(args)
+    if "fanout" in parts:
+        result["fanout"] = part_fanout(args, log)
+    if "latency" in parts:
+        result["latency"] = part_latency(args, log)
+    if "memory" in parts:
+        result["memory"] = part_memory(args, log)
+    common.emit(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
