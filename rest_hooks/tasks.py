@@ -58,8 +58,9 @@ EARLY_TOLERANCE = timedelta(seconds=1)
 # A batch starts no request after this many seconds; the rest go back to the queue. It
 # keeps a batch to a slow receiver well inside the actor's time limit and its lease.
 BATCH_BUDGET = 60.0
-# Without an in-flight cap, a target's deliveries are cut into at least this many batches.
-DEFAULT_SPREAD = 10
+# A target's deliveries are cut into this many batches, or as many as it may have
+# requests in flight if fewer, so that batches run side by side.
+SPREAD = 10
 # Deliveries planned into batches per query.
 LOOKUP_CHUNK = 500
 
@@ -184,9 +185,9 @@ def plan_batches(rows: Iterable[tuple[Any, str, str]]) -> list[list[str]]:
     A batch is what one ``deliver`` message carries: deliveries to one target under the
     same limits, sent one after the other by one worker thread under one admission of the
     gate, with their database work done a batch at a time. A target with a rate limit gets
-    one delivery a message (each waits for a slot of its own). Others are cut into at least
-    as many batches as the target may have requests in flight, so that batches run side by
-    side up to that cap, of at most ``DELIVERY_BATCH_SIZE`` deliveries.
+    one delivery a message (each waits for a slot of its own). Others are cut into
+    ``SPREAD`` batches (fewer if the target may have fewer requests in flight), so that
+    batches run side by side, of at most ``DELIVERY_BATCH_SIZE`` deliveries.
     """
     lanes: dict[tuple[str, str], list[str]] = {}
     for delivery_id, target, rate_limit in rows:
@@ -201,7 +202,7 @@ def plan_batches(rows: Iterable[tuple[Any, str, str]]) -> list[list[str]]:
         if limits is None or limits.rate:
             size = 1
         else:
-            spread = limits.max_in_flight or DEFAULT_SPREAD
+            spread = min(limits.max_in_flight or SPREAD, SPREAD)
             size = max(1, min(largest, math.ceil(len(ids) / spread)))
         batches.extend(ids[i : i + size] for i in range(0, len(ids), size))
     return batches

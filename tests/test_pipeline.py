@@ -433,8 +433,9 @@ def test_deliveries_are_batched_by_target_and_limits():
     # A target's deliveries spread over as many batches as it may have requests in flight.
     assert batch_sizes(rows(5, a), MAX_IN_FLIGHT=2) == [3, 2]
     assert batch_sizes(rows(6, a) + rows(2, b, start=6), MAX_IN_FLIGHT=2) == [3, 3, 1, 1]
-    # No cap: spread over ten; never more than DELIVERY_BATCH_SIZE in one.
+    # No cap, or a high one: spread over ten; never more than DELIVERY_BATCH_SIZE in one.
     assert batch_sizes(rows(120, a), MAX_IN_FLIGHT=None) == [12] * 10
+    assert batch_sizes(rows(500, a), MAX_IN_FLIGHT=1000) == [50] * 10
     assert batch_sizes(rows(2000, a), MAX_IN_FLIGHT=10) == [50] * 40
     assert batch_sizes(rows(30, a), MAX_IN_FLIGHT=10, DELIVERY_BATCH_SIZE=1) == [1] * 30
     # A rate limit (the hook's, the origin's or the default): one delivery a message, each
