@@ -12,7 +12,7 @@ server from inside the operator's network. This module makes that safe and bound
   (``2130706433``, ``0x7f000001``, ``127.1``, ``[::ffff:127.0.0.1]``) go through the same
   path, because the resolver turns them into the address the kernel would use.
 * **A hard deadline per attempt.** A receiver that drips one byte per second never
-  trips a read timeout; the per-attempt deadline is therefore enforced under httpx,
+  trips a read timeout; the per-attempt deadline is therefore enforced under httpcore,
   on every socket operation (see :class:`_DeadlineStream`).
 * **Bounded memory.** At most ``max_response_bytes`` of the body are kept; the rest is
   not read and the connection is dropped instead of going back to the pool.
@@ -26,19 +26,16 @@ There is no Django here: settings arrive as :class:`HttpOptions`.
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import contextvars
-import http.cookiejar
 import ipaddress
 import logging
 import socket
 import ssl
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final, Literal, TypeAlias
-from urllib.parse import urlsplit
 
 import httpcore
 import httpx
@@ -370,116 +367,24 @@ class PinnedBackend(httpcore.NetworkBackend):
         self._resolver_pool.shutdown(wait=False, cancel_futures=True)
 
 
-# -- the httpx transport -----------------------------------------------------------------------
-
-# Most specific first: the first match wins.
-_HTTPCORE_TO_HTTPX: Final[tuple[tuple[type[Exception], type[httpx.TransportError]], ...]] = (
-    (httpcore.ConnectTimeout, httpx.ConnectTimeout),
-    (httpcore.ReadTimeout, httpx.ReadTimeout),
-    (httpcore.WriteTimeout, httpx.WriteTimeout),
-    (httpcore.PoolTimeout, httpx.PoolTimeout),
-    (httpcore.TimeoutException, httpx.TimeoutException),
-    (httpcore.ConnectError, httpx.ConnectError),
-    (httpcore.ReadError, httpx.ReadError),
-    (httpcore.WriteError, httpx.WriteError),
-    (httpcore.NetworkError, httpx.NetworkError),
-    (httpcore.ProxyError, httpx.ProxyError),
-    (httpcore.UnsupportedProtocol, httpx.UnsupportedProtocol),
-    (httpcore.LocalProtocolError, httpx.LocalProtocolError),
-    (httpcore.RemoteProtocolError, httpx.RemoteProtocolError),
-    (httpcore.ProtocolError, httpx.ProtocolError),
-)
-
-
-@contextlib.contextmanager
-def _httpx_errors() -> Iterator[None]:
-    """Turn httpcore exceptions into their httpx equivalents, as httpx's transport does."""
-    try:
-        yield
-    except Exception as exc:
-        for core_type, httpx_type in _HTTPCORE_TO_HTTPX:
-            if isinstance(exc, core_type):
-                raise httpx_type(str(exc)) from exc
-        raise
-
-
-class _ResponseStream(httpx.SyncByteStream):
-    def __init__(self, stream: Iterable[bytes]) -> None:
-        self._stream = stream
-
-    def __iter__(self) -> Iterator[bytes]:
-        with _httpx_errors():
-            yield from self._stream
-
-    def close(self) -> None:
-        close = getattr(self._stream, "close", None)
-        if close is not None:
-            close()
-
-
-class _PinnedTransport(httpx.BaseTransport):
-    """Minimal httpx transport over an httpcore pool that uses :class:`PinnedBackend`.
-
-    httpx's own ``HTTPTransport`` cannot take a network backend; building the pool
-    here keeps us on public httpcore API instead of replacing its private ``_pool``.
-    """
-
-    def __init__(self, pool: httpcore.ConnectionPool) -> None:
-        self._pool = pool
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        assert isinstance(request.stream, httpx.SyncByteStream)
-        core_request = httpcore.Request(
-            method=request.method,
-            url=httpcore.URL(
-                scheme=request.url.raw_scheme,
-                host=request.url.raw_host,
-                port=request.url.port,
-                target=request.url.raw_path,
-            ),
-            headers=request.headers.raw,
-            content=request.stream,
-            extensions=request.extensions,
-        )
-        with _httpx_errors():
-            core_response = self._pool.handle_request(core_request)
-        assert isinstance(core_response.stream, Iterable)
-        return httpx.Response(
-            status_code=core_response.status,
-            headers=core_response.headers,
-            stream=_ResponseStream(core_response.stream),
-            extensions=core_response.extensions,
-        )
-
-    def close(self) -> None:
-        self._pool.close()
-
-
-class _NoCookies(http.cookiejar.DefaultCookiePolicy):
-    """Accept and send no cookies: receivers must not share state through the workers."""
-
-    def set_ok(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
-        return False
-
-    def return_ok(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
-        return False
-
-
 # -- the client ------------------------------------------------------------------------------
 
 
 class DeliveryClient:
     """POSTs webhook bodies; one instance per worker process, shared by its threads.
 
-    Holds one ``httpx.Client`` (thread-safe) whose connections are pooled and kept
-    alive per origin, so a busy receiver costs one TLS handshake, not one per
+    Holds one httpcore connection pool (thread-safe) whose connections are kept alive
+    per origin, so a busy receiver costs one TLS handshake, not one per
     delivery. ``resolver`` replaces ``getaddrinfo`` (tests, custom DNS).
     """
 
     def __init__(self, options: HttpOptions, *, resolver: Resolver | None = None) -> None:
         self.options = options
         self._backend = PinnedBackend(options.policy, resolver or resolve_host)
-        pool = httpcore.ConnectionPool(
+        # httpcore, not httpx.Client: a client's request and response models, cookie jar
+        # and redirect logic cost as much CPU as the request itself, and a delivery wants
+        # none of them (no cookies, no redirects, no proxy from the environment).
+        self._pool = httpcore.ConnectionPool(
             ssl_context=(
                 httpx.create_ssl_context(trust_env=False)
                 if options.ssl_context is None
@@ -493,22 +398,17 @@ class DeliveryClient:
             retries=0,
             network_backend=self._backend,
         )
-        self._timeout = httpx.Timeout(
-            connect=options.connect_timeout,
-            read=options.read_timeout,
-            write=options.write_timeout,
+        self._timeouts = {
+            "connect": options.connect_timeout,
+            "read": options.read_timeout,
+            "write": options.write_timeout,
             # Waiting for a pooled connection happens before any stream exists.
-            pool=min(options.pool_timeout, options.deadline),
-        )
-        self._client = httpx.Client(
-            transport=_PinnedTransport(pool),
-            timeout=self._timeout,
-            follow_redirects=False,
-            trust_env=False,
-            # A CookieJar, not httpx.Cookies: httpx copies the latter into a default jar.
-            cookies=http.cookiejar.CookieJar(policy=_NoCookies()),
-            headers={"User-Agent": options.user_agent, "Accept-Encoding": "identity"},
-        )
+            "pool": min(options.pool_timeout, options.deadline),
+        }
+        self._headers = [
+            (b"User-Agent", options.user_agent.encode()),
+            (b"Accept-Encoding", b"identity"),
+        ]
 
     def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> HttpResult:
         """Make one attempt: POST ``body`` to ``url`` and return the (capped) response.
@@ -521,30 +421,38 @@ class DeliveryClient:
             check_url(url, https_only=self.options.https_only)
         except ValueError as exc:
             raise DeliveryError("refused", str(exc)) from exc
+        try:
+            parsed = httpx.URL(url)  # IDNA and percent-encoding, as httpx would send it
+        except httpx.InvalidURL as exc:
+            raise DeliveryError("refused", f"invalid URL: {exc}") from exc
         started = time.monotonic()
         deadline = started + self.options.deadline
         token = _ATTEMPT_DEADLINE.set(deadline)
-        host = urlsplit(url).hostname or ""  # for log messages: no path, query or secrets
+        host = parsed.host  # for log messages: no path, query or secrets
         try:
-            request = self._client.build_request(
-                "POST", url, content=body, headers=dict(headers), timeout=self._timeout
-            )
-            response = self._client.send(request, stream=True)
-            try:
+            with self._pool.stream(
+                "POST",
+                httpcore.URL(
+                    scheme=parsed.raw_scheme,
+                    host=parsed.raw_host,
+                    port=parsed.port,
+                    target=parsed.raw_path,
+                ),
+                headers=self._headers + [(k.encode(), v.encode()) for k, v in headers.items()],
+                content=body,
+                extensions={"timeout": self._timeouts},
+            ) as response:
+                # Leaving this block before the end of the body closes the connection
+                # instead of returning it to the pool: unread data never reaches the
+                # next request.
                 content, truncated = self._read_capped(response, deadline)
-            finally:
-                # Before the end of the body this closes the connection instead of
-                # returning it to the pool, so unread data never reaches the next request.
-                response.close()
         except TargetRefused as exc:
             raise DeliveryError("refused", exc.reason) from exc
-        except httpx.InvalidURL as exc:
-            raise DeliveryError("refused", f"invalid URL: {exc}") from exc
-        except httpx.TimeoutException as exc:
+        except httpcore.TimeoutException as exc:
             raise self._error("timeout", host, exc, started) from exc
-        except httpx.NetworkError as exc:
+        except httpcore.NetworkError as exc:
             raise self._error("connect", host, exc, started) from exc
-        except httpx.HTTPError as exc:
+        except (httpcore.ProtocolError, httpcore.UnsupportedProtocol) as exc:
             raise self._error("protocol", host, exc, started) from exc
         finally:
             _ATTEMPT_DEADLINE.reset(token)
@@ -552,32 +460,32 @@ class DeliveryClient:
         logger.debug(
             "POST to %s: HTTP %d, %d bytes%s in %.3fs.",
             host,
-            response.status_code,
+            response.status,
             len(content),
             " (truncated)" if truncated else "",
             duration,
         )
         return HttpResult(
-            status_code=response.status_code,
-            headers=response.headers,
+            status_code=response.status,
+            headers=httpx.Headers(response.headers),
             body=content,
             duration=duration,
             truncated=truncated,
         )
 
-    def _read_capped(self, response: httpx.Response, deadline: float) -> tuple[bytes, bool]:
+    def _read_capped(self, response: httpcore.Response, deadline: float) -> tuple[bytes, bool]:
         """Read at most ``max_response_bytes`` of the raw body; say whether there was more."""
         limit = self.options.max_response_bytes
         chunks: list[bytes] = []
         size = 0
-        for chunk in response.iter_raw():
+        for chunk in response.iter_stream():
             if size + len(chunk) > limit:
                 chunks.append(chunk[: limit - size])
                 return b"".join(chunks), True
             chunks.append(chunk)
             size += len(chunk)
             if time.monotonic() >= deadline:
-                raise httpx.ReadTimeout("the attempt deadline has passed")
+                raise httpcore.ReadTimeout("the attempt deadline has passed")
         return b"".join(chunks), False
 
     def _error(
@@ -590,7 +498,7 @@ class DeliveryClient:
 
     def close(self) -> None:
         """Close pooled connections and stop the resolver threads."""
-        self._client.close()
+        self._pool.close()
         self._backend.close()
 
     def __enter__(self) -> DeliveryClient:
