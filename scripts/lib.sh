@@ -14,6 +14,7 @@
 #   on_cleanup FUNCTION                    also run FUNCTION at cleanup (a script's service)
 #   setup_venv                             .venv with pip install -e ".[test]"; sets PY
 #   ensure_redis_server                    apt-get install redis-server if missing
+#   ensure_prometheus                      apt-get install prometheus (and promtool) if missing
 #   free_ports                             two free TCP ports on 127.0.0.1
 #   start_redis / stop_redis               a throwaway redis-server: REDIS_PID, REDIS_PORT
 #   start_child / wait_child / reap_child  the foreground command, in a session of its own
@@ -231,21 +232,31 @@ setup_venv() {
 # ---------------------------------------------------------------------------------------
 # redis-server: installed with apt if missing (as root, or with sudo -n)
 # ---------------------------------------------------------------------------------------
-ensure_redis_server() {
-    command -v redis-server >/dev/null 2>&1 && return 0
-    log "redis-server not found: installing it with apt-get"
+ensure_redis_server() { ensure_command redis-server redis-server; }
+
+# The Prometheus server and promtool, for the metrics tests (deploy/prometheus/).
+ensure_prometheus() {
+    ensure_command prometheus prometheus
+    ensure_command promtool prometheus
+}
+
+ensure_command() {
+    # ensure_command COMMAND PACKAGE: apt-get install PACKAGE unless COMMAND is on PATH.
+    local cmd="$1" package="$2"
+    command -v "$cmd" >/dev/null 2>&1 && return 0
+    log "$cmd not found: installing $package with apt-get"
     if [[ "$(id -u)" -ne 0 ]]; then
-        command -v sudo >/dev/null 2>&1 || die "redis-server is missing and we are not root (no sudo either)"
+        command -v sudo >/dev/null 2>&1 || die "$cmd is missing and we are not root (no sudo either)"
         SUDO=(sudo -n)
     fi
-    # Keep the package from starting a system-wide redis service while it installs.
+    # Keep the package from starting a system-wide service while it installs.
     if [[ -e "$POLICY_RC" ]]; then
         "${SUDO[@]}" cp -p "$POLICY_RC" "$TMP/policy-rc.d.orig"
         POLICY_RC_STATE=replaced
     else
         POLICY_RC_STATE=created
     fi
-    printf '#!/bin/sh\n# written by rest_hooks %s while it installs redis-server\nexit 101\n' "$PROG" |
+    printf '#!/bin/sh\n# written by rest_hooks %s while it installs %s\nexit 101\n' "$PROG" "$package" |
         "${SUDO[@]}" tee "$POLICY_RC" >/dev/null
     "${SUDO[@]}" chmod 755 "$POLICY_RC"
     local apt_rc=0 attempt
@@ -256,7 +267,7 @@ ensure_redis_server() {
                 "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
                     --no-install-recommends -o Dpkg::Use-Pty=0 -o DPkg::Lock::Timeout=300 \
                     -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
-                    redis-server
+                    "$package"
         } </dev/null >>"$TMP/apt.log" 2>&1 || apt_rc=$?
         [[ $apt_rc -ne 0 ]] || break
         warn "apt-get failed (exit $apt_rc, attempt $attempt)"
@@ -265,10 +276,10 @@ ensure_redis_server() {
     restore_policy_rc
     if [[ $apt_rc -ne 0 ]]; then
         tail -n 40 "$TMP/apt.log" >&2
-        die "apt-get install redis-server failed (exit $apt_rc)"
+        die "apt-get install $package failed (exit $apt_rc)"
     fi
     hash -r
-    command -v redis-server >/dev/null 2>&1 || die "redis-server still not on PATH after apt-get install"
+    command -v "$cmd" >/dev/null 2>&1 || die "$cmd still not on PATH after apt-get install $package"
 }
 
 free_ports() {
