@@ -83,6 +83,12 @@ DEFAULTS: dict[str, Any] = {
     "FLOW_ON_REDIS_ERROR": "open",
     # Fan-out reads hooks and writes deliveries in chunks of this size.
     "FANOUT_CHUNK_SIZE": 500,
+    # /metrics: a bearer token, and/or the client networks allowed to read it. Neither:
+    # loopback clients only.
+    "METRICS_TOKEN": None,
+    "METRICS_ALLOWED_NETWORKS": None,
+    # Add the target's host as a label of the delivery metrics (mind the cardinality).
+    "METRICS_TARGET_HOST": False,
 }
 
 

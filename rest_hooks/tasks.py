@@ -122,6 +122,7 @@ def fan_out(event_id: int) -> int:
         enqueue_deliveries(d.pk for d in deliveries)
         total += len(deliveries)
         if done:
+            metrics.fanned_out(event.name, total)
             logger.info(
                 "Event %s (%s) fanned out to %d hooks.",
                 event_id,
@@ -266,7 +267,10 @@ def attempt(delivery_id: str) -> None:
             )
             outcome = Outcome.SUCCESS
         else:
-            result = http_client().post(hook.target, body, _headers(delivery, event, hook, body))
+            with metrics.deliveries_in_flight.track_inprogress():
+                result = http_client().post(
+                    hook.target, body, _headers(delivery, event, hook, body)
+                )
             outcome = classify(result.status_code)
     except DeliveryError as exc:
         outcome = classify(None, refused=exc.kind == "refused")
@@ -311,7 +315,7 @@ def attempt(delivery_id: str) -> None:
         reported = "success"
     elif outcome is Outcome.GONE:
         _finish(delivery, Delivery.Status.FAILED)
-        disable_hook(hook, "The target answered 410 Gone.")
+        disable_hook(hook, "The target answered 410 Gone.", cause="gone")
         reported = "failed"
     elif outcome is Outcome.FINAL:
         _finish(delivery, Delivery.Status.FAILED)
@@ -327,11 +331,23 @@ def attempt(delivery_id: str) -> None:
         reported,
         f" ({error})" if error else "",
         duration_ms,
-        extra={**log_extra, "outcome": reported, "status_code": delivery.last_status_code},
+        extra={
+            **log_extra,
+            "event_id": event.pk,
+            "attempt": delivery.attempts,
+            "outcome": reported,
+            "status_code": delivery.last_status_code,
+            "duration_ms": round(duration_ms, 1),
+        },
     )
-    metrics.delivery_attempts.labels(
-        event=event.name, outcome=reported, status_class=metrics.status_class(result)
-    ).inc()
+    metrics.attempt_made(
+        event_name=event.name,
+        event_created_at=event.created_at,
+        target=hook.target,
+        outcome=reported,
+        result=result,
+        duration_ms=duration_ms,
+    )
 
 
 def _headers(delivery: Delivery, event: Event, hook: Any, body: bytes) -> dict[str, str]:
@@ -426,12 +442,17 @@ def _hook_failed(hook: Any, now: Any) -> bool:
         return False
     if now - hook.failing_since < timedelta(seconds=float(hook_settings.DISABLE_AFTER)):
         return False
-    disable_hook(hook, f"Deliveries have failed since {hook.failing_since.isoformat()}.")
+    disable_hook(
+        hook, f"Deliveries have failed since {hook.failing_since.isoformat()}.", cause="failing"
+    )
     return True
 
 
-def disable_hook(hook: Any, reason: str) -> None:
-    """Switch a hook off, say why, and tell whoever listens to ``hook_disabled``."""
+def disable_hook(hook: Any, reason: str, cause: str = "other") -> None:
+    """Switch a hook off, say why, and tell whoever listens to ``hook_disabled``.
+
+    ``cause`` is the bounded label of the metric: ``gone`` (410), ``failing``.
+    """
     updated = (
         type(hook)
         ._default_manager.filter(pk=hook.pk, is_active=True)
@@ -441,6 +462,7 @@ def disable_hook(hook: Any, reason: str) -> None:
         hook.is_active = False
         hook.disabled_reason = reason[:255]
         logger.warning("Hook %s disabled: %s", hook.pk, reason, extra={"hook_id": hook.pk})
+        metrics.hook_disabled(cause)
         hook_disabled.send_robust(sender=type(hook), hook=hook, reason=reason)
 
 
