@@ -33,6 +33,14 @@ from rest_hooks.metrics import breakers
 
 logger = logging.getLogger(__name__)
 
+#: Seconds of one attempt: up to DEADLINE (30 s by default) and a little beyond.
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+#: Seconds from event to success: instant, after flow-control waits, after retries
+#: (the default schedule spans days).
+LAG_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600, 14400, 86400, 259200)
+#: Hooks per event: none, one (the usual), to tens of thousands.
+FANOUT_BUCKETS = (0, 1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 50000)
+
 events_captured = Counter(
     "rest_hooks_events_captured",
     "Events written to the outbox (counted when their transaction commits), by event.",
@@ -49,21 +57,21 @@ delivery_duration = Histogram(
     "rest_hooks_delivery_duration_seconds",
     "Duration of one delivery attempt (the POST, from connect to the last byte read).",
     ["event", "host"],
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+    buckets=DURATION_BUCKETS,
     registry=None,
 )
 delivery_lag = Histogram(
     "rest_hooks_delivery_lag_seconds",
     "From the event (its capture) to the successful delivery, retries included.",
     ["event"],
-    buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600, 14400, 86400, 259200),
+    buckets=LAG_BUCKETS,
     registry=None,
 )
 fanout_size = Histogram(
     "rest_hooks_fanout_size",
     "Deliveries created for one event (the number of hooks it was fanned out to).",
     ["event"],
-    buckets=(0, 1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 50000),
+    buckets=FANOUT_BUCKETS,
     registry=None,
 )
 deliveries_in_flight = Gauge(

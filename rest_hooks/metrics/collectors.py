@@ -50,8 +50,9 @@ class OutboxCollector(Collector):
             row = Event.objects.filter(status=Event.Status.PENDING).aggregate(
                 pending=Count("pk"), oldest=Min("created_at")
             )
-        except Exception:
-            logger.exception("Metrics: could not read the outbox; its gauges are left out.")
+        except Exception as exc:
+            # Once per scrape while the database is down: one line, not a traceback.
+            logger.warning("Metrics: could not read the outbox (%s); gauges left out.", exc)
             return
         pending, age = self._families()
         pending.add_metric([], row["pending"])
@@ -83,8 +84,8 @@ class BreakerCollector(Collector):
                 state = gatekeeper.gate().state(origin).value
                 if state in counts:
                     counts[state] += 1
-        except Exception:
-            logger.exception("Metrics: could not read the breakers; their gauge is left out.")
+        except Exception as exc:
+            logger.warning("Metrics: could not read the breakers (%s); gauge left out.", exc)
             return
         family = self._family()
         for state, count in counts.items():
