@@ -281,6 +281,11 @@ def test_openmetrics_when_asked(client):
     assert response.content.rstrip().endswith(b"# EOF")
 
 
+@override_settings(REST_HOOKS={"METRICS_ALLOWED_NETWORKS": []})
+def test_no_allowed_network_means_nobody(client):
+    assert_refused(get(client, "127.0.0.1"))
+
+
 # -- multiprocess clean-up ------------------------------------------------------------
 
 

@@ -30,11 +30,12 @@ def parse_networks(networks: list[str] | tuple[str, ...]) -> tuple[IPNetwork, ..
 
 
 @cache
-def _allowed_networks() -> tuple[IPNetwork, ...]:
+def _allowed_networks() -> tuple[IPNetwork, ...] | None:
+    """The networks a client must be in (``[]``: none); None: any, a token guards it."""
     networks = hook_settings.METRICS_ALLOWED_NETWORKS
-    if networks is None and not hook_settings.METRICS_TOKEN:
-        networks = LOOPBACK
-    return parse_networks(networks or ())
+    if networks is None:
+        return None if hook_settings.METRICS_TOKEN else parse_networks(LOOPBACK)
+    return parse_networks(networks)
 
 
 on_reload(_allowed_networks.cache_clear)
@@ -51,7 +52,7 @@ def _client_address(request: HttpRequest) -> IPAddress | None:
 
 def _network_allowed(request: HttpRequest) -> bool:
     networks = _allowed_networks()
-    if not networks:
+    if networks is None:
         return True
     address = _client_address(request)
     return address is not None and any(address in network for network in networks)
