@@ -20,3 +20,11 @@ def test_every_check_id_is_in_the_checks_table():
     ids = sorted(set(re.findall(r'id="(rest_hooks\.[EW]\d{3})"', source)))
     assert len(ids) > 10
     assert [i for i in ids if f"| `{i}` |" not in README] == []
+
+
+def test_every_metric_family_is_in_the_metrics_table():
+    from tests.test_deploy import exposed_families
+
+    names = [n + "_total" if k == "counter" else n for n, k in exposed_families().items()]
+    assert len(names) == 12
+    assert [n for n in names if f"| `{n}` |" not in README] == []
