@@ -18,6 +18,7 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import Middleware, default_middleware
 
 from rest_hooks.conf import hook_settings
+from rest_hooks.metrics.middleware import MetricsMiddleware
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ def setup_broker() -> dramatiq.Broker:
         broker.add_middleware(DbConnectionsMiddleware())
         dramatiq.set_broker(broker)
         logger.debug("rest_hooks: no Dramatiq broker configured; using the embedded one.")
-    wanted: list[type[Middleware]] = [RelayMiddleware, PromptDelays]
+    wanted: list[type[Middleware]] = [RelayMiddleware, PromptDelays, MetricsMiddleware]
     if is_embedded(broker) and hook_settings.EMBEDDED_WORKER:
         wanted.append(EmbeddedWorker)
     for middleware in wanted:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
+import sys
 from typing import Any
 
 from django.apps import apps
@@ -15,6 +17,8 @@ from rest_hooks.broker import current_broker, is_embedded
 from rest_hooks.conf import DEFAULTS, hook_model_label, hook_settings
 from rest_hooks.delivery.flow import parse_rate
 from rest_hooks.events import parse_hook_events
+from rest_hooks.metrics.access import parse_networks
+from rest_hooks.metrics.exposition import multiprocess_dir
 from rest_hooks.security.encryption import SecretBox
 
 #: Middleware the actors rely on in worker processes: (dotted path, why).
@@ -344,6 +348,89 @@ def _check_embedded_sqlite() -> list[Error | Warning]:
                     hint=f"Set DATABASES[{alias!r}]['OPTIONS']['transaction_mode'] = "
                     "'IMMEDIATE', or run workers with a Redis broker.",
                     id="rest_hooks.W001",
+                )
+            )
+    return warnings
+
+
+@register()
+def check_metrics_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    """METRICS_TOKEN, METRICS_ALLOWED_NETWORKS and METRICS_TARGET_HOST."""
+    s = hook_settings
+    problems = []
+    if s.METRICS_TOKEN is not None and (
+        not isinstance(s.METRICS_TOKEN, str) or not s.METRICS_TOKEN
+    ):
+        problems.append("REST_HOOKS['METRICS_TOKEN'] must be a non-empty string or None.")
+    networks = s.METRICS_ALLOWED_NETWORKS
+    if networks is not None:
+        try:
+            if isinstance(networks, str) or not all(isinstance(n, str) for n in networks):
+                raise ValueError
+            parse_networks(networks)
+        except (TypeError, ValueError):
+            problems.append(
+                "REST_HOOKS['METRICS_ALLOWED_NETWORKS'] must be None or a list of networks "
+                f"like '10.0.0.0/8', not {networks!r}."
+            )
+    if not isinstance(s.METRICS_TARGET_HOST, bool):
+        problems.append("REST_HOOKS['METRICS_TARGET_HOST'] must be True or False.")
+    return [
+        Error(
+            p,
+            hint="For example METRICS_TOKEN os.environ['METRICS_TOKEN'], "
+            "METRICS_ALLOWED_NETWORKS ['10.8.0.0/16'].",
+            id="rest_hooks.E012",
+        )
+        for p in problems
+    ]
+
+
+@register()
+def check_metrics_multiprocess(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
+    """The multiprocess set-up of prometheus-client, whose mistakes lose counts silently."""
+    from prometheus_client import values
+
+    path = multiprocess_dir()
+    if path is None:
+        return []
+    warnings = []
+    if not os.path.isdir(path) or not os.access(path, os.W_OK | os.X_OK):
+        warnings.append(
+            Warning(
+                f"PROMETHEUS_MULTIPROC_DIR={path!r} is not a writable directory; metrics "
+                "cannot be written or served.",
+                hint="Create it (empty) before starting web and worker processes, e.g. "
+                "in the service's start-up script, and let their user write to it.",
+                id="rest_hooks.W002",
+            )
+        )
+    if not getattr(values.ValueClass, "_multiprocess", False):
+        warnings.append(
+            Warning(
+                "PROMETHEUS_MULTIPROC_DIR is set, but prometheus_client was imported before "
+                "it was: this process's metrics stay in its memory and /metrics misses them.",
+                hint="Set PROMETHEUS_MULTIPROC_DIR in the environment of the process (the "
+                "service definition), not in settings.py or code.",
+                id="rest_hooks.W003",
+            )
+        )
+    dramatiq_prometheus = sys.modules.get("dramatiq.middleware.prometheus")
+    broker = current_broker()
+    uses_it = broker is not None and any(
+        type(m).__module__ == "dramatiq.middleware.prometheus" for m in broker.middleware
+    )
+    if dramatiq_prometheus is not None and uses_it:
+        dramatiq_path = getattr(dramatiq_prometheus, "DB_PATH", None)
+        if dramatiq_path and os.path.realpath(dramatiq_path) != os.path.realpath(path):
+            warnings.append(
+                Warning(
+                    f"Dramatiq's Prometheus middleware points the workers' "
+                    f"PROMETHEUS_MULTIPROC_DIR at {dramatiq_path!r}, not {path!r}: the "
+                    "rest_hooks metrics of the workers would not reach /metrics.",
+                    hint="Set the environment variable dramatiq_prom_db to the same "
+                    "directory as PROMETHEUS_MULTIPROC_DIR.",
+                    id="rest_hooks.W004",
                 )
             )
     return warnings

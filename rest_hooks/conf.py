@@ -85,6 +85,12 @@ DEFAULTS: dict[str, Any] = {
     "FANOUT_CHUNK_SIZE": 500,
     # At most this many deliveries to one target go in one deliver message (a batch).
     "DELIVERY_BATCH_SIZE": 50,
+    # /metrics: a bearer token, and/or the client networks allowed to read it. Neither:
+    # loopback clients only.
+    "METRICS_TOKEN": None,
+    "METRICS_ALLOWED_NETWORKS": None,
+    # Add the target's host as a label of the delivery metrics (mind the cardinality).
+    "METRICS_TARGET_HOST": False,
 }
 
 

@@ -21,6 +21,7 @@ from django.core import serializers
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models, router, transaction
 
+from rest_hooks import metrics
 from rest_hooks.conf import hook_model_label, hook_settings, on_reload
 
 logger = logging.getLogger(__name__)
@@ -209,6 +210,7 @@ def capture(
         instance_pk=str(instance.pk) if isinstance(instance, models.Model) else "",
     )
     transaction.on_commit(partial(enqueue_dispatch, event.pk), using=using)
+    metrics.event_captured(event_name, using)
     return event
 
 

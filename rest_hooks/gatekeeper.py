@@ -158,5 +158,5 @@ def _redis_down(origin: str, limits: Limits, exc: Exception) -> Admission | Deci
 def _announce(origin: str, state: BreakerState) -> None:
     log = logger.info if state is BreakerState.CLOSED else logger.warning
     log("Circuit breaker of %s is now %s.", origin, state.value, extra={"origin": origin})
-    metrics.breaker_transitions.labels(to_state=state.value).inc()
+    metrics.breaker_changed(origin, state.value)
     breaker_changed.send_robust(sender=None, origin=origin, state=state.value)

@@ -201,7 +201,15 @@ class Event(models.Model):
     dispatched_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        indexes = [models.Index(fields=["status", "enqueued_at"], name="rest_hooks_event_relay")]
+        indexes = [
+            models.Index(fields=["status", "enqueued_at"], name="rest_hooks_event_relay"),
+            # The outbox gauges of /metrics: count and oldest of the few pending events.
+            models.Index(
+                fields=["created_at"],
+                condition=models.Q(status="pending"),
+                name="rest_hooks_event_pending",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} #{self.pk}"

@@ -103,6 +103,7 @@ def fan_out(event_id: int, *, deliver_here: bool = False) -> int:
         _send_each(deliver, batches, "delivery")
         total += sum(map(len, batches)) + len(kept)
         if done:
+            metrics.fanned_out(event.name, total)
             logger.info(
                 "Event %s (%s) fanned out to %d hooks.",
                 event_id,
@@ -475,7 +476,10 @@ def _send(delivery: Delivery, instances: dict[int, Any]) -> Attempt:
             )
             outcome = Outcome.SUCCESS
         else:
-            result = http_client().post(hook.target, body, _headers(delivery, event, hook, body))
+            with metrics.deliveries_in_flight.track_inprogress():
+                result = http_client().post(
+                    hook.target, body, _headers(delivery, event, hook, body)
+                )
             outcome = classify(result.status_code)
     except DeliveryError as exc:
         outcome = classify(None, refused=exc.kind == "refused")
@@ -565,7 +569,7 @@ def _record(attempts: list[Attempt], instances: dict[int, Any]) -> None:
                 )
             reported = "success"
         elif done.outcome is Outcome.GONE:
-            disable_hook(hook, "The target answered 410 Gone.")
+            disable_hook(hook, "The target answered 410 Gone.", cause="gone")
             reported = "failed"
         elif done.outcome is Outcome.FINAL:
             reported = "blocked"
@@ -583,13 +587,21 @@ def _record(attempts: list[Attempt], instances: dict[int, Any]) -> None:
                 "delivery_id": str(delivery.pk),
                 "hook_id": hook.pk,
                 "event": event.name,
+                "event_id": event.pk,
+                "attempt": delivery.attempts,
                 "outcome": reported,
                 "status_code": delivery.last_status_code,
+                "duration_ms": round(done.duration_ms, 1),
             },
         )
-        metrics.delivery_attempts.labels(
-            event=event.name, outcome=reported, status_class=metrics.status_class(done.result)
-        ).inc()
+        metrics.attempt_made(
+            event_name=event.name,
+            event_created_at=event.created_at,
+            target=hook.target,
+            outcome=reported,
+            result=done.result,
+            duration_ms=done.duration_ms,
+        )
     for delivery, delay in retries:
         _send_each(deliver, [[str(delivery.pk)]], "delivery", delay=delay)
 
@@ -681,12 +693,17 @@ def _hook_failed(hook: Any, now: Any) -> bool:
         return False
     if now - hook.failing_since < timedelta(seconds=float(hook_settings.DISABLE_AFTER)):
         return False
-    disable_hook(hook, f"Deliveries have failed since {hook.failing_since.isoformat()}.")
+    disable_hook(
+        hook, f"Deliveries have failed since {hook.failing_since.isoformat()}.", cause="failing"
+    )
     return True
 
 
-def disable_hook(hook: Any, reason: str) -> None:
-    """Switch a hook off, say why, and tell whoever listens to ``hook_disabled``."""
+def disable_hook(hook: Any, reason: str, cause: str = "other") -> None:
+    """Switch a hook off, say why, and tell whoever listens to ``hook_disabled``.
+
+    ``cause`` is the bounded label of the metric: ``gone`` (410), ``failing``.
+    """
     updated = (
         type(hook)
         ._default_manager.filter(pk=hook.pk, is_active=True)
@@ -696,6 +713,7 @@ def disable_hook(hook: Any, reason: str) -> None:
         hook.is_active = False
         hook.disabled_reason = reason[:255]
         logger.warning("Hook %s disabled: %s", hook.pk, reason, extra={"hook_id": hook.pk})
+        metrics.hook_disabled(cause)
         hook_disabled.send_robust(sender=type(hook), hook=hook, reason=reason)
 
 

@@ -15,6 +15,7 @@
 #   setup_venv                             .venv with pip install -e ".[test]"; sets PY
 #   ensure_package CMD PACKAGE             apt-get install PACKAGE if CMD is missing
 #   ensure_redis_server                    the same for redis-server
+#   ensure_prometheus                      the same for prometheus (and promtool)
 #   free_ports                             two free TCP ports on 127.0.0.1
 #   start_redis / stop_redis               a throwaway redis-server: REDIS_PID, REDIS_PORT
 #   start_postgres / stop_postgres         a throwaway PostgreSQL as a non-root OS user:
@@ -284,6 +285,12 @@ ensure_package() {
 }
 
 ensure_redis_server() { ensure_package redis-server redis-server; }
+
+# The Prometheus server and promtool, for the metrics tests (deploy/prometheus/).
+ensure_prometheus() {
+    ensure_package prometheus prometheus
+    ensure_package promtool prometheus
+}
 
 free_ports() {
     # Two free loopback ports (bound at the same time, so they differ).

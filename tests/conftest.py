@@ -75,17 +75,23 @@ def redis_url() -> str:
     return url
 
 
+def project_env(overrides: dict[str, Any]) -> dict[str, str]:
+    """The environment of a process of the project (worker, web server) that a test starts:
+    the test settings on the test database, with ``overrides`` as REST_HOOKS entries."""
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "REST_HOOKS_TEST_DB_NAME": str(connection.settings_dict["NAME"]),
+        "REST_HOOKS_TEST_OVERRIDES": json.dumps(overrides),
+        "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'example'}",
+    }
+
+
 class Workers:
     """``rundramatiq`` worker processes, as an operator would start them."""
 
     def __init__(self, processes: int, threads: int, overrides: dict[str, Any]) -> None:
-        env = {
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": "tests.settings",
-            "REST_HOOKS_TEST_DB_NAME": str(connection.settings_dict["NAME"]),
-            "REST_HOOKS_TEST_OVERRIDES": json.dumps(overrides),
-            "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'example'}",
-        }
+        env = project_env(overrides)
         self.processes = processes
         self.output: list[str] = []
         self.proc = subprocess.Popen(

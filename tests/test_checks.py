@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +19,8 @@ from dramatiq.middleware import default_middleware
 
 import rest_hooks.checks
 from rest_hooks.conf import DEFAULTS
+
+ROOT = Path(__file__).resolve().parent.parent
 
 # A Redis broker is never connected to by the checks: this address need not answer.
 UNUSED_REDIS = "redis://127.0.0.1:1/0"
@@ -358,3 +364,79 @@ def test_good_flow_control_settings():
         ORIGIN_LIMITS={"https://a.example": {"RATE_LIMIT": "1/s", "MAX_IN_FLIGHT": 2}},
     ):
         assert rest_hooks_messages() == []
+
+
+# -- metrics ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("entries", "named"),
+    [
+        ({"METRICS_TOKEN": ""}, "METRICS_TOKEN"),
+        ({"METRICS_TOKEN": 1234}, "METRICS_TOKEN"),
+        ({"METRICS_ALLOWED_NETWORKS": "10.0.0.0/8"}, "METRICS_ALLOWED_NETWORKS"),
+        ({"METRICS_ALLOWED_NETWORKS": ["10.0.0.0/33"]}, "METRICS_ALLOWED_NETWORKS"),
+        ({"METRICS_ALLOWED_NETWORKS": [10]}, "METRICS_ALLOWED_NETWORKS"),
+        ({"METRICS_ALLOWED_NETWORKS": 10}, "METRICS_ALLOWED_NETWORKS"),
+        ({"METRICS_TARGET_HOST": "yes"}, "METRICS_TARGET_HOST"),
+    ],
+)
+def test_malformed_metrics_setting(entries, named):
+    with rest_hooks_setting(**entries):
+        (message,) = only("rest_hooks.E012")
+    assert named in message.msg
+
+
+def test_good_metrics_settings_pass():
+    entries = {
+        "METRICS_TOKEN": "x" * 32,
+        "METRICS_ALLOWED_NETWORKS": ["10.8.0.0/16", "::1"],
+        "METRICS_TARGET_HOST": True,
+    }
+    with rest_hooks_setting(**entries):
+        assert rest_hooks_messages() == []
+
+
+def test_multiproc_dir_missing_or_not_a_directory(tmp_path, monkeypatch):
+    """W002, and W003: this test process imported prometheus_client without the variable."""
+    for path in (tmp_path / "missing", tmp_path / "a-file"):
+        monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(path))
+        (tmp_path / "a-file").write_text("")
+        assert sorted(m.id for m in rest_hooks_messages()) == [
+            "rest_hooks.W002",
+            "rest_hooks.W003",
+        ]
+
+
+def test_multiproc_dir_set_after_prometheus_client_was_imported(tmp_path, monkeypatch):
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    (message,) = only("rest_hooks.W003")
+    assert "imported before" in message.msg
+
+
+def test_multiproc_dir_set_before_start_passes(tmp_path):
+    """The right way: the variable in the environment of the process, from its start."""
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    env.pop("REST_HOOKS_TEST_OVERRIDES", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "django", "check", "--fail-level", "WARNING"],
+        env={**env, "DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONPATH": str(ROOT)},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "rest_hooks.W00" not in proc.stdout + proc.stderr
+
+
+def test_dramatiq_prometheus_middleware_with_another_dir(tmp_path, monkeypatch, use_broker):
+    from dramatiq.middleware import prometheus
+
+    monkeypatch.setattr(prometheus, "DB_PATH", str(tmp_path / "dramatiq"))
+    use_broker(StubBroker(middleware=[*full_middleware(), prometheus.Prometheus()]))
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    ids = sorted(m.id for m in rest_hooks_messages())
+    assert ids == ["rest_hooks.W003", "rest_hooks.W004"]
+    monkeypatch.setattr(prometheus, "DB_PATH", str(tmp_path))
+    assert [m.id for m in rest_hooks_messages()] == ["rest_hooks.W003"]

@@ -282,10 +282,11 @@ def test_fan_out_to_10000_hooks_runs_in_bounded_memory(user, redis_url):
 
 
 def attempts_metric(outcome: str, status_class: str) -> float:
-    from prometheus_client import REGISTRY
+    from rest_hooks.metrics.exposition import scrape_registry
 
-    labels = {"event": "book.added", "outcome": outcome, "status_class": status_class}
-    return REGISTRY.get_sample_value("rest_hooks_delivery_attempts_total", labels) or 0.0
+    labels = {"event": "book.added", "outcome": outcome, "status_class": status_class, "host": ""}
+    value = scrape_registry().get_sample_value("rest_hooks_delivery_attempts_total", labels)
+    return value or 0.0
 
 
 def test_attempts_are_counted_by_outcome(user, receiver, run_pipeline):
