@@ -227,10 +227,13 @@ def fanout_table(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def parts(results: dict[str, Any], key: str) -> list[tuple[str, Any]]:
+    """(database, figures) of this project's sides that measured ``key``."""
+    return [(db, side[key]) for db, side in results.get("ours", {}).items() if side.get(key)]
+
+
 def latency_table(results: dict[str, Any]) -> list[str]:
-    rows = [
-        (db, side["latency"]) for db, side in results.get("ours", {}).items() if side.get("latency")
-    ]
+    rows = parts(results, "latency")
     if not rows:
         return []
     lines = [
@@ -248,9 +251,7 @@ def latency_table(results: dict[str, Any]) -> list[str]:
 
 
 def memory_table(results: dict[str, Any]) -> list[str]:
-    rows = [
-        (db, side["memory"]) for db, side in results.get("ours", {}).items() if side.get("memory")
-    ]
+    rows = parts(results, "memory")
     if not rows:
         return []
     lines = [
