@@ -452,6 +452,7 @@ class Attempt:
     """One request of a batch, as it went; recorded with the rest of the batch."""
 
     delivery: Delivery
+    body: bytes
     outcome: Outcome
     result: HttpResult | None
     error: str
@@ -504,6 +505,7 @@ def _send(delivery: Delivery, instances: dict[int, Any]) -> Attempt:
         error = f"HTTP {result.status_code}"
     return Attempt(
         delivery=delivery,
+        body=body,
         outcome=outcome,
         result=result,
         error=error,
@@ -562,7 +564,7 @@ def _record(attempts: list[Attempt], instances: dict[int, Any]) -> None:
             if hook_sent_event.has_listeners():
                 hook_sent_event.send_robust(
                     sender=type(hook),
-                    payload=json.loads(build_body(event, hook)),
+                    payload=json.loads(done.body),
                     instance=_instance_of(event, instances),
                     hook=hook,
                     delivery=delivery,
