@@ -337,10 +337,10 @@ def test_a_deferred_delivery_uses_no_retry(user, receiver, run_pipeline):
     assert 0.5 < wait <= 1.3
 
 
-def deferred_messages(redis_url: str) -> list[dict[str, Any]]:
-    """The deliver messages waiting in the broker's delay queue."""
+def deliver_messages(redis_url: str, queue: str = "rest_hooks") -> list[dict[str, Any]]:
+    """The deliver messages waiting in a queue of the broker (``rest_hooks.DQ``: delayed)."""
     client = redis.Redis.from_url(redis_url)
-    messages = [json.loads(m) for m in client.hvals("dramatiq:rest_hooks.DQ.msgs")]
+    messages = [json.loads(m) for m in client.hvals(f"dramatiq:{queue}.msgs")]
     return [m for m in messages if m["actor_name"] == "rest_hooks.deliver"]
 
 
@@ -358,7 +358,7 @@ def test_a_delivery_held_back_by_the_rate_comes_back_for_its_slot(
         assert len(held) == 2
         # Each waits for a slot of its own, one interval (0.2 s) after the one before,
         # and its message carries the slot (a time, nothing else).
-        messages = {m["args"][0][0]: m for m in deferred_messages(redis_url)}
+        messages = {m["args"][0][0]: m for m in deliver_messages(redis_url, "rest_hooks.DQ")}
         assert set(messages) == {str(d.pk) for d in held}
         slots = sorted(messages[str(d.pk)]["kwargs"]["reservation"] for d in held)
         assert slots[1] - slots[0] == pytest.approx(0.2, abs=1e-6)
@@ -454,9 +454,7 @@ def test_deliveries_are_batched_by_target_and_limits():
 
 def queued_batches(redis_url: str) -> list[list[str]]:
     """The delivery ids of each deliver message waiting in the broker's queue."""
-    client = redis.Redis.from_url(redis_url)
-    messages = [json.loads(m) for m in client.hvals("dramatiq:rest_hooks.msgs")]
-    return [m["args"][0] for m in messages if m["actor_name"] == "rest_hooks.deliver"]
+    return [m["args"][0] for m in deliver_messages(redis_url)]
 
 
 def fan_out_batch(user: Any, receiver: Any, count: int) -> list[Delivery]:
