@@ -318,7 +318,11 @@ def fan_out_once(user: Any, hooks: int, log: common.AccessLog) -> float:
 @contextlib.contextmanager
 def profiling(args: argparse.Namespace, pids: list[int], label: str) -> Iterator[list[Path]]:
     """py-spy on each worker process while the block runs (``--profile DIR``): the files
-    of samples of the thread holding the GIL (``profile_report.py`` reads them)."""
+    of samples of the thread holding the GIL (``profile_report.py`` reads them); none
+    without ``--profile``."""
+    if not args.profile:
+        yield []
+        return
     out = Path(args.profile)
     out.mkdir(parents=True, exist_ok=True)
     files = [out / f"{label}-{pid}.txt" for pid in pids]
@@ -386,27 +390,37 @@ def part_latency(args: argparse.Namespace, log: common.AccessLog) -> dict[str, A
     n = args.latency_events
     users = [subscribe(f"lat{i}", 1, args.receiver) for i in range(n)]
     committed: dict[str, float] = {}
-    with workers(args, max(args.processes)):
+    with workers(args, max(args.processes)) as w:
         log.mark()
-        started = time.monotonic()
-        for i, user in enumerate(users):
-            pause = started + i / args.latency_rate - time.monotonic()
-            if pause > 0:
-                time.sleep(pause)
-            uri = f"/ours/lat{i}/0"
-            with transaction.atomic():
-                # Runs first after the commit, before rest_hooks' own on_commit enqueues.
-                transaction.on_commit(lambda uri=uri: committed.__setitem__(uri, time.time()))
-                create_book(user)
-        arrivals = log.wait_for(n, 60)
+        costs = Costs(args, w.pids())
+        before = costs.snapshot()
+        # Profiled, unlike the fan-out, in the measured run: the figure to explain is this
+        # one, and py-spy's cost is small next to a worker's per-event CPU.
+        with profiling(args, w.pids(), "latency") as files:
+            started = time.monotonic()
+            for i, user in enumerate(users):
+                pause = started + i / args.latency_rate - time.monotonic()
+                if pause > 0:
+                    time.sleep(pause)
+                uri = f"/ours/lat{i}/0"
+                with transaction.atomic():
+                    # Runs first after the commit, before rest_hooks' own on_commit enqueues.
+                    transaction.on_commit(lambda uri=uri: committed.__setitem__(uri, time.time()))
+                    create_book(user)
+            arrivals = log.wait_for(n, 60)
+        spent = Costs.per_delivery(before, costs.snapshot(), n)
     latencies = sorted((at - committed[uri]) * 1000 for at, uri, _ in arrivals)
-    return {
+    result = {
         "events": n,
         "rate": args.latency_rate,
         "p50_ms": common.percentile(latencies, 0.50),
         "p99_ms": common.percentile(latencies, 0.99),
         "max_ms": latencies[-1],
+        "per_event": {k: v for k, v in spent.items() if k.endswith("_cpu_ms")},
     }
+    if files:
+        result["profile"] = profile_report.summarise(files, n, PROFILE_RATE)
+    return result
 
 
 def part_memory(args: argparse.Namespace, log: common.AccessLog) -> dict[str, Any]:

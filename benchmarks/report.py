@@ -237,16 +237,23 @@ def latency_table(results: dict[str, Any]) -> list[str]:
     if not rows:
         return []
     lines = [
-        "**4. Latency**: from the commit to the arrival at nginx, one hook per event.",
+        "**4. Latency**: from the commit to the arrival at nginx, one hook per event; with "
+        "the CPU the workers, Redis and PostgreSQL spent per event meanwhile.",
         "",
-        "| database | events/s | events | p50 ms | p99 ms | max ms |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| database | events/s | events | p50 ms | p99 ms | max ms "
+        "| workers CPU ms | Redis CPU ms | PostgreSQL CPU ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    lines += [
-        f"| {DBS[db]} | {r['rate']:.0f} | {r['events']:,} | {r['p50_ms']:.1f} "
-        f"| {r['p99_ms']:.1f} | {r['max_ms']:.1f} |"
-        for db, r in rows
-    ]
+    for db, r in rows:
+        cpu = r.get("per_event", {})
+        spent = " | ".join(
+            f"{cpu[k]:.2f}" if k in cpu else "-"
+            for k in ("workers_cpu_ms", "redis_cpu_ms", "postgres_cpu_ms")
+        )
+        lines.append(
+            f"| {DBS[db]} | {r['rate']:.0f} | {r['events']:,} | {r['p50_ms']:.1f} "
+            f"| {r['p99_ms']:.1f} | {r['max_ms']:.1f} | {spent} |"
+        )
     return lines
 
 
@@ -306,6 +313,15 @@ def profile_tables(results: dict[str, Any]) -> list[str]:
                     profile_report.table(row["profile"]),
                     "",
                 ]
+        latency = side.get("latency") or {}
+        if latency.get("profile"):
+            lines += [
+                f"**Profile** ({DBS[db]}, the latency run at {latency['rate']:.0f} events/s "
+                "under `py-spy record --gil`): worker CPU per event (one delivery), by step.",
+                "",
+                profile_report.table(latency["profile"]),
+                "",
+            ]
     return lines[:-1]
 
 

@@ -244,7 +244,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--gate-threads", type=numbers, default=[1, 4])
     p.add_argument("--old-venv", type=Path, default=HERE / ".venv-old")
     p.add_argument("--work-dir", type=Path, default=HERE / ".work")
-    p.add_argument("--profile", default="", help="py-spy the workers' fan-out into this dir")
+    p.add_argument(
+        "--profile", default="", help="py-spy the workers' fan-out and latency run into this dir"
+    )
     p.add_argument("--json", type=Path, default=HERE / "results.json")
     p.add_argument("--markdown", type=Path, default=HERE / "results.md")
     args = p.parse_args(argv)

@@ -1,9 +1,10 @@
-"""The Dramatiq broker the actors use, and the two middlewares rest_hooks brings.
+"""The Dramatiq broker the actors use, and the Redis broker and middlewares rest_hooks brings.
 
-Production: django-dramatiq builds the broker from ``DRAMATIQ_BROKER`` (Redis) and
-``manage.py rundramatiq`` starts the workers. Embedded (nothing configured): a
-``StubBroker`` and a ``dramatiq.Worker`` started in this process on the first message, so
-``runserver`` delivers hooks with no other service. Both run the same actors.
+Production: django-dramatiq builds the broker from ``DRAMATIQ_BROKER`` (Redis, best with
+``PromptRedisBroker``) and ``manage.py rundramatiq`` starts the workers. Embedded (nothing
+configured): a ``StubBroker`` and a ``dramatiq.Worker`` started in this process on the
+first message, so ``runserver`` delivers hooks with no other service. Both run the same
+actors.
 """
 
 from __future__ import annotations
@@ -11,10 +12,14 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from typing import Any
 
 import dramatiq
+import redis
+from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
 from dramatiq.brokers.stub import StubBroker
+from dramatiq.errors import ConnectionClosed
 from dramatiq.middleware import Middleware, default_middleware
 
 from rest_hooks.conf import hook_settings
@@ -119,3 +124,76 @@ class RelayMiddleware(Middleware):
                 logger.exception("rest_hooks relay failed; it will run again.")
             finally:
                 connections.close_all()
+
+
+#: Tokens a doorbell keeps at most: enough to wake every idle consumer of a busy queue,
+#: few enough that a queue nobody consumes does not fill Redis with them.
+DOORBELL_TOKENS = 64
+#: What a consumer with no room for more messages sleeps before it looks again.
+BUSY_WAIT_MS = 5
+
+
+class PromptRedisBroker(RedisBroker):
+    """Dramatiq's Redis broker, whose idle workers wake up when a message is enqueued.
+
+    Dramatiq's Redis consumer polls: after each empty fetch it sleeps longer, up to
+    ``worker_timeout``, so a message enqueued to an idle worker waits for its next look,
+    tens of milliseconds on average, and an event with few subscribers spends most of its
+    time from commit to target there. Here, enqueuing also pushes a token onto the
+    queue's *doorbell* (a Redis list), and an idle consumer waits for one with ``BLPOP``
+    instead of sleeping: the first idle consumer wakes at once, the others keep waiting.
+    The wait still ends after ``worker_timeout`` (``POLL_MS``, see ``PromptDelays``), so
+    delayed messages come due as before, and a lost token costs at most one poll.
+
+    Messages, queues and acks are Dramatiq's own; workers of this broker and of the plain
+    ``RedisBroker`` can share queues (plain ones just keep polling).
+    """
+
+    def doorbell(self, queue_name: str) -> str:
+        return f"{self.namespace}:rest_hooks.doorbell:{queue_name}"
+
+    def do_enqueue(self, queue_name: str, message_id: str, data: bytes) -> Any:
+        stored = self._dispatch("enqueue")(queue_name, message_id, data)  # type: ignore[no-untyped-call]
+        key = self.doorbell(queue_name)
+        try:
+            ring = self.client.pipeline(transaction=False)
+            ring.lpush(key, 1)
+            ring.ltrim(key, 0, DOORBELL_TOKENS - 1)
+            ring.execute()
+        except redis.RedisError:
+            # The message is stored: a worker finds it at its next poll.
+            logger.debug("Could not ring the doorbell of queue %s.", queue_name, exc_info=True)
+        return stored
+
+    @property
+    def consumer_class(self) -> type[_RedisConsumer]:
+        return _DoorbellConsumer
+
+
+class _DoorbellConsumer(_RedisConsumer):
+    """A Redis consumer that waits on its queue's doorbell when the queue is empty."""
+
+    def __init__(self, broker: PromptRedisBroker, queue_name: str, prefetch: int, timeout: int):
+        # With an idle timeout of 0 Dramatiq's consumer never sleeps: it returns None
+        # when it found nothing, and this one waits instead.
+        super().__init__(broker, queue_name, prefetch, 0)  # type: ignore[no-untyped-call]
+        self.wait_seconds = timeout / 1000
+        self.doorbell = broker.doorbell(queue_name)
+
+    def __next__(self) -> Any:
+        message = super().__next__()  # type: ignore[no-untyped-call]
+        if message is None:
+            self._wait()
+        return message
+
+    def _wait(self) -> None:
+        if self.outstanding_message_count >= self.prefetch:
+            # Every worker thread is busy: a token would wake nobody who can take work.
+            time.sleep(BUSY_WAIT_MS / 1000)
+            return
+        try:
+            self.broker.client.blpop([self.doorbell], timeout=self.wait_seconds)
+        except redis.TimeoutError:
+            return  # a socket_timeout shorter than the wait: look again
+        except redis.ConnectionError as exc:
+            raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]

@@ -137,6 +137,7 @@ def test_bench_this_project(tmp_path):
         latency = side["latency"]
         assert latency["events"] == 5
         assert 0 < latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"]
+        assert latency["per_event"]["workers_cpu_ms"] > 0
         # pg_stat_statements (scripts/bench loads it): the statements of a delivery.
         statements = cost["sql_statements"]
         assert bool(statements) == (db == "postgres")

@@ -78,7 +78,7 @@ REST_HOOKS: dict[str, Any] = {
 def dramatiq_broker(url: str) -> dict[str, Any]:
     """django-dramatiq's DRAMATIQ_BROKER for Redis, with the middleware rest_hooks needs."""
     return {
-        "BROKER": "dramatiq.brokers.redis.RedisBroker",
+        "BROKER": "rest_hooks.broker.PromptRedisBroker",
         "OPTIONS": {"url": url, "socket_connect_timeout": 2, "socket_timeout": 5},
         "MIDDLEWARE": [
             "dramatiq.middleware.AgeLimit",

@@ -1,0 +1,96 @@
+"""PromptRedisBroker: idle consumers wait on a doorbell that enqueuing rings (real Redis)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import dramatiq
+import pytest
+import redis
+
+from rest_hooks.broker import DOORBELL_TOKENS, PromptRedisBroker
+
+QUEUE = "doorbell-test"
+
+
+@pytest.fixture
+def broker(redis_url: str) -> Iterator[PromptRedisBroker]:
+    broker = PromptRedisBroker(url=redis_url)
+    broker.declare_queue(QUEUE)
+    yield broker
+    broker.close()
+
+
+def message(n: int = 0) -> dramatiq.Message[Any]:
+    return dramatiq.Message(queue_name=QUEUE, actor_name="noop", args=(n,), kwargs={}, options={})
+
+
+def tokens(broker: PromptRedisBroker) -> int:
+    return int(broker.client.llen(broker.doorbell(QUEUE)))
+
+
+def test_an_idle_consumer_waits_for_the_doorbell_and_wakes_on_enqueue(broker):
+    consumer = broker.consume(QUEUE, prefetch=1, timeout=60_000)
+    found: list[Any] = []
+    looking = threading.Thread(target=lambda: found.append(next(consumer)), daemon=True)
+    looking.start()
+    # Dramatiq's own consumer would have slept 5-10 ms and returned; this one waits on
+    # the doorbell (up to the 60 s idle timeout)...
+    looking.join(0.5)
+    assert looking.is_alive()
+    # ...until a message is enqueued.
+    broker.enqueue(message(1))
+    looking.join(10)
+    assert not looking.is_alive()
+    assert found == [None]  # woken: the next look finds the message
+    received = next(consumer)
+    assert received is not None
+    assert received.args == (1,)
+    consumer.ack(received)
+    consumer.close()
+
+
+def test_the_doorbell_holds_a_bounded_number_of_tokens(broker):
+    for n in range(DOORBELL_TOKENS + 20):
+        broker.enqueue(message(n))
+    assert tokens(broker) == DOORBELL_TOKENS
+
+
+def test_a_consumer_with_no_room_leaves_the_tokens_to_others(broker):
+    broker.enqueue(message(1))
+    broker.enqueue(message(2))
+    consumer = broker.consume(QUEUE, prefetch=1, timeout=60_000)
+    first = next(consumer)  # the one message it has room for, not acked yet
+    assert first is not None
+    before = tokens(broker)
+    assert next(consumer) is None  # full: it sleeps a moment, it does not take a token
+    assert tokens(broker) == before
+    consumer.ack(first)
+    consumer.close()
+
+
+def test_a_plain_redis_broker_consumes_what_it_enqueued(broker, redis_url):
+    """The doorbell is an addition: workers of Dramatiq's own broker share the queues."""
+    broker.enqueue(message(7))
+    plain = dramatiq.brokers.redis.RedisBroker(url=redis_url)
+    consumer = plain.consume(QUEUE, prefetch=1, timeout=100)
+    received = None
+    for _ in range(50):
+        received = next(consumer)
+        if received is not None:
+            break
+    assert received is not None
+    assert received.args == (7,)
+    consumer.ack(received)
+    consumer.close()
+    plain.close()
+
+
+def test_an_unreachable_redis_fails_the_wait_as_dramatiq_expects(broker):
+    """A worker restarts its consumer on ConnectionClosed, as with Dramatiq's broker."""
+    consumer = broker.consume(QUEUE, prefetch=1, timeout=1000)
+    broker.client = redis.Redis(host="127.0.0.1", port=1)  # nothing listens there
+    with pytest.raises(dramatiq.ConnectionClosed):
+        next(consumer)
