@@ -112,10 +112,13 @@ def fan_out(event_id: int, *, deliver_here: bool = False) -> int:
                 extra={"event_id": event_id, "fanout": total},
             )
             break
-    if held:
-        hooks: dict[Any, Any] = get_hook_model()._default_manager.in_bulk([d.hook_id for d in held])
+    unread = [d.hook_id for d in held if not Delivery.hook.is_cached(d)]
+    if unread:
+        hooks: dict[Any, Any] = get_hook_model()._default_manager.in_bulk(unread)
         for delivery in held:
-            delivery.hook = hooks[delivery.hook_id]
+            if not Delivery.hook.is_cached(delivery):
+                delivery.hook = hooks[delivery.hook_id]
+    if held:
         deliver_claimed(held)
     return total
 
@@ -126,18 +129,21 @@ def _next_chunk(
     """Create the deliveries of the next chunk of hooks after the event's cursor.
 
     Returns the event, the batches to send, the first batch's deliveries if ``hold`` (then
-    created claimed, not among those to send), and whether the fan-out is done; None when
-    there is nothing (more) to do: the event is gone or dispatched, or another worker
-    moved the cursor first (a compare-and-set, so that a duplicate message fans nothing
-    out twice).
+    created claimed, not among those to send, with the hooks it read), and whether the
+    fan-out is done; None when there is nothing (more) to do: the event is gone or
+    dispatched, or another worker moved the cursor first (a compare-and-set, so that a
+    duplicate message fans nothing out twice).
     """
     hook_model = get_hook_model()
     using = router.db_for_write(Event)
     chunk_size = int(hook_settings.FANOUT_CHUNK_SIZE)
     now = timezone.now()
     with transaction.atomic(using=using):
-        event = Event.objects.using(using).filter(pk=event_id).first()
-        if event is None or event.status != Event.Status.PENDING:
+        try:
+            event = Event.objects.using(using).get(pk=event_id)
+        except Event.DoesNotExist:
+            return None
+        if event.status != Event.Status.PENDING:
             return None
         hooks = hook_model._default_manager.using(using)
         if event.hook_id is not None:
@@ -149,7 +155,17 @@ def _next_chunk(
             if event.fanout_cursor:
                 cursor = hook_model._meta.pk.to_python(event.fanout_cursor)
                 hooks = hooks.filter(pk__gt=cursor)
-        rows = list(hooks.order_by("pk").values_list("pk", "target", "rate_limit")[:chunk_size])
+        hooks = hooks.order_by("pk")
+        # Most events have few subscribers: the dispatch actor reads a batch's worth of
+        # hooks whole, so that the batch it delivers needs no second query for them. The
+        # hooks of an event with more are planned from three columns a hook, as reading
+        # every hook whole would cost more than the query it spares.
+        limit = min(chunk_size, max(1, int(hook_settings.DELIVERY_BATCH_SIZE)) + 1)
+        read: list[Any] = list(hooks[:limit]) if hold else []
+        if hold and (len(read) < limit or limit == chunk_size):  # the whole chunk
+            rows = [(hook.pk, hook.target, hook.rate_limit) for hook in read]
+        else:
+            rows = list(hooks.values_list("pk", "target", "rate_limit")[:chunk_size])
         done = event.hook_id is not None or len(rows) < chunk_size
         progress: dict[str, Any] = {
             "fanout_cursor": str(rows[-1][0]) if rows else event.fanout_cursor
@@ -177,6 +193,10 @@ def _next_chunk(
                 delivery.attempts = 1
                 delivery.next_attempt_at = now + _lease(len(kept))
         Delivery.objects.using(using).bulk_create(deliveries)
+    known = {hook.pk: hook for hook in read}
+    for delivery in kept:
+        if delivery.hook_id in known:
+            delivery.hook = known[delivery.hook_id]
     return event, batches, kept, done
 
 

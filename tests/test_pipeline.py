@@ -7,11 +7,14 @@ import time
 from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
+from urllib.parse import urlsplit
 
 import dramatiq
 import pytest
 import redis
+from django.db import connection
 from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from dramatiq.brokers.stub import StubBroker
 from hypothesis import given
@@ -520,6 +523,25 @@ def test_the_body_is_the_payload_with_this_hooks_member(before, after, hook):
     event = Event(name="e", payload=text, has_hook_member=True)
     expected = json.dumps({**json.loads(text), "hook": hook}).encode()
     assert tasks.build_body(event, SimpleNamespace(dict=lambda: hook)) == expected
+
+
+@pytest.mark.parametrize(("hooks", "reads"), [(3, 1), (60, 2), (600, 3)])
+def test_the_dispatch_actor_reads_few_subscribers_whole_once(
+    user, receiver, redis_url, hooks, reads
+):
+    """Up to a batch of subscribers, the hooks the actor plans with are those it sends to;
+    more are planned from three columns a hook (one query a chunk of 500, besides the
+    batch's worth read whole), and the first batch's hooks are among those read whole."""
+    for i in range(hooks):
+        make_hook(user, receiver, f"/h{i}")
+    add_book(user)
+    with override_settings(REST_HOOKS=FAST_RETRIES), CaptureQueriesContext(connection) as seen:
+        assert tasks.fan_out(Event.objects.get().pk, deliver_here=True) == hooks
+    table = f'FROM "{Hook._meta.db_table}"'
+    assert sum(q["sql"].startswith("SELECT") and table in q["sql"] for q in seen) == reads
+    sent = Delivery.objects.filter(status=Delivery.Status.SUCCESS)
+    assert len(receiver.requests) == sent.count() >= 1
+    assert {r.path for r in receiver.requests} == {urlsplit(d.hook.target).path for d in sent}
 
 
 def test_the_dispatch_actor_delivers_the_first_batch_itself(user, receiver, redis_url):

@@ -102,5 +102,7 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"short": {"format": "%(asctime)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "short"}},
-    "loggers": {"rest_hooks": {"handlers": ["console"], "level": "INFO"}},
+    # Not propagated: under rundramatiq the root logger has Dramatiq's handler, which
+    # would print every line a second time.
+    "loggers": {"rest_hooks": {"handlers": ["console"], "level": "INFO", "propagate": False}},
 }
