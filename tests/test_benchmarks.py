@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import shutil
@@ -185,3 +186,21 @@ def test_bench_old_library(tmp_path_factory):
     assert old["fanout"]["hooks"] == 20
     assert spread_ok(old["fanout"]["per_s"])
     assert "django-rest-hooks 1.5 (SQLite)" in md
+
+
+def test_the_report_shows_a_profile_of_the_latency_run(tmp_path, monkeypatch):
+    """``--profile`` also samples the latency run; the report gives its table."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    profile_report = importlib.import_module("profile_report")
+    report = importlib.import_module("report")
+    samples = tmp_path / "latency-1.txt"
+    samples.write_text(
+        "run (a.py:1);fan_out (rest_hooks/tasks.py:100);get (django/db/models/query.py:631) 30\n"
+        "run (a.py:1);DeliveryClient.post (rest_hooks/delivery/http.py:433) 10\n"
+    )
+    summary = profile_report.summarise([samples], deliveries=10, rate=250)
+    results = {"ours": {"postgres": {"latency": {"rate": 100.0, "profile": summary}}}}
+    text = "\n".join(report.profile_tables(results))
+    assert "the latency run at 100 events/s" in text
+    # 30 samples at 250 a second over 10 events: 12 ms an event in the fan-out step.
+    assert "| fan-out (dispatch actor: hook ids, bulk INSERT, enqueue) | 12.000 |" in text
