@@ -9,6 +9,7 @@ actors.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import random
 import threading
@@ -19,6 +20,7 @@ import dramatiq
 import redis
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
 from dramatiq.brokers.stub import StubBroker
+from dramatiq.common import compute_backoff, current_millis
 from dramatiq.errors import ConnectionClosed
 from dramatiq.middleware import Middleware, default_middleware
 
@@ -129,8 +131,6 @@ class RelayMiddleware(Middleware):
 #: Tokens a doorbell keeps at most: enough to wake every idle consumer of a busy queue,
 #: few enough that a queue nobody consumes does not fill Redis with them.
 DOORBELL_TOKENS = 64
-#: What a consumer with no room for more messages sleeps before it looks again.
-BUSY_WAIT_MS = 5
 
 
 class PromptRedisBroker(RedisBroker):
@@ -140,10 +140,14 @@ class PromptRedisBroker(RedisBroker):
     ``worker_timeout``, so a message enqueued to an idle worker waits for its next look,
     tens of milliseconds on average, and an event with few subscribers spends most of its
     time from commit to target there. Here, enqueuing also pushes a token onto the
-    queue's *doorbell* (a Redis list), and an idle consumer waits for one with ``BLPOP``
-    instead of sleeping: the first idle consumer wakes at once, the others keep waiting.
-    The wait still ends after ``worker_timeout`` (``POLL_MS``, see ``PromptDelays``), so
-    delayed messages come due as before, and a lost token costs at most one poll.
+    queue's *doorbell* (a Redis list), and a consumer with room for work waits for one
+    with ``BLPOP`` instead of sleeping: the first such consumer wakes at once, the others
+    keep waiting. A wait lasts at most what Dramatiq would have slept (a few ms after
+    activity, growing to ``worker_timeout``, ``POLL_MS`` with ``PromptDelays``), so the
+    consumer's thread sends acks as often as before, and a lost token costs at most one
+    poll; and it ends when the next delayed message the consumer holds comes due, so
+    that the thread moves it to its queue on time, not up to a poll late (a delivery
+    held back for a rate-limit slot leaves at its slot).
 
     Messages, queues and acks are Dramatiq's own; workers of this broker and of the plain
     ``RedisBroker`` can share queues (plain ones just keep polling).
@@ -177,22 +181,40 @@ class _DoorbellConsumer(_RedisConsumer):
         # With an idle timeout of 0 Dramatiq's consumer never sleeps: it returns None
         # when it found nothing, and this one waits instead.
         super().__init__(broker, queue_name, prefetch, 0)  # type: ignore[no-untyped-call]
-        self.wait_seconds = timeout / 1000
+        self.timeout_ms = timeout
         self.doorbell = broker.doorbell(queue_name)
+        self.empty_looks = 0
+        # When the delayed messages handed out come due (ms, a heap): the thread moves
+        # them to their queue only when a look returns, so none may last past that.
+        self.etas: list[int] = []
 
     def __next__(self) -> Any:
         message = super().__next__()  # type: ignore[no-untyped-call]
-        if message is None:
-            self._wait()
-        return message
-
-    def _wait(self) -> None:
+        if message is not None:
+            self.empty_looks = 0
+            if message.options.get("eta") is not None:
+                heapq.heappush(self.etas, int(message.options["eta"]))
+            return message
+        # Dramatiq's own backoff: 5-10 ms after activity, doubling up to the timeout.
+        self.empty_looks, wait_ms = compute_backoff(self.empty_looks, max_backoff=self.timeout_ms)
+        now = current_millis()
+        if self.etas and self.etas[0] <= now:
+            while self.etas and self.etas[0] <= now:
+                heapq.heappop(self.etas)
+            return None  # due: back to the thread at once
+        if self.etas:
+            wait_ms = min(wait_ms, self.etas[0] - now)
+        seconds = max(wait_ms, 1) / 1000  # never 0: BLPOP would wait forever
         if self.outstanding_message_count >= self.prefetch:
-            # Every worker thread is busy: a token would wake nobody who can take work.
-            time.sleep(BUSY_WAIT_MS / 1000)
-            return
+            # No room for another message: a token would wake nobody who can take it.
+            time.sleep(seconds)
+        else:
+            self._wait_for_doorbell(seconds)
+        return None
+
+    def _wait_for_doorbell(self, seconds: float) -> None:
         try:
-            self.broker.client.blpop([self.doorbell], timeout=self.wait_seconds)
+            self.broker.client.blpop([self.doorbell], timeout=seconds)
         except redis.TimeoutError:
             return  # a socket_timeout shorter than the wait: look again
         except redis.ConnectionError as exc:

@@ -9,6 +9,7 @@ from typing import Any
 import dramatiq
 import pytest
 import redis
+from dramatiq.common import current_millis, dq_name
 
 from rest_hooks.broker import DOORBELL_TOKENS, PromptRedisBroker
 
@@ -31,13 +32,19 @@ def tokens(broker: PromptRedisBroker) -> int:
     return int(broker.client.llen(broker.doorbell(QUEUE)))
 
 
+def idle_for_long(consumer: Any) -> Any:
+    """The consumer as after many empty looks: its next wait is its whole idle timeout."""
+    consumer.empty_looks = 32
+    return consumer
+
+
 def test_an_idle_consumer_waits_for_the_doorbell_and_wakes_on_enqueue(broker):
-    consumer = broker.consume(QUEUE, prefetch=1, timeout=60_000)
+    consumer = idle_for_long(broker.consume(QUEUE, prefetch=1, timeout=60_000))
     found: list[Any] = []
     looking = threading.Thread(target=lambda: found.append(next(consumer)), daemon=True)
     looking.start()
-    # Dramatiq's own consumer would have slept 5-10 ms and returned; this one waits on
-    # the doorbell (up to the 60 s idle timeout)...
+    # It waits on the doorbell, up to its 60 s idle timeout (Dramatiq's own consumer
+    # would sleep that long, whatever was enqueued meanwhile)...
     looking.join(0.5)
     assert looking.is_alive()
     # ...until a message is enqueued.
@@ -61,13 +68,51 @@ def test_the_doorbell_holds_a_bounded_number_of_tokens(broker):
 def test_a_consumer_with_no_room_leaves_the_tokens_to_others(broker):
     broker.enqueue(message(1))
     broker.enqueue(message(2))
-    consumer = broker.consume(QUEUE, prefetch=1, timeout=60_000)
+    consumer = broker.consume(QUEUE, prefetch=1, timeout=1000)
     first = next(consumer)  # the one message it has room for, not acked yet
     assert first is not None
     before = tokens(broker)
     assert next(consumer) is None  # full: it sleeps a moment, it does not take a token
     assert tokens(broker) == before
     consumer.ack(first)
+    consumer.close()
+
+
+def test_after_activity_a_consumer_looks_again_soon(broker):
+    """Its thread also sends acks and moves delayed messages that came due: after a
+    message it waits no longer than Dramatiq's backoff would (5-10 ms), not its whole
+    idle timeout, even with no token."""
+    broker.enqueue(message(1))
+    consumer = broker.consume(QUEUE, prefetch=2, timeout=60_000)  # room for one more
+    received = next(consumer)
+    assert received is not None
+    broker.client.delete(broker.doorbell(QUEUE))
+    done = threading.Event()
+    looking = threading.Thread(target=lambda: (next(consumer), done.set()), daemon=True)
+    looking.start()
+    assert done.wait(10)  # not 60 s
+    consumer.ack(received)
+    consumer.close()
+
+
+def test_a_consumer_holding_a_delayed_message_looks_again_when_it_is_due(broker):
+    """The worker moves a delayed message to its queue only when a look returns: the
+    wait ends at the message's eta, not a poll later (rate-limit slots are kept)."""
+    broker.enqueue(message(3), delay=300)
+    consumer = broker.consume(dq_name(QUEUE), prefetch=10, timeout=60_000)
+    held = next(consumer)
+    assert held is not None
+    assert held.options["eta"] > current_millis()
+    broker.client.delete(broker.doorbell(dq_name(QUEUE)))  # its token, already used
+    idle_for_long(consumer)
+    done = threading.Event()
+    looking = threading.Thread(target=lambda: (next(consumer), done.set()), daemon=True)
+    looking.start()
+    # At the eta, 0.3 s from now: not after the 60 s idle timeout, nor the 5 s socket
+    # timeout of the broker's connection (redis-py's default), which would end it first.
+    assert done.wait(3)
+    assert current_millis() >= held.options["eta"]
+    consumer.ack(held)
     consumer.close()
 
 

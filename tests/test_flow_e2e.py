@@ -8,6 +8,7 @@ receivers on 127.0.0.1. The assertions look at what a receiver saw and when.
 from __future__ import annotations
 
 import itertools
+import statistics
 import threading
 import time
 from datetime import UTC, datetime
@@ -77,7 +78,12 @@ def max_overlap(spans: list[tuple[float, float]]) -> int:
 
 
 def test_rate_limit_is_shared_by_every_worker(user, receiver, start_workers):
-    """A backlog of 10 s worth of deliveries to one target goes out at the target's rate."""
+    """A backlog of 10 s worth of deliveries to one target goes out at the target's rate.
+
+    The pacing is the gap between requests. The average over the run is also held to
+    a looser bound: a worker that stalls (a slow or busy machine) sends its reserved
+    slot late, and by design (GCRA) the time lost is not won back by sending faster.
+    """
     rate, burst = 10, 2
     backlog = 10 * rate
     start_workers(**WORKERS, RATE_LIMIT=f"{rate}/s", RATE_BURST=burst)
@@ -89,9 +95,14 @@ def test_rate_limit_is_shared_by_every_worker(user, receiver, start_workers):
 
     busiest = max_in_window(times, 1.0)
     measured = (len(times) - 1) / (times[-1] - times[0])
-    print(f"\nrate: {measured:.2f}/s over {times[-1] - times[0]:.2f} s, busiest second {busiest}")
+    gap = statistics.median(b - a for a, b in itertools.pairwise(times))
+    print(
+        f"\nrate: {measured:.2f}/s over {times[-1] - times[0]:.2f} s, median gap "
+        f"{gap * 1000:.1f} ms, busiest second {busiest}"
+    )
     assert busiest <= rate + burst
-    assert rate * 0.9 <= measured <= rate * 1.1
+    assert 0.9 / rate <= gap <= 1.1 / rate
+    assert rate * 0.75 <= measured <= rate * 1.1
     # Held back, not failed: every delivery went out at its first attempt.
     assert set(Delivery.objects.values_list("attempts", flat=True)) == {1}
     assert len(receiver.requests) == backlog
