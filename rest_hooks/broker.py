@@ -20,7 +20,7 @@ import dramatiq
 import redis
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
 from dramatiq.brokers.stub import StubBroker
-from dramatiq.common import compute_backoff, current_millis
+from dramatiq.common import current_millis
 from dramatiq.errors import ConnectionClosed
 from dramatiq.middleware import Middleware, default_middleware
 
@@ -131,6 +131,9 @@ class RelayMiddleware(Middleware):
 #: Tokens a doorbell keeps at most: enough to wake every idle consumer of a busy queue,
 #: few enough that a queue nobody consumes does not fill Redis with them.
 DOORBELL_TOKENS = 64
+#: What a consumer with no room for more messages sleeps before it looks again
+#: (Dramatiq's first backoff step).
+BUSY_WAIT_MS = 5
 
 
 class PromptRedisBroker(RedisBroker):
@@ -142,12 +145,12 @@ class PromptRedisBroker(RedisBroker):
     time from commit to target there. Here, enqueuing also pushes a token onto the
     queue's *doorbell* (a Redis list), and a consumer with room for work waits for one
     with ``BLPOP`` instead of sleeping: the first such consumer wakes at once, the others
-    keep waiting. A wait lasts at most what Dramatiq would have slept (a few ms after
-    activity, growing to ``worker_timeout``, ``POLL_MS`` with ``PromptDelays``), so the
-    consumer's thread sends acks as often as before, and a lost token costs at most one
-    poll; and it ends when the next delayed message the consumer holds comes due, so
-    that the thread moves it to its queue on time, not up to a poll late (a delivery
-    held back for a rate-limit slot leaves at its slot).
+    keep waiting. A wait lasts at most ``worker_timeout`` (``POLL_MS`` with
+    ``PromptDelays``), so a lost token costs at most one poll, and ends when the next
+    delayed message the consumer holds comes due: the consumer's thread moves such a
+    message to its queue only when a look returns, so it goes on time, not up to a poll
+    late (a delivery held back for a rate-limit slot leaves at its slot). Acks, which
+    that thread sends too, may wait up to a poll; they only free prefetch room.
 
     Messages, queues and acks are Dramatiq's own; workers of this broker and of the plain
     ``RedisBroker`` can share queues (plain ones just keep polling).
@@ -183,7 +186,6 @@ class _DoorbellConsumer(_RedisConsumer):
         super().__init__(broker, queue_name, prefetch, 0)  # type: ignore[no-untyped-call]
         self.timeout_ms = timeout
         self.doorbell = broker.doorbell(queue_name)
-        self.empty_looks = 0
         # When the delayed messages handed out come due (ms, a heap): the thread moves
         # them to their queue only when a look returns, so none may last past that.
         self.etas: list[int] = []
@@ -191,12 +193,15 @@ class _DoorbellConsumer(_RedisConsumer):
     def __next__(self) -> Any:
         message = super().__next__()  # type: ignore[no-untyped-call]
         if message is not None:
-            self.empty_looks = 0
             if message.options.get("eta") is not None:
                 heapq.heappush(self.etas, int(message.options["eta"]))
             return message
-        # Dramatiq's own backoff: 5-10 ms after activity, doubling up to the timeout.
-        self.empty_looks, wait_ms = compute_backoff(self.empty_looks, max_backoff=self.timeout_ms)
+        if self.outstanding_message_count >= self.prefetch:
+            # No room: a token would wake nobody who can take work. The acks this thread
+            # sends after each look make room; look again soon.
+            time.sleep(BUSY_WAIT_MS / 1000)
+            return None
+        wait_ms = self.timeout_ms
         now = current_millis()
         if self.etas and self.etas[0] <= now:
             while self.etas and self.etas[0] <= now:
@@ -204,12 +209,7 @@ class _DoorbellConsumer(_RedisConsumer):
             return None  # due: back to the thread at once
         if self.etas:
             wait_ms = min(wait_ms, self.etas[0] - now)
-        seconds = max(wait_ms, 1) / 1000  # never 0: BLPOP would wait forever
-        if self.outstanding_message_count >= self.prefetch:
-            # No room for another message: a token would wake nobody who can take it.
-            time.sleep(seconds)
-        else:
-            self._wait_for_doorbell(seconds)
+        self._wait_for_doorbell(max(wait_ms, 1) / 1000)  # never 0: BLPOP would wait forever
         return None
 
     def _wait_for_doorbell(self, seconds: float) -> None:

@@ -32,14 +32,8 @@ def tokens(broker: PromptRedisBroker) -> int:
     return int(broker.client.llen(broker.doorbell(QUEUE)))
 
 
-def idle_for_long(consumer: Any) -> Any:
-    """The consumer as after many empty looks: its next wait is its whole idle timeout."""
-    consumer.empty_looks = 32
-    return consumer
-
-
 def test_an_idle_consumer_waits_for_the_doorbell_and_wakes_on_enqueue(broker):
-    consumer = idle_for_long(broker.consume(QUEUE, prefetch=1, timeout=60_000))
+    consumer = broker.consume(QUEUE, prefetch=1, timeout=60_000)
     found: list[Any] = []
     looking = threading.Thread(target=lambda: found.append(next(consumer)), daemon=True)
     looking.start()
@@ -78,23 +72,6 @@ def test_a_consumer_with_no_room_leaves_the_tokens_to_others(broker):
     consumer.close()
 
 
-def test_after_activity_a_consumer_looks_again_soon(broker):
-    """Its thread also sends acks and moves delayed messages that came due: after a
-    message it waits no longer than Dramatiq's backoff would (5-10 ms), not its whole
-    idle timeout, even with no token."""
-    broker.enqueue(message(1))
-    consumer = broker.consume(QUEUE, prefetch=2, timeout=60_000)  # room for one more
-    received = next(consumer)
-    assert received is not None
-    broker.client.delete(broker.doorbell(QUEUE))
-    done = threading.Event()
-    looking = threading.Thread(target=lambda: (next(consumer), done.set()), daemon=True)
-    looking.start()
-    assert done.wait(10)  # not 60 s
-    consumer.ack(received)
-    consumer.close()
-
-
 def test_a_consumer_holding_a_delayed_message_looks_again_when_it_is_due(broker):
     """The worker moves a delayed message to its queue only when a look returns: the
     wait ends at the message's eta, not a poll later (rate-limit slots are kept)."""
@@ -104,7 +81,6 @@ def test_a_consumer_holding_a_delayed_message_looks_again_when_it_is_due(broker)
     assert held is not None
     assert held.options["eta"] > current_millis()
     broker.client.delete(broker.doorbell(dq_name(QUEUE)))  # its token, already used
-    idle_for_long(consumer)
     done = threading.Event()
     looking = threading.Thread(target=lambda: (next(consumer), done.set()), daemon=True)
     looking.start()
