@@ -112,12 +112,6 @@ def fan_out(event_id: int, *, deliver_here: bool = False) -> int:
                 extra={"event_id": event_id, "fanout": total},
             )
             break
-    unread = [d.hook_id for d in held if not Delivery.hook.is_cached(d)]
-    if unread:
-        hooks: dict[Any, Any] = get_hook_model()._default_manager.in_bulk(unread)
-        for delivery in held:
-            if not Delivery.hook.is_cached(delivery):
-                delivery.hook = hooks[delivery.hook_id]
     if held:
         deliver_claimed(held)
     return total
@@ -129,7 +123,7 @@ def _next_chunk(
     """Create the deliveries of the next chunk of hooks after the event's cursor.
 
     Returns the event, the batches to send, the first batch's deliveries if ``hold`` (then
-    created claimed, not among those to send, with the hooks it read), and whether the
+    created claimed, not among those to send, with their hooks), and whether the
     fan-out is done; None when there is nothing (more) to do: the event is gone or
     dispatched, or another worker moved the cursor first (a compare-and-set, so that a
     duplicate message fans nothing out twice).
@@ -193,9 +187,12 @@ def _next_chunk(
                 delivery.attempts = 1
                 delivery.next_attempt_at = now + _lease(len(kept))
         Delivery.objects.using(using).bulk_create(deliveries)
-    known = {hook.pk: hook for hook in read}
-    for delivery in kept:
-        if delivery.hook_id in known:
+    if kept:
+        known: dict[Any, Any] = {hook.pk: hook for hook in read}
+        unread = [d.hook_id for d in kept if d.hook_id not in known]
+        if unread:
+            known.update(hook_model._default_manager.in_bulk(unread))
+        for delivery in kept:
             delivery.hook = known[delivery.hook_id]
     return event, batches, kept, done
 
