@@ -201,14 +201,14 @@ class _DoorbellConsumer(_RedisConsumer):
             # sends after each look make room; look again soon.
             time.sleep(BUSY_WAIT_MS / 1000)
             return None
-        wait_ms = self.timeout_ms
         now = current_millis()
-        if self.etas and self.etas[0] <= now:
-            while self.etas and self.etas[0] <= now:
-                heapq.heappop(self.etas)
-            return None  # due: back to the thread at once
-        if self.etas:
-            wait_ms = min(wait_ms, self.etas[0] - now)
+        due = False
+        while self.etas and self.etas[0] <= now:
+            heapq.heappop(self.etas)
+            due = True
+        if due:
+            return None  # back to the thread at once, which moves them to their queue
+        wait_ms = min(self.timeout_ms, self.etas[0] - now) if self.etas else self.timeout_ms
         self._wait_for_doorbell(max(wait_ms, 1) / 1000)  # never 0: BLPOP would wait forever
         return None
 
