@@ -11,13 +11,15 @@ import socket
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 #: nginx's log_format of the receiver: arrival time (Unix seconds, ms resolution), the
 #: request URI (it carries the id that matches an arrival to its event) and the status.
 LOG_FORMAT = "$msec $request_uri $status"
+
+T = TypeVar("T")
 
 
 class AccessLog:
@@ -87,29 +89,65 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def abba(order: Sequence[T], i: int) -> Sequence[T]:
+    """The order of pass ``i`` over ``order``: as given on even passes, reversed on odd
+    ones (A B B A ...).
+
+    Drift over a run (SQLite's WAL checkpoints, the garbage collector, the neighbours on
+    a shared machine) then lands on the first and the last items alike, rather than always
+    on the last ones.
+    """
+    return order if i % 2 == 0 else order[::-1]
+
+
+def time_call(call: Callable[[], object]) -> float:
+    """The time (ms) of one call."""
+    started = time.perf_counter()
+    call()
+    return (time.perf_counter() - started) * 1000
+
+
 def time_calls(call: Callable[[], object], n: int) -> float:
-    """The median time (ms) of ``n`` calls, each timed on its own."""
-    samples = []
-    for _ in range(n):
-        started = time.perf_counter()
-        call()
-        samples.append((time.perf_counter() - started) * 1000)
-    return statistics.median(samples)
+    """The median time (ms) of ``n`` calls, one after the other, each timed on its own."""
+    return statistics.median([time_call(call) for _ in range(n)])
+
+
+def time_interleaved(
+    calls: Mapping[T, Callable[[], object]], order: Sequence[T], n: int
+) -> dict[T, float]:
+    """The median time (ms) of ``n`` calls of each of ``calls``, interleaved call by call.
+
+    ``n`` rounds, each timing one call of every key of ``order``, in that order and
+    reversed round after round (``abba``): drift during the calls is shared by all keys,
+    instead of landing on those timed last as when each key's ``n`` calls run in a batch
+    (``time_calls``).
+    """
+    samples: dict[T, list[float]] = {key: [] for key in order}
+    for i in range(n):
+        for key in abba(order, i):
+            samples[key].append(time_call(calls[key]))
+    return {key: statistics.median(ms) for key, ms in samples.items()}
 
 
 def request_path(
-    sizes: Sequence[int], repeat: int, measure: Callable[[int], float]
+    sizes: Sequence[int],
+    repeat: int,
+    measure: Callable[[Sequence[int]], Mapping[int, float]],
 ) -> list[dict[str, Any]]:
-    """Figure 1 for one library: ``measure(k)`` is one repetition's ms per create.
+    """Figure 1 for one library: ``measure(order)`` is one repetition, the ms per create of
+    each K, going over the sizes in ``order``.
 
-    Repetitions interleave the sizes (one pass over every K, ``repeat`` times), so that a
-    burst of load on the shared machine lands on all of them rather than on one K. The
-    overhead of K is taken against K = 0 within the same repetition.
+    Repetitions go over the sizes forward and backward in turn (``abba``), so that drift
+    within a repetition does not always land on the largest K; ``measure`` may interleave
+    the sizes further, call by call (``time_interleaved``). The overhead of K is taken
+    against K = 0 of the same repetition, so that what changes between repetitions (load
+    on the shared machine) cancels out.
     """
     per_k: dict[int, list[float]] = {k: [] for k in sizes}
-    for _ in range(repeat):
+    for i in range(repeat):
+        ms = measure(abba(sizes, i))
         for k in sizes:
-            per_k[k].append(measure(k))
+            per_k[k].append(ms[k])
     base = per_k.get(0)
     rows = []
     for k in sizes:

@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -83,6 +84,71 @@ def test_gate_benchmark_starts_its_own_redis(capsys):
     printed = capsys.readouterr().out
     assert "(started by the benchmark)" in printed
     assert table_rows(printed) == [*ROWS[:4], ("throughput", "RedisGate", 2)]
+
+
+# -- common.py: the order of the timed calls (pure Python, a fake clock) ---------------
+
+
+class DriftingClock:
+    """``perf_counter`` of a machine that slows down: the n-th call timed (from 0) takes
+    1 + 0.01 n ms."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.calls: list[int] = []
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def call(self, key: int) -> Callable[[], None]:
+        def run() -> None:
+            self.now += (1 + 0.01 * len(self.calls)) / 1000
+            self.calls.append(key)
+
+        return run
+
+
+@pytest.fixture
+def common() -> ModuleType:
+    return load("common")
+
+
+@pytest.fixture
+def clock(common, monkeypatch) -> DriftingClock:
+    clock = DriftingClock()
+    monkeypatch.setattr(common, "time", clock)
+    return clock
+
+
+def test_time_interleaved_shares_the_drift_among_the_keys(common, clock):
+    calls = {k: clock.call(k) for k in (0, 1, 2)}
+    ms = common.time_interleaved(calls, [0, 1, 2], 4)
+    # One call of every key a round, forward and backward in turn.
+    assert clock.calls == [0, 1, 2, 2, 1, 0, 0, 1, 2, 2, 1, 0]
+    # Calls 0, 5, 6, 11 for key 0; 1, 4, 7, 10 for 1; 2, 3, 8, 9 for 2: the same median.
+    assert ms == {k: pytest.approx(1.055) for k in (0, 1, 2)}
+
+
+def test_time_calls_times_a_batch_of_one_call(common, clock):
+    assert common.time_calls(clock.call(7), 3) == pytest.approx(1.01)
+    assert clock.calls == [7, 7, 7]
+
+
+def test_request_path_alternates_the_sizes_and_pairs_each_k_with_k0(common):
+    orders = []
+
+    def measure(order):
+        orders.append(list(order))
+        base = 1000.0 * len(orders)  # a slower machine at each repetition
+        return {k: base + k for k in order}
+
+    rows = common.request_path([0, 1, 100], 3, measure)
+    assert orders == [[0, 1, 100], [100, 1, 0], [0, 1, 100]]
+    assert [r["k"] for r in rows] == [0, 1, 100]
+    assert rows[2]["create_ms"] == {"median": 2100.0, "min": 1100.0, "max": 3100.0, "n": 3}
+    # The slowdown between repetitions cancels out: K's overhead is K ms every time.
+    for row in rows:
+        assert row["overhead_ms"] == {"median": row["k"], "min": row["k"], "max": row["k"], "n": 3}
 
 
 # -- scripts/bench: both libraries side by side -----------------------------------------
