@@ -26,20 +26,12 @@ from typing import Any
 
 #: (step, frame patterns): a stack gets the first step one of whose patterns it matches (a
 #: pattern "a&b" needs both), so the order matters: the gate's calls are Redis calls and
-#: must count as the gate's. Both shapes of the deliver actor are known: one delivery per
-#: message (``attempt``, ``claim``, ``_finish``) and batches (``_take_due``, ``_send``,
-#: ``_record``, ``_save_all``).
+#: must count as the gate's.
 STEPS: list[tuple[str, tuple[str, ...]]] = [
     ("gate acquire (EVALSHA)", ("admit (rest_hooks/gatekeeper.py",)),
     ("gate release (EVALSHA)", ("report (rest_hooks/gatekeeper.py",)),
-    (
-        "SQL: UPDATE claim (lease)",
-        ("claim (rest_hooks/tasks.py", "_take_due (rest_hooks/tasks.py"),
-    ),
-    (
-        "SQL: UPDATE finish (delivery log)",
-        ("_finish (rest_hooks/tasks.py", "_save_all (rest_hooks/tasks.py"),
-    ),
+    ("SQL: claim (SELECT due deliveries, UPDATE lease)", ("claim (rest_hooks/tasks.py",)),
+    ("SQL: UPDATE finish (delivery log)", ("Table.save (rest_hooks/sql.py",)),
     ("signing + headers", ("_headers (rest_hooks/tasks.py",)),
     (
         "body (JSON)",
@@ -49,10 +41,7 @@ STEPS: list[tuple[str, tuple[str, ...]]] = [
     ("metrics (prometheus_client)", ("prometheus_client/",)),
     ("log line (logging)", ("Logger.info (logging",)),
     ("hook_sent_event / hook bookkeeping", ("_hook_succeeded", "send_robust")),
-    (
-        "SQL: SELECT delivery + event + hook",
-        ("attempt (rest_hooks/tasks.py&django/db/models/",),
-    ),
+    ("SQL: SELECT hooks + events", ("attempt (rest_hooks/tasks.py&rest_hooks/sql.py",)),
     (
         "fan-out (dispatch actor: hook ids, bulk INSERT, enqueue)",
         ("fan_out (rest_hooks/tasks.py",),

@@ -46,6 +46,7 @@ from rest_hooks.models import Delivery, Event
 from rest_hooks.security.network import AddressPolicy
 from rest_hooks.security.signing import signature_headers
 from rest_hooks.signals import hook_disabled, hook_sent_event
+from rest_hooks.sql import Expression, Table
 
 logger = logging.getLogger(__name__)
 
@@ -128,50 +129,43 @@ def _next_chunk(
     dispatched, or another worker moved the cursor first (a compare-and-set, so that a
     duplicate message fans nothing out twice).
     """
-    hook_model = get_hook_model()
     using = router.db_for_write(Event)
+    events = Table.of(Event, using)
+    hooks = Table.of(get_hook_model(), using)
     chunk_size = int(hook_settings.FANOUT_CHUNK_SIZE)
     now = timezone.now()
     with transaction.atomic(using=using):
-        try:
-            event = Event.objects.using(using).get(pk=event_id)
-        except Event.DoesNotExist:
+        found = events.select({"pk": event_id})
+        if not found or found[0].status != Event.Status.PENDING:
             return None
-        if event.status != Event.Status.PENDING:
-            return None
-        hooks = hook_model._default_manager.using(using)
+        event = found[0]
         if event.hook_id is not None:
-            hooks = hooks.filter(pk=event.hook_id)
+            where: dict[str, Any] = {"pk": event.hook_id}
         else:
-            hooks = hooks.filter(event=event.name, is_active=True)
+            where = {"event": event.name, "is_active": True}
             if event.owner_id is not None:
-                hooks = hooks.filter(user_id=event.owner_id)
+                where["user"] = event.owner_id
             if event.fanout_cursor:
-                cursor = hook_model._meta.pk.to_python(event.fanout_cursor)
-                hooks = hooks.filter(pk__gt=cursor)
-        hooks = hooks.order_by("pk")
+                where["pk__gt"] = event.fanout_cursor
         # Most events have few subscribers: the dispatch actor reads a batch's worth of
         # hooks whole, so that the batch it delivers needs no second query for them. The
         # hooks of an event with more are planned from three columns a hook, as reading
         # every hook whole would cost more than the query it spares.
         limit = min(chunk_size, max(1, int(hook_settings.DELIVERY_BATCH_SIZE)) + 1)
-        read: list[Any] = list(hooks[:limit]) if hold else []
+        read = hooks.select(where, order_by="pk", limit=limit) if hold else []
         if hold and (len(read) < limit or limit == chunk_size):  # the whole chunk
             rows = [(hook.pk, hook.target, hook.rate_limit) for hook in read]
         else:
-            rows = list(hooks.values_list("pk", "target", "rate_limit")[:chunk_size])
+            columns = ["pk", "target", "rate_limit"]
+            rows = hooks.values(columns, where, order_by="pk", limit=chunk_size)
         done = event.hook_id is not None or len(rows) < chunk_size
         progress: dict[str, Any] = {
             "fanout_cursor": str(rows[-1][0]) if rows else event.fanout_cursor
         }
         if done:
             progress.update(status=Event.Status.DISPATCHED, dispatched_at=now)
-        won = (
-            Event.objects.using(using)
-            .filter(pk=event_id, status=Event.Status.PENDING, fanout_cursor=event.fanout_cursor)
-            .update(**progress)
-        )
-        if not won:
+        expected = {"pk": event_id, "status": Event.Status.PENDING}
+        if not events.update(progress, expected | {"fanout_cursor": event.fanout_cursor}):
             return None
         deliveries = [
             Delivery(event=event, hook_id=hook_id, next_attempt_at=now) for hook_id, _, _ in rows
@@ -191,7 +185,7 @@ def _next_chunk(
         known: dict[Any, Any] = {hook.pk: hook for hook in read}
         unread = [d.hook_id for d in kept if d.hook_id not in known]
         if unread:
-            known.update(hook_model._default_manager.in_bulk(unread))
+            known.update(hooks.in_bulk(unread))
         for delivery in kept:
             delivery.hook = known[delivery.hook_id]
     return event, batches, kept, done
@@ -345,25 +339,18 @@ def attempt(delivery_ids: list[str], reservation: float | None = None) -> None:
 
     ``reservation``: the rate-limit slot the gate reserved for it when it deferred it.
     """
-    position = {delivery_id: i for i, delivery_id in enumerate(delivery_ids)}
-    deliveries = sorted(  # in the message's order
-        Delivery.objects.select_related("hook").filter(
-            pk__in=delivery_ids,
-            status=Delivery.Status.PENDING,
-            next_attempt_at__lte=timezone.now() + EARLY_TOLERANCE,
-        ),
-        key=lambda d: position.get(str(d.pk), 0),
-    )
-    if not deliveries:
+    claimed = claim(delivery_ids)
+    if not claimed:
         logger.debug("Deliveries %s are not due or not pending; nothing to send.", delivery_ids)
         return
+    using = router.db_for_write(Delivery)
+    hooks = Table.of(get_hook_model(), using).in_bulk({d.hook_id for d in claimed})
     # A batch is usually one event's: its payload is read once, not once a delivery.
-    events = Event.objects.in_bulk({d.event_id for d in deliveries})
-    for delivery in deliveries:
+    events = Table.of(Event, using).in_bulk({d.event_id for d in claimed})
+    for delivery in claimed:
+        delivery.hook = hooks[delivery.hook_id]
         delivery.event = events[delivery.event_id]
-    claimed = claim(deliveries)
-    if claimed:
-        deliver_claimed(claimed, reservation)
+    deliver_claimed(claimed, reservation)
 
 
 def deliver_claimed(claimed: list[Delivery], reservation: float | None = None) -> None:
@@ -418,21 +405,36 @@ def deliver_claimed(claimed: list[Delivery], reservation: float | None = None) -
     _record(attempts, instances)
 
 
-def claim(deliveries: list[Delivery]) -> list[Delivery]:
-    """Take the deliveries still due and not taken by anyone else, for one attempt each.
+def claim(delivery_ids: list[str]) -> list[Delivery]:
+    """Take those of the deliveries still due and not taken by anyone else, for one
+    attempt each; returns them in the order of ``delivery_ids``.
 
-    The lease lets the relay take them over if this worker dies mid-attempt.
+    One transaction: SKIP LOCKED (where the database has it) passes over the rows another
+    worker is claiming. The lease lets the relay take them over if this worker dies
+    mid-attempt.
     """
-    taken = set(
-        _take_due(
-            [d.pk for d in deliveries],
-            next_attempt_at=timezone.now() + _lease(len(deliveries)),
-            attempts=F("attempts") + 1,
+    using = router.db_for_write(Delivery)
+    table = Table.of(Delivery, using)
+    lease = timezone.now() + _lease(len(delivery_ids))
+    with transaction.atomic(using=using):
+        claimed = table.select(
+            {
+                "pk__in": delivery_ids,
+                "status": Delivery.Status.PENDING,
+                "next_attempt_at__lte": timezone.now() + EARLY_TOLERANCE,
+            },
+            lock=True,
         )
-    )
-    claimed = [d for d in deliveries if d.pk in taken]
+        if claimed:
+            table.update(
+                {"next_attempt_at": lease, "attempts": Expression("{} + 1")},
+                {"pk__in": [d.pk for d in claimed]},
+            )
+    position = {delivery_id: i for i, delivery_id in enumerate(delivery_ids)}
+    claimed.sort(key=lambda d: position.get(str(d.pk), 0))
     for delivery in claimed:
         delivery.attempts += 1
+        delivery.next_attempt_at = lease
     return claimed
 
 
@@ -452,16 +454,6 @@ def _give_back(
         next_attempt_at=timezone.now() + timedelta(seconds=delay), attempts=F("attempts") - 1
     )
     _send_each(deliver, [[str(pk) for pk in ids]], "delivery", delay=delay, kwargs=kwargs)
-
-
-def _take_due(delivery_ids: list[Any], **changes: Any) -> list[Any]:
-    """Change those of the deliveries still pending and due; returns their ids."""
-    due = Delivery.objects.filter(
-        pk__in=delivery_ids,
-        status=Delivery.Status.PENDING,
-        next_attempt_at__lte=timezone.now() + EARLY_TOLERANCE,
-    )
-    return _take(due, changes)
 
 
 @dataclass
@@ -572,7 +564,8 @@ def _record(attempts: list[Attempt], instances: dict[int, Any]) -> None:
         else:
             delivery.next_attempt_at = now + timedelta(seconds=delay)
             retries.append((delivery, delay))
-    _save_all([done.delivery for done in attempts], RECORDED)
+    recorded = [done.delivery for done in attempts]
+    Table.of(Delivery, router.db_for_write(Delivery)).save(recorded, RECORDED)
 
     for done in attempts:
         delivery, hook, event = done.delivery, done.delivery.hook, done.delivery.event
@@ -642,38 +635,6 @@ def _excerpt(result: HttpResult | None) -> str:
     if result is None:
         return ""
     return result.body[: int(hook_settings.RESPONSE_EXCERPT_BYTES)].decode("utf-8", "replace")
-
-
-def _save_all(deliveries: list[Delivery], field_names: list[str]) -> None:
-    """Save these fields of many deliveries: one statement run with many rows, one commit.
-
-    ``bulk_update`` would build a CASE expression per row and field, which costs more
-    than the requests it records; an ``executemany`` of one plain UPDATE costs a few
-    microseconds a row.
-    """
-    using = router.db_for_write(Delivery)
-    connection = connections[using]
-    quote = connection.ops.quote_name
-    by_name = {field.name: field for field in Delivery._meta.concrete_fields}
-    fields = [by_name[name] for name in field_names]
-    pk = Delivery._meta.pk
-    assert pk is not None
-    sql = "UPDATE {} SET {} WHERE {} = %s".format(  # noqa: S608 (names, not input)
-        quote(Delivery._meta.db_table),
-        ", ".join(f"{quote(str(field.column))} = %s" for field in fields),
-        quote(str(pk.column)),
-    )
-    rows = [
-        [field.get_db_prep_save(getattr(d, field.attname), connection) for field in fields]
-        + [pk.get_db_prep_value(d.pk, connection)]
-        for d in deliveries
-    ]
-    if len(rows) == 1:  # a statement of its own is atomic: no BEGIN, no COMMIT to wait for
-        with connection.cursor() as cursor:
-            cursor.execute(sql, rows[0])
-        return
-    with transaction.atomic(using=using), connection.cursor() as cursor:
-        cursor.executemany(sql, rows)
 
 
 def _defer(deliveries: list[Delivery], decision: Decision) -> None:
