@@ -123,10 +123,11 @@ class Table:
         """Write these fields of these instances to their rows (by primary key).
 
         ``bulk_update`` would build a CASE expression per row and field, which costs more
-        than the requests whose results it records. PostgreSQL gets one UPDATE ... FROM
-        UNNEST, one array a column, as Django's ``bulk_create`` inserts: one statement to
-        plan, and a quarter of the server's CPU of an UPDATE a row. Other databases get an
-        ``executemany`` of one plain UPDATE, in one transaction.
+        than the requests whose results it records. One row gets a plain UPDATE. More get,
+        on PostgreSQL, one UPDATE ... FROM UNNEST, one array a column, as Django's
+        ``bulk_create`` inserts: one statement to plan, and a quarter of the server's CPU
+        of an UPDATE a row (for one row it costs more than the plain UPDATE); on other
+        databases an ``executemany`` of the plain UPDATE, in one transaction.
         """
         pk = self.model._meta.pk
         assert pk is not None
@@ -143,7 +144,13 @@ class Table:
             return
         columns = [self.quote(str(field.column)) for field in fields]
         key = self.quote(str(pk.column))
-        if self.connection.vendor == "postgresql":
+        one_row = "UPDATE {} SET {} WHERE {} = %s".format(  # noqa: S608 (names, not input)
+            self.name, ", ".join(f"{column} = %s" for column in columns), key
+        )
+        if len(rows) == 1:  # a statement of its own is atomic: no BEGIN, no COMMIT to wait for
+            with self.connection.cursor() as cursor:
+                cursor.execute(one_row, rows[0])
+        elif self.connection.vendor == "postgresql":
             # Array types without their length (varchar, not varchar(16)): no truncation.
             arrays = [f"%s::{f.db_type(self.connection).split('(')[0]}[]" for f in [*fields, pk]]
             sets = ", ".join(f"{column} = new.{column}" for column in columns)
@@ -154,16 +161,9 @@ class Table:
             )
             with self.connection.cursor() as cursor:
                 cursor.execute(sql, [list(column) for column in zip(*rows, strict=True)])
-            return
-        sql = "UPDATE {} SET {} WHERE {} = %s".format(  # noqa: S608 (names, not input)
-            self.name, ", ".join(f"{column} = %s" for column in columns), key
-        )
-        if len(rows) == 1:  # a statement of its own is atomic: no BEGIN, no COMMIT to wait for
-            with self.connection.cursor() as cursor:
-                cursor.execute(sql, rows[0])
-            return
-        with transaction.atomic(using=self.using), self.connection.cursor() as cursor:
-            cursor.executemany(sql, rows)
+        else:
+            with transaction.atomic(using=self.using), self.connection.cursor() as cursor:
+                cursor.executemany(one_row, rows)
 
     # -- building blocks -------------------------------------------------------------------
 
