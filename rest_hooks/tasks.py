@@ -180,7 +180,7 @@ def _next_chunk(
             for delivery in kept:
                 delivery.attempts = 1
                 delivery.next_attempt_at = now + _lease(len(kept))
-        Delivery.objects.using(using).bulk_create(deliveries)
+        Table.of(Delivery, using).insert(deliveries)
     if kept:
         known: dict[Any, Any] = {hook.pk: hook for hook in read}
         unread = [d.hook_id for d in kept if d.hook_id not in known]

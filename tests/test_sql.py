@@ -425,6 +425,50 @@ def test_save_of_nothing_runs_nothing(table):
     assert len(queries) == 0
 
 
+# -- insert: new rows, as bulk_create writes them ----------------------------------------
+
+
+def new_deliveries(user: Any, count: int) -> list[Delivery]:
+    event = make_event()
+    return [
+        Delivery(event=event, hook=make_hook(user, f"/new{i}"), next_attempt_at=WHEN, attempts=i)
+        for i in range(count)
+    ]
+
+
+@pytest.mark.parametrize("count", [1, 3])
+def test_insert_writes_what_bulk_create_writes(user, table, count):
+    mine, theirs = new_deliveries(user, count), new_deliveries(user, count)
+    with CaptureQueriesContext(connection) as queries:
+        table.insert(mine)
+    Delivery.objects.bulk_create(theirs)
+    assert [q["sql"].split(" ", 1)[0] for q in queries] == ["INSERT"]
+    for got, expected in zip(mine, theirs, strict=True):
+        assert (got._state.adding, got._state.db) == (False, "default")
+        stored = Delivery.objects.get(pk=got.pk)
+        for field in Delivery._meta.concrete_fields:
+            assert getattr(stored, field.attname) == getattr(got, field.attname), field.name
+        # Stored as bulk_create stores it (on SQLite: UTC text, for example).
+        for column in ["next_attempt_at", "status", "attempts", "last_error"]:
+            assert raw(Delivery, column, got.pk) == raw(Delivery, column, expected.pk), column
+
+
+def test_insert_cuts_rows_to_what_the_database_takes(user, table, monkeypatch):
+    deliveries = new_deliveries(user, 5)
+    monkeypatch.setattr(connection.ops, "bulk_batch_size", lambda fields, objs: 2)
+    with CaptureQueriesContext(connection) as queries:
+        table.insert(deliveries)
+    inserts = [q for q in queries if q["sql"].startswith("INSERT")]
+    assert len(inserts) == (1 if connection.vendor == "postgresql" else 3)  # UNNEST: one
+    assert sorted(Delivery.objects.values_list("attempts", flat=True)) == [0, 1, 2, 3, 4]
+
+
+def test_insert_of_nothing_runs_nothing(table):
+    with CaptureQueriesContext(connection) as queries:
+        table.insert([])
+    assert len(queries) == 0
+
+
 # -- lock -----------------------------------------------------------------------------
 
 
