@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import redis
-from cryptography.fernet import Fernet, MultiFernet
+from cryptography.fernet import Fernet
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.db import connection
@@ -19,7 +19,6 @@ from standardwebhooks.webhooks import Webhook
 
 from bookstore.models import Book
 from bookstore.receiver import Answer
-from rest_hooks.conf import secret_box
 from rest_hooks.models import Delivery, Hook
 from rest_hooks.security import verify
 from rest_hooks.security.encryption import DecryptionError
@@ -89,23 +88,6 @@ def test_a_missing_key_fails_clearly_without_the_secret(user, receiver):
         Hook.objects.get(pk=hook.pk)
     assert hook.secret not in str(info.value)
     assert "SECRET_KEYS" in str(info.value)
-
-
-def test_a_process_decrypts_each_secret_once(user, receiver, monkeypatch):
-    """Workers read the same hooks batch after batch: AES and HMAC run once a token."""
-    hook = make_hook(user, receiver)
-    box = secret_box()
-    box.decrypt.cache_clear()
-    fernet = box._fernet
-    decrypted: list[bytes] = []
-
-    def counting(token: bytes) -> bytes:
-        decrypted.append(token)
-        return MultiFernet.decrypt(fernet, token)
-
-    monkeypatch.setattr(fernet, "decrypt", counting)
-    assert [Hook.objects.get(pk=hook.pk).secret for _ in range(3)] == [hook.secret] * 3
-    assert len(decrypted) == 1
 
 
 def test_plaintext_secrets_from_before_encryption_are_encrypted(user, receiver):

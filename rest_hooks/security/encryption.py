@@ -12,7 +12,6 @@ No Django here: the keys arrive as plain values (``rest_hooks.conf`` reads the s
 from __future__ import annotations
 
 import base64
-import functools
 from collections.abc import Sequence
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
@@ -48,29 +47,18 @@ def is_token(value: str) -> bool:
     return value.startswith(TOKEN_PREFIX)
 
 
-#: Decrypted secrets a process keeps, by token: more than the hooks one worker serves.
-DECRYPTIONS_KEPT = 4096
-
-
 class SecretBox:
-    """Encrypts with the first key, decrypts with any.
-
-    Decryptions are remembered (up to ``DECRYPTIONS_KEPT`` tokens): a worker reads the
-    same hooks for batch after batch, and AES plus HMAC for each would be a few percent
-    of a delivery's CPU. A token is immutable, so what it decrypts to never changes; a
-    new key list makes a new box, with nothing remembered.
-    """
+    """Encrypts with the first key, decrypts with any."""
 
     def __init__(self, keys: Sequence[str | bytes]) -> None:
         if not keys:
             raise ValueError("SecretBox needs at least one key")
         self._fernet = MultiFernet([Fernet(key) for key in keys])
-        self.decrypt = functools.lru_cache(maxsize=DECRYPTIONS_KEPT)(self._decrypt)
 
     def encrypt(self, plaintext: str) -> str:
         return self._fernet.encrypt(plaintext.encode()).decode()
 
-    def _decrypt(self, token: str) -> str:
+    def decrypt(self, token: str) -> str:
         try:
             return self._fernet.decrypt(token.encode()).decode()
         except InvalidToken:
