@@ -150,7 +150,9 @@ class PromptRedisBroker(RedisBroker):
     delayed message the consumer holds comes due: the consumer's thread moves such a
     message to its queue only when a look returns, so it goes on time, not up to a poll
     late (a delivery held back for a rate-limit slot leaves at its slot). Acks, which
-    that thread sends too, may wait up to a poll; they only free prefetch room.
+    that thread sends too, may wait up to a poll; they only free prefetch room. A consumer
+    whose last fetch emptied the queue waits for the doorbell before it fetches again, so
+    an idle worker makes one fetch a message, not two.
 
     Messages, queues and acks are Dramatiq's own; workers of this broker and of the plain
     ``RedisBroker`` can share queues (plain ones just keep polling).
@@ -189,18 +191,26 @@ class _DoorbellConsumer(_RedisConsumer):
         # When the delayed messages handed out come due (ms, a heap): the thread moves
         # them to their queue only when a look returns, so none may last past that.
         self.etas: list[int] = []
+        # Whether to fetch before waiting: after a wait, and after a fetch that filled
+        # the room (it may have left messages behind). A fetch that did not emptied the
+        # queue, and the next message rings the doorbell: fetching again first would be
+        # a round trip for nothing, one per message on an idle worker.
+        self.look = True
 
     def __next__(self) -> Any:
-        message = super().__next__()  # type: ignore[no-untyped-call]
-        if message is not None:
-            if message.options.get("eta") is not None:
-                heapq.heappush(self.etas, int(message.options["eta"]))
-            return message
-        if self.outstanding_message_count >= self.prefetch:
+        if self.message_cache:  # fetched already
+            return self._hand_out(super().__next__())  # type: ignore[no-untyped-call]
+        room = self.prefetch - self.outstanding_message_count
+        if room <= 0:
             # No room: a token would wake nobody who can take work. The acks this thread
             # sends after each look make room; look again soon.
             time.sleep(BUSY_WAIT_MS / 1000)
             return None
+        if self.look:
+            message = super().__next__()  # type: ignore[no-untyped-call]
+            self.look = len(self.message_cache) + (message is not None) >= room
+            if message is not None:
+                return self._hand_out(message)
         now = current_millis()
         due = False
         while self.etas and self.etas[0] <= now:
@@ -210,7 +220,13 @@ class _DoorbellConsumer(_RedisConsumer):
             return None  # back to the thread at once, which moves them to their queue
         wait_ms = min(self.timeout_ms, self.etas[0] - now) if self.etas else self.timeout_ms
         self._wait_for_doorbell(max(wait_ms, 1) / 1000)  # never 0: BLPOP would wait forever
+        self.look = True  # a token, or the end of the wait: look either way
         return None
+
+    def _hand_out(self, message: Any) -> Any:
+        if message is not None and message.options.get("eta") is not None:
+            heapq.heappush(self.etas, int(message.options["eta"]))
+        return message
 
     def _wait_for_doorbell(self, seconds: float) -> None:
         try:

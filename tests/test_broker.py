@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -51,6 +52,41 @@ def test_an_idle_consumer_waits_for_the_doorbell_and_wakes_on_enqueue(broker):
     assert received.args == (1,)
     consumer.ack(received)
     consumer.close()
+
+
+def test_an_idle_consumer_fetches_once_a_message(broker, monkeypatch):
+    """Between messages it waits on the doorbell; it does not look for a next message
+    first (the queue was empty at its last look, and an enqueue rings)."""
+    fetches: list[int] = []
+    fetch = broker.do_fetch
+    monkeypatch.setattr(broker, "do_fetch", lambda *args: fetches.append(1) or fetch(*args))
+    consumer = broker.consume(QUEUE, prefetch=4, timeout=10_000)  # no look for a timeout
+    received: list[int] = []
+    stop = threading.Event()
+
+    def consume() -> None:
+        while not stop.is_set():
+            found = next(consumer)
+            if found is not None:
+                received.append(found.args[0])
+                consumer.ack(found)
+
+    looking = threading.Thread(target=consume, daemon=True)
+    looking.start()
+    try:
+        for n in range(10):
+            time.sleep(0.05)  # idle between messages, as a worker at a few events/s
+            broker.enqueue(message(n))
+            deadline = time.monotonic() + 5
+            while len(received) <= n and time.monotonic() < deadline:
+                time.sleep(0.005)
+        assert received == list(range(10))
+        assert len(fetches) <= 10 + 1  # the first look, then one a message (20 before)
+    finally:
+        stop.set()
+        broker.enqueue(message(-1))  # wakes it to see the stop
+        looking.join(5)
+        consumer.close()
 
 
 def test_the_doorbell_holds_a_bounded_number_of_tokens(broker):
