@@ -186,6 +186,8 @@ def _next_chunk(
         unread = [d.hook_id for d in kept if d.hook_id not in known]
         if unread:
             known.update(hooks.in_bulk(unread))
+        # A hook deleted since the commit took its delivery with it (CASCADE).
+        kept = [d for d in kept if d.hook_id in known]
         for delivery in kept:
             delivery.hook = known[delivery.hook_id]
     return event, batches, kept, done
@@ -347,10 +349,13 @@ def attempt(delivery_ids: list[str], reservation: float | None = None) -> None:
     hooks = Table.of(get_hook_model(), using).in_bulk({d.hook_id for d in claimed})
     # A batch is usually one event's: its payload is read once, not once a delivery.
     events = Table.of(Event, using).in_bulk({d.event_id for d in claimed})
+    # A hook or an event deleted since the claim took its deliveries with it (CASCADE).
+    claimed = [d for d in claimed if d.hook_id in hooks and d.event_id in events]
     for delivery in claimed:
         delivery.hook = hooks[delivery.hook_id]
         delivery.event = events[delivery.event_id]
-    deliver_claimed(claimed, reservation)
+    if claimed:
+        deliver_claimed(claimed, reservation)
 
 
 def deliver_claimed(claimed: list[Delivery], reservation: float | None = None) -> None:

@@ -560,3 +560,23 @@ def test_the_dispatch_actor_delivers_the_first_batch_itself(user, receiver, redi
         assert queued == [str(Delivery.objects.get(hook__target=other.url("/second")).pk)]
     finally:
         other.close()
+
+
+def test_a_hook_deleted_after_the_claim_is_not_an_error(user, receiver, monkeypatch):
+    """Its deliveries went with it (CASCADE): nothing to send, nothing to raise."""
+    kept, gone = make_hook(user, receiver, "/kept"), make_hook(user, receiver, "/gone")
+    add_book(user)
+    with override_settings(REST_HOOKS=FAST_RETRIES):
+        tasks.fan_out(Event.objects.get().pk)  # two batches, one a target, sent to no one
+        ids = [str(pk) for pk in Delivery.objects.order_by("hook_id").values_list("pk", flat=True)]
+        claim = tasks.claim
+
+        def claim_then_delete(delivery_ids: list[str]) -> list[Delivery]:
+            claimed = claim(delivery_ids)
+            Hook.objects.filter(pk=gone.pk).delete()
+            return claimed
+
+        monkeypatch.setattr(tasks, "claim", claim_then_delete)
+        tasks.attempt(ids)
+    assert [r.path for r in receiver.requests] == ["/kept"]
+    assert list(Delivery.objects.values_list("hook_id", "status")) == [(kept.pk, "success")]
