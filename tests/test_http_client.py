@@ -37,6 +37,7 @@ pytestmark = pytest.mark.timeout(30)
 LOOPBACK_ONLY = AddressPolicy(allowed_networks=(ipaddress.ip_network("127.0.0.0/8"),))
 DRIP_INTERVAL = 0.25  # seconds between bytes: far below the read timeout used with it
 HUGE = 10 * 1024 * 1024
+BIG = bytes(range(256)) * 1200  # 300 KiB: many TLS records, more than one recv()
 
 
 # -- safety net ------------------------------------------------------------------------------------
@@ -146,6 +147,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._reply(302, b"", [("Location", listener.redirect_to)])
         elif self.path == "/cookie":
             self._reply(200, b"", [("Set-Cookie", "session=abc; Path=/")])
+        elif self.path == "/big":
+            self._reply(200, BIG)
         elif self.path == "/huge":
             self.send_response(200)
             self.send_header("Content-Length", str(HUGE))
@@ -587,6 +590,17 @@ def test_tls_uses_the_host_name_for_sni_and_verification(
     assert error.kind == "connect"
     assert "certificate" in str(error).lower()
     assert len(listener.requests) == 1
+
+    # Large bodies both ways over the same kept-alive TLS connection.
+    result = post(client, listener.url("/big", host="hook.test", scheme="https"), BIG * 4)
+    assert (result.status_code, result.body, result.truncated) == (200, BIG[: 64 * 1024], True)
+    client = make_client(resolver=resolver, ssl_context=client_context, max_response_bytes=len(BIG))
+    for _ in range(2):
+        result = post(client, listener.url("/big", host="hook.test", scheme="https"), BIG * 4)
+        assert (result.status_code, result.body, result.truncated) == (200, BIG, False)
+    assert [len(r.body) for r in listener.requests] == [2] + [len(BIG) * 4] * 3
+    # One connection a client (the mismatched name never got one): kept alive.
+    assert listener.connections == 2
 
 
 # -- SSRF ------------------------------------------------------------------------------------------

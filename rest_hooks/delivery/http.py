@@ -26,10 +26,13 @@ There is no Django here: settings arrive as :class:`HttpOptions`.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import contextvars
 import functools
 import ipaddress
 import logging
+import math
+import select
 import socket
 import ssl
 import time
@@ -221,38 +224,113 @@ class _DeadlineStream(httpcore.NetworkStream):
     this stream shortens it to the time left in the attempt. A slow-drip receiver
     makes the reads short but cannot make the attempt long: the read that would
     cross the deadline times out at the deadline.
+
+    On a plain or TLS socket it does the I/O itself, non-blocking, and holds the writes
+    back until the first read: a request goes out in one ``send()`` (httpcore writes the
+    head and the body apart), with no ``settimeout()`` (an ioctl) before each call and no
+    ``poll()`` before a send. Every system call hands the GIL to another worker thread,
+    and with eight threads in a process each hand-over is a context switch or two.
     """
 
     def __init__(self, inner: httpcore.NetworkStream) -> None:
         self._inner = inner
+        sock = inner.get_extra_info("socket")
+        direct = isinstance(sock, ssl.SSLSocket) or (
+            isinstance(sock, socket.socket) and inner.get_extra_info("ssl_object") is None
+        )
+        # Not a plain (or plainly wrapped TLS) socket: the inner stream does the I/O.
+        self._sock: socket.socket | None = sock if direct else None
+        if self._sock is not None:
+            self._sock.setblocking(False)
+        self._unsent: list[bytes] = []
+        self._write_timeout: float | None = None
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return self._inner.read(max_bytes, _bounded(timeout, httpcore.ReadTimeout))
+        sock = self._sock
+        if sock is None:
+            return self._inner.read(max_bytes, _bounded(timeout, httpcore.ReadTimeout))
+        # As httpcore does when a write fails: the receiver may have answered and closed
+        # before reading the whole request (a 413, say); the read tells.
+        with contextlib.suppress(httpcore.WriteError):
+            self._flush(sock)
+        # TLS may hold decrypted bytes that poll() cannot see.
+        pending = isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
+        return self._io(
+            sock,
+            functools.partial(sock.recv, max_bytes),
+            select.POLLIN,
+            wait_first=not pending,
+            timeout=timeout,
+            expired=httpcore.ReadTimeout,
+            failed=httpcore.ReadError,
+        )
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        sock = self._inner.get_extra_info("socket")
-        direct = isinstance(sock, ssl.SSLSocket) or (
-            isinstance(sock, socket.socket) and self._inner.get_extra_info("ssl_object") is None
-        )
-        if not direct:
-            # Not a plain (or plainly wrapped TLS) socket: let the stream write.
+        if self._sock is None:
             self._inner.write(buffer, _bounded(timeout, httpcore.WriteTimeout))
             return
-        # httpcore's own write loop gives every send() the full timeout again, so a
-        # receiver that reads slowly could stretch it; recompute before each send().
-        view = memoryview(buffer)
+        _bounded(timeout, httpcore.WriteTimeout)  # no write starts after the deadline
+        if buffer:
+            self._unsent.append(buffer)
+            self._write_timeout = timeout
+
+    def _flush(self, sock: socket.socket) -> None:
+        """Send what ``write`` held back; each ``send()`` within the write timeout (not
+        the whole request: a receiver that reads slowly gets the timeout per send, and
+        the attempt's deadline over all of them)."""
+        if not self._unsent:
+            return
+        view = memoryview(b"".join(self._unsent))
+        self._unsent.clear()
         while view:
-            op_timeout = _bounded(timeout, httpcore.WriteTimeout)
-            try:
-                sock.settimeout(op_timeout)
-                sent = sock.send(view)
-            except TimeoutError as exc:
-                raise httpcore.WriteTimeout(str(exc) or "write timed out") from exc
-            except OSError as exc:
-                raise httpcore.WriteError(str(exc)) from exc
+            sent = self._io(
+                sock,
+                functools.partial(sock.send, view),
+                select.POLLOUT,
+                wait_first=False,
+                timeout=self._write_timeout,
+                expired=httpcore.WriteTimeout,
+                failed=httpcore.WriteError,
+            )
             view = view[sent:]
 
+    @staticmethod
+    def _io(
+        sock: socket.socket,
+        operation: Callable[[], Any],
+        events: int,
+        *,
+        wait_first: bool,
+        timeout: float | None,
+        expired: type[httpcore.TimeoutException],
+        failed: type[httpcore.NetworkError],
+    ) -> Any:
+        """Run ``operation`` on the non-blocking ``sock``, waiting in ``poll()`` for the
+        socket to be ready (first if ``wait_first``, else only when it is not): at most
+        ``timeout``, and never past the attempt deadline."""
+        wait = wait_first
+        while True:
+            remaining = _bounded(timeout, expired)
+            if wait:
+                poller = select.poll()
+                poller.register(sock, events)
+                ms = None if remaining is None else math.ceil(remaining * 1000)
+                if not poller.poll(ms):
+                    raise expired(f"timed out after {remaining}s")
+            try:
+                return operation()
+            except ssl.SSLWantReadError:
+                events = select.POLLIN
+            except ssl.SSLWantWriteError:
+                events = select.POLLOUT
+            except BlockingIOError:
+                pass
+            except OSError as exc:
+                raise failed(str(exc) or type(exc).__name__) from exc
+            wait = True
+
     def close(self) -> None:
+        self._unsent.clear()
         self._inner.close()
 
     def start_tls(
