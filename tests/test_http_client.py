@@ -93,6 +93,7 @@ class Listener:
     stop: threading.Event
     requests: list[Recorded] = field(default_factory=list)
     connections: int = 0
+    closed: int = 0  # connections that ended (either side closed them)
     sni: list[str | None] = field(default_factory=list)
     redirect_to: str = ""
 
@@ -122,6 +123,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.server.listener.connections += 1
 
+    def finish(self) -> None:
+        super().finish()
+        self.server.listener.closed += 1
+
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
@@ -147,6 +152,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._reply(302, b"", [("Location", listener.redirect_to)])
         elif self.path == "/cookie":
             self._reply(200, b"", [("Set-Cookie", "session=abc; Path=/")])
+        elif self.path == "/then-hang-up":
+            # Closes the connection after answering, without saying so.
+            self._reply(200)
+            self.close_connection = True
         elif self.path == "/big":
             self._reply(200, BIG)
         elif self.path == "/huge":
@@ -416,6 +425,71 @@ def test_concurrent_posts_share_one_client(
     assert errors == []
     assert statuses == [200] * 40
     assert listener.connections <= 8
+
+
+# -- the connection pool ---------------------------------------------------------------------------
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 2.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_idle_connections_beyond_the_cap_close_least_recently_used_first(
+    make_client: Callable[..., DeliveryClient], make_listener: Callable[..., Listener]
+) -> None:
+    a, b, c = make_listener(), make_listener(), make_listener()
+    client = make_client(max_keepalive_connections=2)
+    for receiver in (a, b, c):
+        assert post(client, receiver.url()).status_code == 200
+    assert wait_for(lambda: a.closed == 1)  # the third idle connection pushed a's out
+    for receiver in (c, b, a):
+        assert post(client, receiver.url()).status_code == 200
+    assert (a.connections, b.connections, c.connections) == (2, 1, 1)
+
+
+def test_idle_connections_close_after_the_keepalive_expiry(
+    make_client: Callable[..., DeliveryClient], make_listener: Callable[..., Listener]
+) -> None:
+    a, b = make_listener(), make_listener()
+    client = make_client(keepalive_expiry=0.2)
+    post(client, a.url())
+    time.sleep(0.3)
+    # a is not asked again: its connection is closed when another goes back to the pool.
+    post(client, b.url())
+    assert wait_for(lambda: a.closed == 1)
+    assert b.closed == 0
+
+
+def test_a_connection_the_receiver_closed_is_not_reused(
+    make_client: Callable[..., DeliveryClient], listener: Listener
+) -> None:
+    client = make_client()
+    assert post(client, listener.url("/then-hang-up")).status_code == 200
+    assert wait_for(lambda: listener.closed == 1)
+    assert post(client, listener.url()).status_code == 200
+    assert listener.connections == 2
+
+
+def test_requests_beyond_max_connections_wait_for_the_pool_timeout(
+    make_client: Callable[..., DeliveryClient], listener: Listener
+) -> None:
+    client = make_client(max_connections=1, pool_timeout=0.3, read_timeout=1, deadline=1.5)
+    slow = threading.Thread(target=expect_error, args=(client, listener.url("/drip-body")))
+    slow.start()
+    assert wait_for(lambda: listener.connections == 1)
+    started = time.monotonic()
+    error = expect_error(client, listener.url())
+    assert error.kind == "timeout"
+    assert "PoolTimeout" in str(error)
+    assert 0.3 <= time.monotonic() - started < 1.0
+    slow.join()
+    # The slot is free again once the slow attempt has ended.
+    assert post(client, listener.url()).status_code == 200
 
 
 # -- timeouts and the attempt deadline -------------------------------------------------------------

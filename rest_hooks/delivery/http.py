@@ -44,6 +44,7 @@ from typing import Any, Final, Literal, TypeAlias
 import httpcore
 import httpx
 
+from rest_hooks.delivery.pool import ConnectionPool
 from rest_hooks.security.network import AddressPolicy, IPAddress, TargetRefused, check_url
 
 __all__ = [
@@ -450,8 +451,9 @@ class PinnedBackend(httpcore.NetworkBackend):
 
 
 @functools.lru_cache(maxsize=256)
-def _parse_target(url: str, https_only: bool) -> tuple[httpcore.URL, str]:
-    """The URL as httpcore sends it, and its host for log lines (no path, query or secrets).
+def _parse_target(url: str, https_only: bool) -> tuple[httpcore.URL, bytes, str]:
+    """The URL as httpcore sends it, its Host header, and its host for log lines (no
+    path, query or secrets).
 
     Raises ValueError (``check_url``) or ``httpx.InvalidURL``. Parsing a URL costs a tenth
     of a request's CPU, and the busiest targets get request after request: their URLs are
@@ -463,15 +465,15 @@ def _parse_target(url: str, https_only: bool) -> tuple[httpcore.URL, str]:
     target = httpcore.URL(
         scheme=parsed.raw_scheme, host=parsed.raw_host, port=parsed.port, target=parsed.raw_path
     )
-    return target, parsed.host
+    return target, parsed.netloc, parsed.host
 
 
 class DeliveryClient:
     """POSTs webhook bodies; one instance per worker process, shared by its threads.
 
-    Holds one httpcore connection pool (thread-safe) whose connections are kept alive
-    per origin, so a busy receiver costs one TLS handshake, not one per
-    delivery. ``resolver`` replaces ``getaddrinfo`` (tests, custom DNS).
+    Holds one connection pool (:mod:`rest_hooks.delivery.pool`, thread-safe) whose
+    connections are kept alive per origin, so a busy receiver costs one TLS handshake,
+    not one per delivery. ``resolver`` replaces ``getaddrinfo`` (tests, custom DNS).
     """
 
     def __init__(self, options: HttpOptions, *, resolver: Resolver | None = None) -> None:
@@ -480,19 +482,16 @@ class DeliveryClient:
         # httpcore, not httpx.Client: a client's request and response models, cookie jar
         # and redirect logic cost as much CPU as the request itself, and a delivery wants
         # none of them (no cookies, no redirects, no proxy from the environment).
-        self._pool = httpcore.ConnectionPool(
+        self._pool = ConnectionPool(
+            network_backend=self._backend,
             ssl_context=(
                 httpx.create_ssl_context(trust_env=False)
                 if options.ssl_context is None
                 else options.ssl_context
             ),
             max_connections=options.max_connections,
-            max_keepalive_connections=options.max_keepalive_connections,
+            max_idle=options.max_keepalive_connections,
             keepalive_expiry=options.keepalive_expiry,
-            http1=True,
-            http2=False,
-            retries=0,
-            network_backend=self._backend,
         )
         self._timeouts = {
             "connect": options.connect_timeout,
@@ -514,7 +513,7 @@ class DeliveryClient:
         URL the subscriber registered.
         """
         try:
-            target, host = _parse_target(url, self.options.https_only)
+            target, netloc, host = _parse_target(url, self.options.https_only)
         except ValueError as exc:
             raise DeliveryError("refused", str(exc)) from exc
         except httpx.InvalidURL as exc:
@@ -523,16 +522,19 @@ class DeliveryClient:
         deadline = started + self.options.deadline
         token = _ATTEMPT_DEADLINE.set(deadline)
         try:
-            with self._pool.stream(
+            request = httpcore.Request(
                 "POST",
                 target,
-                headers=self._headers + [(k.encode(), v.encode()) for k, v in headers.items()],
+                headers=[
+                    (b"Host", netloc),
+                    (b"Content-Length", b"%d" % len(body)),
+                    *self._headers,
+                    *((k.encode(), v.encode()) for k, v in headers.items()),
+                ],
                 content=body,
                 extensions={"timeout": self._timeouts},
-            ) as response:
-                # Leaving this block before the end of the body closes the connection
-                # instead of returning it to the pool: unread data never reaches the
-                # next request.
+            )
+            with self._pool.stream(request) as response:
                 content, truncated = self._read_capped(response, deadline)
         except TargetRefused as exc:
             raise DeliveryError("refused", exc.reason) from exc
