@@ -10,12 +10,14 @@ JSON on its last line. The parts:
 - ``request``: what ``Book.objects.create()`` costs the caller with K subscribers (no
   worker runs meanwhile: the figure is the request's own cost);
 - ``fanout``: one event to ``--hooks`` hooks, from the commit until the receiver has every
-  POST, with each of ``--processes`` worker process counts; with it the CPU time that the
-  workers, Redis and PostgreSQL spent per delivery, Redis commands and SQL statements per
-  delivery;
+  POST, with each of ``--processes`` worker process counts and each of ``--threads``
+  thread counts; with it the CPU time that the workers, Redis and PostgreSQL spent per
+  delivery, Redis commands and SQL statements per delivery;
 - ``latency``: commit to arrival at ``--latency-rate`` events a second, one hook each;
 - ``memory``: the workers' RSS after each of ``--memory`` deliveries (a part of its own,
   the longest: ``run.py`` runs it on one database).
+
+Latency and memory run the largest process count with the first thread count.
 
 On PostgreSQL started with ``pg_stat_statements`` loaded (``scripts/bench`` does), the
 fan-out also counts the SQL statements per delivery and the server's time in each.
@@ -89,7 +91,7 @@ def worker_env(args: argparse.Namespace) -> dict[str, str]:
         "DJANGO_SETTINGS_MODULE": "benchmarks.settings",
         "BENCH_DB": args.db,
         "BENCH_REDIS_URL": args.redis_url,
-        "BENCH_MAX_IN_FLIGHT": str(max(1000, 4 * args.threads * max(args.processes))),
+        "BENCH_MAX_IN_FLIGHT": str(max(1000, 4 * max(args.threads) * max(args.processes))),
         "BENCH_CONN_MAX_AGE": str(args.conn_max_age),
         "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "example")]),
     }
@@ -135,13 +137,15 @@ def forget_events(redis_url: str) -> None:
 class Workers:
     """``python -m django rundramatiq --processes P --threads T``, as an operator runs it."""
 
-    def __init__(self, args: argparse.Namespace, processes: int, log_dir: Path) -> None:
+    def __init__(
+        self, args: argparse.Namespace, processes: int, threads: int, log_dir: Path
+    ) -> None:
         self.processes = processes
         self.log_path = log_dir / f"workers-{processes}p-{time.monotonic_ns()}.log"
         env = {**os.environ, **worker_env(args)}
         env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="metrics-", dir=log_dir)
         with self.log_path.open("wb") as out:
-            command = f"-m django rundramatiq --processes {processes} --threads {args.threads}"
+            command = f"-m django rundramatiq --processes {processes} --threads {threads}"
             self.proc = subprocess.Popen(
                 [sys.executable, *command.split()],
                 cwd=ROOT,
@@ -177,8 +181,11 @@ class Workers:
 
 
 @contextlib.contextmanager
-def workers(args: argparse.Namespace, processes: int) -> Iterator[Workers]:
-    w = Workers(args, processes, Path(args.work_dir))
+def workers(
+    args: argparse.Namespace, processes: int, threads: int | None = None
+) -> Iterator[Workers]:
+    """Worker processes of ``threads`` threads (the first of ``--threads`` by default)."""
+    w = Workers(args, processes, threads or args.threads[0], Path(args.work_dir))
     try:
         w.wait_ready()
         yield w
@@ -368,25 +375,26 @@ def part_fanout(args: argparse.Namespace, log: common.AccessLog) -> list[dict[st
     warm = subscribe("warm-up", WARM_UP_HOOKS, args.receiver)
     rows = []
     for processes in args.processes:
-        with workers(args, processes) as w:
-            # Imports, connections and pools of every worker thread.
-            fan_out_once(warm, WARM_UP_HOOKS, log)
-            costs = Costs(args, w.pids())
-            before = costs.snapshot()
-            rates = [fan_out_once(user, args.hooks, log) for _ in range(args.repeat)]
-            after = costs.snapshot()
-            row = {
-                "processes": processes,
-                "threads": args.threads,
-                "hooks": args.hooks,
-                "per_s": common.spread(rates),
-                "per_delivery": Costs.per_delivery(before, after, args.hooks * args.repeat),
-            }
-            if args.profile and processes == max(args.processes):
-                with profiling(args, w.pids(), f"fanout-{processes}p") as files:
-                    fan_out_once(user, args.hooks, log)
-                row["profile"] = profile_report.summarise(files, args.hooks, PROFILE_RATE)
-            rows.append(row)
+        for threads in args.threads:
+            with workers(args, processes, threads) as w:
+                # Imports, connections and pools of every worker thread.
+                fan_out_once(warm, WARM_UP_HOOKS, log)
+                costs = Costs(args, w.pids())
+                before = costs.snapshot()
+                rates = [fan_out_once(user, args.hooks, log) for _ in range(args.repeat)]
+                after = costs.snapshot()
+                row = {
+                    "processes": processes,
+                    "threads": threads,
+                    "hooks": args.hooks,
+                    "per_s": common.spread(rates),
+                    "per_delivery": Costs.per_delivery(before, after, args.hooks * args.repeat),
+                }
+                if args.profile and (processes, threads) == (max(args.processes), args.threads[0]):
+                    with profiling(args, w.pids(), f"fanout-{processes}p") as files:
+                        fan_out_once(user, args.hooks, log)
+                    row["profile"] = profile_report.summarise(files, args.hooks, PROFILE_RATE)
+                rows.append(row)
     return rows
 
 
@@ -462,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--creates", type=int, default=50)
     parser.add_argument("--hooks", type=int, default=5000)
     parser.add_argument("--processes", type=numbers, default=[1, 2])
-    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--threads", type=numbers, default=[2, 8])
     parser.add_argument("--latency-rate", type=float, default=100)
     parser.add_argument("--latency-events", type=int, default=1000)
     parser.add_argument("--memory", type=numbers, default=[10_000, 50_000, 100_000])

@@ -29,8 +29,19 @@ def by(rows: list[dict[str, Any]], key: str) -> dict[Any, dict[str, Any]]:
     return {row[key]: row for row in rows}
 
 
-def fanout_rate(side: dict[str, Any], processes: int) -> float | None:
-    row = by(side.get("fanout", []), "processes").get(processes)
+def fanout_row(side: dict[str, Any], processes: int, threads: int) -> dict[str, Any] | None:
+    return next(
+        (
+            r
+            for r in side.get("fanout", [])
+            if (r["processes"], r["threads"]) == (processes, threads)
+        ),
+        None,
+    )
+
+
+def fanout_rate(side: dict[str, Any], processes: int, threads: int) -> float | None:
+    row = fanout_row(side, processes, threads)
     return row["per_s"]["median"] if row else None
 
 
@@ -59,14 +70,17 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
             )
         fanout = side.get("fanout", [])
         if fanout:
+            # The largest process count, with the first thread count of the run.
             processes = max(r["processes"] for r in fanout)
-            rate = fanout_rate(side, processes)
+            threads = fanout[0]["threads"]
+            rate = fanout_rate(side, processes, threads)
             assert rate is not None
+            workers = f"{processes} processes of {threads} threads"
             if old_fanout:
                 ratio = rate / old_fanout
                 out.append(
                     goal(
-                        f"fan-out vs django-rest-hooks, {processes} processes ({name})",
+                        f"fan-out vs django-rest-hooks, {workers} ({name})",
                         f"{ratio:.2f}x ({rate:,.0f}/s vs {old_fanout:,.0f}/s)",
                         f"≥ {FANOUT_VS_OLD}x",
                         ratio >= FANOUT_VS_OLD,
@@ -76,7 +90,7 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
                 base = bare[processes]["per_s"]["median"]
                 out.append(
                     goal(
-                        f"pipeline efficiency vs bare httpx, {processes} processes ({name})",
+                        f"pipeline efficiency vs bare httpx, {workers} ({name})",
                         f"{rate / base:.2f} ({rate:,.0f}/s vs {base:,.0f}/s)",
                         f"≥ {EFFICIENCY}",
                         rate / base >= EFFICIENCY,
@@ -173,36 +187,37 @@ def fanout_table(results: dict[str, Any]) -> list[str]:
     ours = {db: side for db, side in results.get("ours", {}).items() if side.get("fanout")}
     bare = by(results.get("bare", []), "processes")
     old = results.get("old", {}).get("fanout")
-    processes = sorted(
-        {r["processes"] for side in ours.values() for r in side["fanout"]} | set(bare)
-    )
-    if not processes and not old:
+    workers = sorted({(r["processes"], r["threads"]) for s in ours.values() for r in s["fanout"]})
+    workers += [(p, 0) for p in sorted(bare) if p not in {p for p, _ in workers}]
+    if not workers and not old:
         return []
     hooks = next((r["hooks"] for side in ours.values() for r in side["fanout"]), None)
     columns = [f"rest_hooks ({DBS[db]})" for db in ours] + ["bare `httpx.Client` loop"]
     lines = [
         f"**2, 3. Fan-out**: one event to {hooks or old['hooks']:,} hooks, deliveries/s from the "
         "commit until nginx has every POST, median [min, max]. django-rest-hooks 1.5: "
-        f"{cell(old['per_s'], '{:,.0f}') if old else '-'} (one process, its three threads).",
+        f"{cell(old['per_s'], '{:,.0f}') if old else '-'} (one process, its three threads). "
+        "The bare loop runs one thread a process.",
         "",
-        "| worker processes | " + " | ".join(columns) + " | vs django-rest-hooks | vs bare loop |",
-        "|---:|" + "---:|" * (len(columns) + 2),
+        "| worker processes | threads | "
+        + " | ".join(columns)
+        + " | vs django-rest-hooks | vs bare loop |",
+        "|---:|---:|" + "---:|" * (len(columns) + 2),
     ]
-    for p in processes:
+    for p, t in workers:
         cells = [
-            cell(by(side["fanout"], "processes").get(p, {}).get("per_s"), "{:,.0f}")
-            for side in ours.values()
+            cell((fanout_row(side, p, t) or {}).get("per_s"), "{:,.0f}") for side in ours.values()
         ]
         cells.append(cell(bare.get(p, {}).get("per_s"), "{:,.0f}"))
         ratios_old, ratios_bare = [], []
         for db, side in ours.items():
-            rate = fanout_rate(side, p)
+            rate = fanout_rate(side, p, t)
             if rate and old:
                 ratios_old.append(f"{rate / old['per_s']['median']:.2f}x ({DBS[db]})")
             if rate and p in bare:
                 ratios_bare.append(f"{rate / bare[p]['per_s']['median']:.2f} ({DBS[db]})")
         cells += [", ".join(ratios_old) or "-", ", ".join(ratios_bare) or "-"]
-        lines.append(f"| {p} | " + " | ".join(cells) + " |")
+        lines.append(f"| {p} | {t or '-'} | " + " | ".join(cells) + " |")
     costs = [(db, r) for db, side in ours.items() for r in side["fanout"] if r.get("per_delivery")]
     if costs:
         lines += [
@@ -210,9 +225,9 @@ def fanout_table(results: dict[str, Any]) -> list[str]:
             "Per delivery during the fan-out (CPU ms from `/proc` and Redis `INFO`; Redis "
             "commands from `INFO commandstats`, broker and gate together):",
             "",
-            "| database | processes | workers CPU ms | Redis CPU ms | PostgreSQL CPU ms "
-            "| SQL statements | Redis commands |",
-            "|---|---:|---:|---:|---:|---:|---|",
+            "| database | processes | threads | workers CPU ms | Redis CPU ms "
+            "| PostgreSQL CPU ms | SQL statements | Redis commands |",
+            "|---|---:|---:|---:|---:|---:|---:|---|",
         ]
         for db, r in costs:
             c = r["per_delivery"]
@@ -220,7 +235,7 @@ def fanout_table(results: dict[str, Any]) -> list[str]:
             text = ", ".join(f"{name} {n:.1f}" for name, n in commands if n >= 0.05)
             sql = sum(q["per_delivery"] for q in c.get("sql_statements", []))
             lines.append(
-                f"| {DBS[db]} | {r['processes']} | {c['workers_cpu_ms']:.2f} "
+                f"| {DBS[db]} | {r['processes']} | {r['threads']} | {c['workers_cpu_ms']:.2f} "
                 f"| {c['redis_cpu_ms']:.2f} | {c['postgres_cpu_ms']:.2f} "
                 f"| {f'{sql:.2f}' if sql else '-'} | {text} |"
             )
@@ -306,7 +321,8 @@ def profile_tables(results: dict[str, Any]) -> list[str]:
         for row in side.get("fanout", []):
             if row.get("profile"):
                 lines += [
-                    f"**Profile** ({DBS[db]}, {row['processes']} worker processes, one more "
+                    f"**Profile** ({DBS[db]}, {row['processes']} worker processes of "
+                    f"{row['threads']} threads, one more "
                     f"fan-out to {row['hooks']:,} hooks under `py-spy record --gil`, not in "
                     "the figures above): worker CPU per delivery, by step.",
                     "",
@@ -337,7 +353,8 @@ def sql_table(results: dict[str, Any]) -> list[str]:
         total = sum(q["per_delivery"] for q in statements)
         server = sum(q["per_delivery"] * q["mean_ms"] for q in statements)
         lines += [
-            f"**SQL per delivery** ({DBS[db]}, {row['processes']} worker processes, from "
+            f"**SQL per delivery** ({DBS[db]}, {row['processes']} worker processes of "
+            f"{row['threads']} threads, from "
             f"`pg_stat_statements`): {total:.2f} statements, {server:.3f} ms of execution in "
             "the server.",
             "",

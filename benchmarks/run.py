@@ -1,7 +1,7 @@
 """This project and django-rest-hooks 1.5, side by side, in one run, on one receiver.
 
     scripts/bench [--only old,sqlite,postgres,bare,gate] [--sizes 0,1,100,1000,10000]
-                  [--repeat 3] [--hooks 5000] [--processes 1,2] [--threads 8] [...]
+                  [--repeat 3] [--hooks 5000] [--processes 1,2] [--threads 2,8] [...]
 
 ``scripts/bench`` is the command: it installs what is missing (redis-server, nginx-light),
 starts redis-server and PostgreSQL on free loopback ports and runs this file with their
@@ -208,7 +208,7 @@ def ours_command(
         str(args.repeat),
     ]
     command += ["--creates", str(args.creates), "--hooks", str(args.hooks)]
-    command += ["--processes", csv(args.processes), "--threads", str(args.threads)]
+    command += ["--processes", csv(args.processes), "--threads", csv(args.threads)]
     command += ["--latency-rate", str(args.latency_rate)]
     command += ["--latency-events", str(args.latency_events), "--memory", csv(args.memory)]
     command += ["--conn-max-age", str(args.conn_max_age)]
@@ -234,7 +234,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--creates", type=int, default=50, help="creates timed per K and repeat")
     p.add_argument("--hooks", type=int, default=5000, help="hooks of the fan-out")
     p.add_argument("--processes", type=numbers, default=[1, 2], help="worker process counts")
-    p.add_argument("--threads", type=int, default=8, help="threads per worker process")
+    p.add_argument(
+        "--threads",
+        type=numbers,
+        default=[2, 8],
+        help="threads per worker process: the fan-out runs each, the rest the first",
+    )
     p.add_argument("--latency-rate", type=float, default=100, help="events a second")
     p.add_argument("--latency-events", type=int, default=1000)
     p.add_argument("--memory", type=numbers, default=[10_000, 50_000, 100_000], help="deliveries")
