@@ -13,11 +13,12 @@ JSON on its last line. The parts:
   POST, with each of ``--processes`` worker process counts and each of ``--threads``
   thread counts; with it the CPU time that the workers, Redis and PostgreSQL spent per
   delivery, Redis commands and SQL statements per delivery;
-- ``latency``: commit to arrival at ``--latency-rate`` events a second, one hook each;
+- ``latency``: commit to arrival at ``--latency-rate`` events a second, one hook each, with
+  each of ``--threads``;
 - ``memory``: the workers' RSS after each of ``--memory`` deliveries (a part of its own,
   the longest: ``run.py`` runs it on one database).
 
-Latency and memory run the largest process count with the first thread count.
+Latency and memory run the largest process count; memory with the first thread count.
 
 On PostgreSQL started with ``pg_stat_statements`` loaded (``scripts/bench`` does), the
 fan-out also counts the SQL statements per delivery and the server's time in each.
@@ -398,19 +399,26 @@ def part_fanout(args: argparse.Namespace, log: common.AccessLog) -> list[dict[st
     return rows
 
 
-def part_latency(args: argparse.Namespace, log: common.AccessLog) -> dict[str, Any]:
+def part_latency(args: argparse.Namespace, log: common.AccessLog) -> list[dict[str, Any]]:
+    """Figure 4, with each of ``--threads`` (the same hooks each time)."""
+    users = [subscribe(f"lat{i}", 1, args.receiver) for i in range(args.latency_events)]
+    return [latency_once(args, log, users, threads) for threads in args.threads]
+
+
+def latency_once(
+    args: argparse.Namespace, log: common.AccessLog, users: list[Any], threads: int
+) -> dict[str, Any]:
     from django.db import transaction
 
-    n = args.latency_events
-    users = [subscribe(f"lat{i}", 1, args.receiver) for i in range(n)]
+    n = len(users)
     committed: dict[str, float] = {}
-    with workers(args, max(args.processes)) as w:
+    with workers(args, max(args.processes), threads) as w:
         log.mark()
         costs = Costs(args, w.pids())
         before = costs.snapshot()
         # Profiled, unlike the fan-out, in the measured run: the figure to explain is this
         # one, and py-spy's cost is small next to a worker's per-event CPU.
-        with profiling(args, w.pids(), "latency") as files:
+        with profiling(args, w.pids(), f"latency-{threads}t") as files:
             started = time.monotonic()
             for i, user in enumerate(users):
                 pause = started + i / args.latency_rate - time.monotonic()
@@ -425,6 +433,8 @@ def part_latency(args: argparse.Namespace, log: common.AccessLog) -> dict[str, A
         spent = Costs.per_delivery(before, costs.snapshot(), n)
     latencies = sorted((at - committed[uri]) * 1000 for at, uri, _ in arrivals)
     result = {
+        "processes": max(args.processes),
+        "threads": threads,
         "events": n,
         "rate": args.latency_rate,
         "p50_ms": common.percentile(latencies, 0.50),

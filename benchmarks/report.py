@@ -41,6 +41,7 @@ def fanout_row(side: dict[str, Any], processes: int, threads: int) -> dict[str, 
 
 
 def fanout_rate(side: dict[str, Any], processes: int, threads: int) -> float | None:
+    """The median rate of that row of the fan-out, if the run had it."""
     row = fanout_row(side, processes, threads)
     return row["per_s"]["median"] if row else None
 
@@ -70,12 +71,14 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
             )
         fanout = side.get("fanout", [])
         if fanout:
-            # The largest process count, with the first thread count of the run.
+            # The largest process count, with its better thread count (both are in the table).
             processes = max(r["processes"] for r in fanout)
-            threads = fanout[0]["threads"]
-            rate = fanout_rate(side, processes, threads)
-            assert rate is not None
-            workers = f"{processes} processes of {threads} threads"
+            best = max(
+                (r for r in fanout if r["processes"] == processes),
+                key=lambda r: r["per_s"]["median"],
+            )
+            rate = best["per_s"]["median"]
+            workers = f"{processes} processes of {best['threads']} threads"
             if old_fanout:
                 ratio = rate / old_fanout
                 out.append(
@@ -98,12 +101,15 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
                 )
         latency = side.get("latency")
         if latency:
+            # The better thread count, by p99 (every row is in the table).
+            best = min(latency, key=lambda r: r["p99_ms"])
             out.append(
                 goal(
-                    f"latency at {latency['rate']:.0f} events/s ({name})",
-                    f"p50 {latency['p50_ms']:.1f} ms, p99 {latency['p99_ms']:.1f} ms",
+                    f"latency at {best['rate']:.0f} events/s, {best['processes']} processes of "
+                    f"{best['threads']} threads ({name})",
+                    f"p50 {best['p50_ms']:.1f} ms, p99 {best['p99_ms']:.1f} ms",
                     f"p50 < {LATENCY_P50_MS:.0f} ms, p99 < {LATENCY_P99_MS:.0f} ms",
-                    latency["p50_ms"] < LATENCY_P50_MS and latency["p99_ms"] < LATENCY_P99_MS,
+                    best["p50_ms"] < LATENCY_P50_MS and best["p99_ms"] < LATENCY_P99_MS,
                 )
             )
         memory = side.get("memory")
@@ -248,16 +254,16 @@ def parts(results: dict[str, Any], key: str) -> list[tuple[str, Any]]:
 
 
 def latency_table(results: dict[str, Any]) -> list[str]:
-    rows = parts(results, "latency")
+    rows = [(db, r) for db, runs in parts(results, "latency") for r in runs]
     if not rows:
         return []
     lines = [
         "**4. Latency**: from the commit to the arrival at nginx, one hook per event; with "
         "the CPU the workers, Redis and PostgreSQL spent per event meanwhile.",
         "",
-        "| database | events/s | events | p50 ms | p99 ms | max ms "
+        "| database | processes | threads | events/s | events | p50 ms | p99 ms | max ms "
         "| workers CPU ms | Redis CPU ms | PostgreSQL CPU ms |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for db, r in rows:
         cpu = r.get("per_event", {})
@@ -266,8 +272,9 @@ def latency_table(results: dict[str, Any]) -> list[str]:
             for k in ("workers_cpu_ms", "redis_cpu_ms", "postgres_cpu_ms")
         )
         lines.append(
-            f"| {DBS[db]} | {r['rate']:.0f} | {r['events']:,} | {r['p50_ms']:.1f} "
-            f"| {r['p99_ms']:.1f} | {r['max_ms']:.1f} | {spent} |"
+            f"| {DBS[db]} | {r['processes']} | {r['threads']} | {r['rate']:.0f} "
+            f"| {r['events']:,} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['max_ms']:.1f} "
+            f"| {spent} |"
         )
     return lines
 
@@ -329,15 +336,16 @@ def profile_tables(results: dict[str, Any]) -> list[str]:
                     profile_report.table(row["profile"]),
                     "",
                 ]
-        latency = side.get("latency") or {}
-        if latency.get("profile"):
-            lines += [
-                f"**Profile** ({DBS[db]}, the latency run at {latency['rate']:.0f} events/s "
-                "under `py-spy record --gil`): worker CPU per event (one delivery), by step.",
-                "",
-                profile_report.table(latency["profile"]),
-                "",
-            ]
+        for latency in side.get("latency") or []:
+            if latency.get("profile"):
+                lines += [
+                    f"**Profile** ({DBS[db]}, the latency run at {latency['rate']:.0f} events/s "
+                    f"with {latency['threads']} threads a process, under `py-spy record "
+                    "--gil`): worker CPU per event (one delivery), by step.",
+                    "",
+                    profile_report.table(latency["profile"]),
+                    "",
+                ]
     return lines[:-1]
 
 
