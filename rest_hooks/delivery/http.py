@@ -86,7 +86,9 @@ class HttpOptions:
     default verification (certifi bundle, host name checking), e.g. to trust a
     private CA. ``keepalive_expiry`` is kept short (httpx's default) because many
     servers drop idle connections after a few seconds, and reusing one they have
-    just closed fails the attempt.
+    just closed fails the attempt. ``max_connections`` bounds the requests in flight at
+    once (a worker process has fewer threads), ``max_keepalive_connections`` the idle
+    connections kept (:mod:`rest_hooks.delivery.pool`).
     """
 
     connect_timeout: float = 5.0
