@@ -22,6 +22,20 @@ from bookstore.receiver import Receiver
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def wait_until(
+    predicate: Callable[[], Any], what: str, timeout: float = 20.0, interval: float = 0.05
+) -> Any:
+    """Poll ``predicate`` until it returns something truthy, and return that; fail the
+    test, naming ``what``, after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def run_scenario(module: str, settings_module: str, timeout: float, **env: str) -> dict[str, Any]:
     """Run ``python -m module`` in a fresh process, away from the suite's Redis and database.
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import socket
 import time
-from typing import Any
 
 import pytest
 from standardwebhooks.webhooks import Webhook
@@ -21,6 +20,7 @@ from rest_hooks.models import Delivery, Event, Hook
 from rest_hooks.security import verify
 from rest_hooks.signals import raw_hook_event
 from rest_hooks.tasks import LEASE_MARGIN
+from tests.conftest import wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
 
@@ -30,15 +30,6 @@ FAST = {
     "RELAY_AFTER": 1,
     "RELAY_INTERVAL": 0.5,
 }
-
-
-def wait_until(predicate: Any, timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_readme_scenario(user, receiver, start_workers):

@@ -22,19 +22,11 @@ from bookstore.receiver import Answer, Receiver
 from rest_hooks import gatekeeper
 from rest_hooks.delivery.flow import origin_of
 from rest_hooks.models import Delivery, Hook
+from tests.conftest import wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
 
 WORKERS = {"processes": 2, "threads": 4}
-
-
-def wait_until(predicate: Any, timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def add_hooks(user: Any, receiver: Receiver, count: int, path: str | None = None) -> list[Hook]:

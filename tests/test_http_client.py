@@ -31,6 +31,7 @@ from rest_hooks.delivery.http import (
     resolve_host,
 )
 from rest_hooks.security.network import AddressPolicy, IPAddress, TargetRefused, check_url
+from tests.conftest import wait_until
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -430,15 +431,6 @@ def test_concurrent_posts_share_one_client(
 # -- the connection pool ---------------------------------------------------------------------------
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 2.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
-
-
 def test_idle_connections_beyond_the_cap_close_least_recently_used_first(
     make_client: Callable[..., DeliveryClient], make_listener: Callable[..., Listener]
 ) -> None:
@@ -446,7 +438,8 @@ def test_idle_connections_beyond_the_cap_close_least_recently_used_first(
     client = make_client(max_keepalive_connections=2)
     for receiver in (a, b, c):
         assert post(client, receiver.url()).status_code == 200
-    assert wait_for(lambda: a.closed == 1)  # the third idle connection pushed a's out
+    # The third idle connection pushed a's out.
+    wait_until(lambda: a.closed == 1, "a's connection to close", timeout=2.0)
     for receiver in (c, b, a):
         assert post(client, receiver.url()).status_code == 200
     assert (a.connections, b.connections, c.connections) == (2, 1, 1)
@@ -461,7 +454,7 @@ def test_idle_connections_close_after_the_keepalive_expiry(
     time.sleep(0.3)
     # a is not asked again: its connection is closed when another goes back to the pool.
     post(client, b.url())
-    assert wait_for(lambda: a.closed == 1)
+    wait_until(lambda: a.closed == 1, "a's connection to close", timeout=2.0)
     assert b.closed == 0
 
 
@@ -470,7 +463,7 @@ def test_a_connection_the_receiver_closed_is_not_reused(
 ) -> None:
     client = make_client()
     assert post(client, listener.url("/then-hang-up")).status_code == 200
-    assert wait_for(lambda: listener.closed == 1)
+    wait_until(lambda: listener.closed == 1, "the receiver to hang up", timeout=2.0)
     assert post(client, listener.url()).status_code == 200
     assert listener.connections == 2
 
@@ -481,7 +474,7 @@ def test_requests_beyond_max_connections_wait_for_the_pool_timeout(
     client = make_client(max_connections=1, pool_timeout=0.3, read_timeout=1, deadline=1.5)
     slow = threading.Thread(target=expect_error, args=(client, listener.url("/drip-body")))
     slow.start()
-    assert wait_for(lambda: listener.connections == 1)
+    wait_until(lambda: listener.connections == 1, "the slow request", timeout=2.0)
     started = time.monotonic()
     error = expect_error(client, listener.url())
     assert error.kind == "timeout"

@@ -10,16 +10,16 @@ counts and compares them with what the receiver saw.
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from django.conf import settings
 from bookstore.models import Book
 from bookstore.receiver import Answer
 from rest_hooks.models import Delivery, Hook
+from tests import conftest
 from tests.conftest import ROOT, project_env
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
@@ -43,15 +44,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_until(predicate: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    """Poll ``predicate`` until it returns something truthy, and return that."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+# Prometheus and the metrics server take their time to start and to scrape.
+wait_until = functools.partial(conftest.wait_until, timeout=30.0, interval=0.2)
 
 
 def http_get(url: str, token: str | None = None) -> tuple[int, bytes]:
