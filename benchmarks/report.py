@@ -40,12 +40,6 @@ def fanout_row(side: dict[str, Any], processes: int, threads: int) -> dict[str, 
     )
 
 
-def fanout_rate(side: dict[str, Any], processes: int, threads: int) -> float | None:
-    """The median rate of that row of the fan-out, if the run had it."""
-    row = fanout_row(side, processes, threads)
-    return row["per_s"]["median"] if row else None
-
-
 def goal(name: str, measured: str, target: str, met: bool) -> dict[str, Any]:
     return {"goal": name, "measured": measured, "target": target, "met": met}
 
@@ -211,13 +205,12 @@ def fanout_table(results: dict[str, Any]) -> list[str]:
         "|---:|---:|" + "---:|" * (len(columns) + 2),
     ]
     for p, t in workers:
-        cells = [
-            cell((fanout_row(side, p, t) or {}).get("per_s"), "{:,.0f}") for side in ours.values()
-        ]
+        rows = {db: fanout_row(side, p, t) for db, side in ours.items()}
+        cells = [cell(row["per_s"] if row else None, "{:,.0f}") for row in rows.values()]
         cells.append(cell(bare.get(p, {}).get("per_s"), "{:,.0f}"))
         ratios_old, ratios_bare = [], []
-        for db, side in ours.items():
-            rate = fanout_rate(side, p, t)
+        for db, row in rows.items():
+            rate = row["per_s"]["median"] if row else None
             if rate and old:
                 ratios_old.append(f"{rate / old['per_s']['median']:.2f}x ({DBS[db]})")
             if rate and p in bare:
