@@ -238,7 +238,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--threads",
         type=numbers,
         default=[2, 8],
-        help="threads per worker process: the fan-out runs each, the rest the first",
+        help="threads per worker process: the fan-out and the latency run each, memory the first",
     )
     p.add_argument("--latency-rate", type=float, default=100, help="events a second")
     p.add_argument("--latency-events", type=int, default=1000)
