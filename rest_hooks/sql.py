@@ -23,7 +23,6 @@ from typing import Any
 
 from django.db import connections, models, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.transaction import TransactionManagementError
 
 __all__ = ["Expression", "Table"]
 
@@ -70,15 +69,10 @@ class Table:
         *,
         order_by: str | None = None,
         limit: int | None = None,
-        lock: bool = False,
     ) -> list[Any]:
-        """Model instances of the rows that match, as ``QuerySet`` would make them.
-
-        ``lock``: FOR UPDATE SKIP LOCKED where the database has it (the rows no other
-        transaction holds).
-        """
-        rows = self._rows(self.columns, self.converters, where, order_by, limit, lock)
-        return [self.model.from_db(self.using, self.attnames, row) for row in rows]
+        """Model instances of the rows that match, as ``QuerySet`` would make them."""
+        sql, params = self._select(self.columns, where, order_by, limit)
+        return self._instances(self._fetch(sql, params, self.converters))
 
     def in_bulk(self, pks: Iterable[Any]) -> dict[Any, Any]:
         """The instances of these primary keys, by primary key, like ``QuerySet.in_bulk``."""
@@ -93,10 +87,8 @@ class Table:
         limit: int | None = None,
     ) -> list[tuple[Any, ...]]:
         """Tuples of these fields of the rows that match, like ``values_list``."""
-        fields = [self._field(name) for name in names]
-        columns = ", ".join(self._column(field) for field in fields)
-        converters = [self._converters(field) for field in fields]
-        return self._rows(columns, converters, where, order_by, limit, lock=False)
+        columns, converters = self._columns(names)
+        return self._fetch(*self._select(columns, where, order_by, limit), converters)
 
     def update(self, changes: Mapping[str, Any], where: Mapping[str, Any]) -> int:
         """Set fields of the rows that match; returns how many rows changed.
@@ -140,6 +132,47 @@ class Table:
         if inserted:
             into._inserted(objs)
         return inserted > 0
+
+    def claim(
+        self,
+        where: Mapping[str, Any],
+        changes: Mapping[str, Any],
+        *,
+        order_by: str | None = None,
+        limit: int | None = None,
+        names: Sequence[str] | None = None,
+    ) -> list[Any]:
+        """Make ``changes`` to the rows that match and that no other transaction holds;
+        returns them as they are after it, in no particular order: model instances, or
+        with ``names`` tuples of these fields (as ``values``).
+
+        How a worker takes work others may be taking too: rows another transaction has
+        locked are passed over, not waited for (SKIP LOCKED, where the database has it;
+        SQLite has one writer at a time). ``order_by`` and ``limit`` choose the rows.
+        Where the database returns rows from an UPDATE (PostgreSQL; SQLite from 3.35) it
+        is one statement, UPDATE ... WHERE pk IN (SELECT ... FOR UPDATE SKIP LOCKED)
+        RETURNING, atomic on its own: no BEGIN and no COMMIT to wait for. Elsewhere, a
+        transaction that locks the rows, changes them and reads them back.
+        """
+        pk = self._column(self._field("pk"))
+        chosen, params = self._select(pk, where, order_by, limit, lock=True)
+        if not self._returns_from_update():
+            with transaction.atomic(using=self.using):
+                pks = [row[0] for row in self._fetch(chosen, params, [])]
+                if not pks:
+                    return []
+                self.update(changes, {"pk__in": pks})
+                return (
+                    self.values(names, {"pk__in": pks}) if names else self.select({"pk__in": pks})
+                )
+        columns, converters = self._columns(names) if names else (self.columns, self.converters)
+        assignments, set_params = self._set(changes)
+        sql = (
+            f"UPDATE {self.name} SET {assignments} "  # noqa: S608 (names, not input)
+            f"WHERE {pk} IN ({chosen}) RETURNING {columns}"
+        )
+        rows = self._fetch(sql, set_params + params, converters)
+        return rows if names else self._instances(rows)
 
     def save(self, objs: Sequence[models.Model], names: Sequence[str]) -> None:
         """Write these fields of these instances to their rows (by primary key).
@@ -218,6 +251,13 @@ class Table:
     def _update(
         self, changes: Mapping[str, Any], where: Mapping[str, Any]
     ) -> tuple[str, list[Any]]:
+        assignments, params = self._set(changes)
+        condition, condition_params = self._where(where)
+        sql = f"UPDATE {self.name} SET {assignments} WHERE {condition}"  # noqa: S608
+        return sql, params + condition_params
+
+    def _set(self, changes: Mapping[str, Any]) -> tuple[str, list[Any]]:
+        """An UPDATE's assignments; a value may be raw SQL given as :class:`Expression`."""
         assignments: list[str] = []
         params: list[Any] = []
         for name, value in changes.items():
@@ -228,9 +268,7 @@ class Table:
             else:
                 assignments.append(f"{column} = %s")
                 params.append(field.get_db_prep_save(value, self.connection))
-        condition, condition_params = self._where(where)
-        sql = f"UPDATE {self.name} SET {', '.join(assignments)} WHERE {condition}"  # noqa: S608
-        return sql, params + condition_params
+        return ", ".join(assignments), params
 
     def _insert_into(self) -> str:
         names = ", ".join(self.quote(str(field.column)) for field in self.fields)
@@ -264,18 +302,22 @@ class Table:
         its length (varchar, not varchar(16)), so that nothing is truncated."""
         return f"%s::{field.db_type(self.connection).split('(')[0]}[]"
 
-    def _rows(
+    def _columns(self, names: Sequence[str]) -> tuple[str, list[Converters]]:
+        """The columns of these fields, for a SELECT or a RETURNING, and their converters."""
+        fields = [self._field(name) for name in names]
+        columns = ", ".join(self._column(field) for field in fields)
+        return columns, [self._converters(field) for field in fields]
+
+    def _select(
         self,
         columns: str,
-        converters: list[Converters],
         where: Mapping[str, Any],
         order_by: str | None,
         limit: int | None,
-        lock: bool,
-    ) -> list[tuple[Any, ...]]:
-        if lock and self.connection.get_autocommit():
-            # As QuerySet.select_for_update(): a lock outside a transaction ends at once.
-            raise TransactionManagementError("select(lock=True) needs a transaction.")
+        lock: bool = False,
+    ) -> tuple[str, list[Any]]:
+        """A SELECT and its parameters; ``lock``: FOR UPDATE SKIP LOCKED where the database
+        has it."""
         condition, params = self._where(where)
         sql = f"SELECT {columns} FROM {self.name} WHERE {condition}"  # noqa: S608
         if order_by is not None:
@@ -284,12 +326,28 @@ class Table:
             sql += f" LIMIT {int(limit)}"
         if lock and self.connection.features.has_select_for_update_skip_locked:
             sql += " FOR UPDATE SKIP LOCKED"
+        return sql, params
+
+    def _fetch(
+        self, sql: str, params: list[Any], converters: list[Converters]
+    ) -> list[tuple[Any, ...]]:
         with self.connection.cursor() as cursor:
             cursor.execute(sql, params)
             rows = cursor.fetchall()
         if not any(chain for chain, _ in converters):
             return [tuple(row) for row in rows]
         return [self._convert(row, converters) for row in rows]
+
+    def _instances(self, rows: list[tuple[Any, ...]]) -> list[Any]:
+        return [self.model.from_db(self.using, self.attnames, row) for row in rows]
+
+    def _returns_from_update(self) -> bool:
+        # SQLite's RETURNING came with 3.35, as its INSERT ... RETURNING, which Django
+        # knows of; MySQL has none, MariaDB none on an UPDATE.
+        features = self.connection.features
+        return self.connection.vendor == "postgresql" or (
+            self.connection.vendor == "sqlite" and features.can_return_columns_from_insert
+        )
 
     def _convert(self, row: Sequence[Any], converters: list[Converters]) -> tuple[Any, ...]:
         values = list(row)

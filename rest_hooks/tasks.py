@@ -31,7 +31,7 @@ from typing import Any
 
 import dramatiq
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import connections, router, transaction
+from django.db import router
 from django.db.models import F
 from django.utils import timezone
 
@@ -416,32 +416,19 @@ def claim(delivery_ids: list[str]) -> list[Delivery]:
     """Take those of the deliveries still due and not taken by anyone else, for one
     attempt each; returns them in the order of ``delivery_ids``.
 
-    One transaction: SKIP LOCKED (where the database has it) passes over the rows another
-    worker is claiming. The lease lets the relay take them over if this worker dies
-    mid-attempt.
+    ``Table.claim``: the rows another worker is claiming are passed over. The lease lets
+    the relay take them over if this worker dies mid-attempt.
     """
-    using = router.db_for_write(Delivery)
-    table = Table.of(Delivery, using)
+    table = Table.of(Delivery, router.db_for_write(Delivery))
+    due = {
+        "pk__in": delivery_ids,
+        "status": Delivery.Status.PENDING,
+        "next_attempt_at__lte": timezone.now() + EARLY_TOLERANCE,
+    }
     lease = timezone.now() + _lease(len(delivery_ids))
-    with transaction.atomic(using=using):
-        claimed = table.select(
-            {
-                "pk__in": delivery_ids,
-                "status": Delivery.Status.PENDING,
-                "next_attempt_at__lte": timezone.now() + EARLY_TOLERANCE,
-            },
-            lock=True,
-        )
-        if claimed:
-            table.update(
-                {"next_attempt_at": lease, "attempts": Expression("{} + 1")},
-                {"pk__in": [d.pk for d in claimed]},
-            )
+    claimed = table.claim(due, {"next_attempt_at": lease, "attempts": Expression("{} + 1")})
     position = {delivery_id: i for i, delivery_id in enumerate(delivery_ids)}
     claimed.sort(key=lambda d: position.get(str(d.pk), 0))
-    for delivery in claimed:
-        delivery.attempts += 1
-        delivery.next_attempt_at = lease
     return claimed
 
 
@@ -729,13 +716,15 @@ def relay_pending(*, everything: bool = False, batch_size: int = 500) -> tuple[i
     now = timezone.now()
     cutoff = now if everything else now - timedelta(seconds=float(hook_settings.RELAY_AFTER))
     events = _take_batches(
-        Event.objects.filter(status=Event.Status.PENDING, enqueued_at__lte=cutoff),
+        Event,
+        {"status": Event.Status.PENDING, "enqueued_at__lte": cutoff},
         {"enqueued_at": now},
         batch_size,
     )
     _send_each(dispatch, events, "event")
     deliveries = _take_batches(
-        Delivery.objects.filter(status=Delivery.Status.PENDING, next_attempt_at__lte=cutoff),
+        Delivery,
+        {"status": Delivery.Status.PENDING, "next_attempt_at__lte": cutoff},
         {"next_attempt_at": now},
         batch_size,
     )
@@ -745,28 +734,20 @@ def relay_pending(*, everything: bool = False, batch_size: int = 500) -> tuple[i
     return len(events), len(deliveries)
 
 
-def _take_batches(queryset: Any, changes: dict[str, Any], batch_size: int) -> list[Any]:
-    """Take the rows in batches (``_take``), in order of primary key."""
+def _take_batches(
+    model: Any, where: dict[str, Any], changes: dict[str, Any], batch_size: int
+) -> list[Any]:
+    """Claim the rows that match (``Table.claim``: those no one else is taking) in batches
+    in order of primary key, making ``changes``; returns their primary keys."""
+    table = Table.of(model, router.db_for_write(model))
     taken: list[Any] = []
     while True:
-        rows = queryset.filter(pk__gt=taken[-1]) if taken else queryset
-        ids = _take(rows.order_by("pk")[:batch_size], changes)
-        taken.extend(ids)
-        if len(ids) < batch_size:
+        after = {"pk__gt": taken[-1]} if taken else {}
+        claimed = table.claim(where | after, changes, order_by="pk", limit=batch_size, names=["pk"])
+        pks = sorted(pk for (pk,) in claimed)
+        taken.extend(pks)
+        if len(pks) < batch_size:
             return taken
-
-
-def _take(queryset: Any, changes: dict[str, Any]) -> list[Any]:
-    """Make ``changes`` to the rows of ``queryset`` that no one else has locked, in one
-    transaction (SKIP LOCKED where the database has it); returns their ids."""
-    using = router.db_for_write(queryset.model)
-    with transaction.atomic(using=using):
-        if connections[using].features.has_select_for_update_skip_locked:
-            queryset = queryset.select_for_update(skip_locked=True)
-        ids = list(queryset.values_list("pk", flat=True))
-        if ids:
-            queryset.model._default_manager.filter(pk__in=ids).update(**changes)
-    return ids
 
 
 def redeliver(deliveries: Any) -> int:

@@ -12,7 +12,6 @@ import pytest
 from django.core.exceptions import FieldDoesNotExist
 from django.db import IntegrityError, connection, connections, transaction
 from django.db.models import Model
-from django.db.transaction import TransactionManagementError
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -528,29 +527,61 @@ def test_update_then_insert_is_both_or_neither(user, table):
     assert Delivery.objects.count() == 1
 
 
-# -- lock -----------------------------------------------------------------------------
+# -- claim: take rows no one else is taking -------------------------------------------
 
 
-@pytest.mark.django_db(transaction=True)  # no test transaction around it
-def test_lock_outside_a_transaction_is_refused(table, deliveries):
-    with pytest.raises(TransactionManagementError):
-        table.select({"pk__in": pks(deliveries)}, lock=True)
-
-
-def test_lock_inside_a_transaction(table, deliveries):
+def claim_two(table: Any, deliveries: list[Delivery], **options: Any) -> list[Any]:
+    """Claim the first two pending deliveries, counting an attempt and setting a lease."""
     wanted = {"pk__in": pks(deliveries), "status": "pending"}
-    with transaction.atomic(), CaptureQueriesContext(connection) as queries:
-        locked = table.select(wanted, order_by="pk", limit=2, lock=True)
-        assert table.update({"attempts": Expression("{} + 1")}, {"pk__in": pks(locked)}) == 2
-    assert pks(locked) == pks(deliveries[:2])
-    skip_locked = connection.features.has_select_for_update_skip_locked
-    assert queries[0]["sql"].endswith(" FOR UPDATE SKIP LOCKED") is skip_locked
-    assert connection.vendor != "postgresql" or skip_locked
+    changes = {"attempts": Expression("{} + 1"), "next_attempt_at": WHEN}
+    return table.claim(wanted, changes, order_by="pk", limit=2, **options)
+
+
+def test_claim_changes_the_rows_and_returns_them_as_they_are_after_it(table, deliveries):
+    with CaptureQueriesContext(connection) as queries:
+        claimed = sorted(claim_two(table, deliveries), key=lambda d: d.pk)
+    assert pks(claimed) == pks(deliveries[:2])
+    for got in claimed:
+        assert_same(got, Delivery.objects.get(pk=got.pk))
+        assert (got.attempts, got.next_attempt_at) == (1, WHEN)
+    assert list(Delivery.objects.order_by("pk").values_list("attempts", flat=True)) == [1, 1, 0]
+    # One statement, atomic on its own (SKIP LOCKED on PostgreSQL).
+    (query,) = queries
+    assert query["sql"].startswith("UPDATE")
+    assert (" FOR UPDATE SKIP LOCKED" in query["sql"]) is (connection.vendor == "postgresql")
+
+
+def test_claim_of_some_fields(table, deliveries):
+    claimed = claim_two(table, deliveries, names=["pk", "attempts"])
+    assert sorted(claimed) == [(deliveries[0].pk, 1), (deliveries[1].pk, 1)]
+
+
+def test_claim_of_nothing(table, deliveries):
+    assert table.claim({"status": "success"}, {"attempts": 9}) == []
+    assert table.claim({"status": "success"}, {"attempts": 9}, names=["pk"]) == []
+    assert set(Delivery.objects.values_list("attempts", flat=True)) == {0}
+
+
+@pytest.mark.parametrize("names", [None, ["pk", "attempts"]])
+def test_claim_where_an_update_returns_no_rows(table, deliveries, monkeypatch, names):
+    """MySQL, say: a transaction that locks the rows, changes them and reads them back."""
+    monkeypatch.setattr(Table, "_returns_from_update", lambda self: False)
+    with CaptureQueriesContext(connection) as queries:
+        claimed = claim_two(table, deliveries, names=names)
+    if names:
+        assert sorted(claimed) == [(deliveries[0].pk, 1), (deliveries[1].pk, 1)]
+    else:
+        assert sorted((d.pk, d.attempts, d.next_attempt_at) for d in claimed) == [
+            (deliveries[0].pk, 1, WHEN),
+            (deliveries[1].pk, 1, WHEN),
+        ]
+    verbs = [q["sql"].split(" ", 1)[0] for q in queries]
+    assert [v for v in verbs if v in ("SELECT", "UPDATE")] == ["SELECT", "UPDATE", "SELECT"]
     assert list(Delivery.objects.order_by("pk").values_list("attempts", flat=True)) == [1, 1, 0]
 
 
 @pytest.mark.django_db(transaction=True)
-def test_lock_skips_rows_another_transaction_holds(table, deliveries):
+def test_claim_passes_over_rows_another_transaction_holds(table, deliveries):
     if not connection.features.has_select_for_update_skip_locked:
         pytest.skip(f"{connection.vendor} has no row locks to skip")
     held = deliveries[1]
@@ -574,22 +605,19 @@ def test_lock_skips_rows_another_transaction_holds(table, deliveries):
     try:
         assert locked.wait(timeout=10)
         assert not errors, errors
-        wanted = {"pk__in": pks(deliveries)}
-        with transaction.atomic():
-            with connection.cursor() as cursor:  # an error, not a hang, if it waits
-                cursor.execute("SET LOCAL lock_timeout = '5s'")
-            everything = table.select(wanted, order_by="pk")
-            claimable = table.select(wanted, order_by="pk", lock=True)
+        with connection.cursor() as cursor:  # an error, not a hang, if it waits
+            cursor.execute("SET lock_timeout = '5s'")
+        claimed = table.claim({"pk__in": pks(deliveries)}, {"last_error": "mine"})
     finally:
         release.set()
         holder.join(timeout=10)
+        with connection.cursor() as cursor:
+            cursor.execute("RESET lock_timeout")
     assert not holder.is_alive()
     assert not errors, errors
-    assert pks(everything) == pks(deliveries)  # reading without lock waits for nobody
-    assert pks(claimable) == [deliveries[0].pk, deliveries[2].pk]
+    assert sorted(pks(claimed)) == [deliveries[0].pk, deliveries[2].pk]
     # Once released, the row is there to take.
-    with transaction.atomic():
-        assert pks(table.select(wanted, order_by="pk", lock=True)) == pks(deliveries)
+    assert pks(table.claim({"pk": held.pk}, {"last_error": "mine"})) == [held.pk]
 
 
 # -- connections ----------------------------------------------------------------------
