@@ -150,9 +150,11 @@ class Table:
         locked are passed over, not waited for (SKIP LOCKED, where the database has it;
         SQLite has one writer at a time). ``order_by`` and ``limit`` choose the rows.
         Where the database returns rows from an UPDATE (PostgreSQL; SQLite from 3.35) it
-        is one statement, UPDATE ... WHERE pk IN (SELECT ... FOR UPDATE SKIP LOCKED)
-        RETURNING, atomic on its own: no BEGIN and no COMMIT to wait for. Elsewhere, a
-        transaction that locks the rows, changes them and reads them back.
+        is one statement, atomic on its own: no BEGIN and no COMMIT to wait for. The rows
+        are chosen in a MATERIALIZED WITH query, run once: as a subquery of the UPDATE
+        PostgreSQL may run the choice again for each row it updates, and its LIMIT, past
+        the rows the UPDATE has changed already (a lock skips them), takes more. Elsewhere,
+        a transaction that locks the rows, changes them and reads them back.
         """
         pk = self._column(self._field("pk"))
         chosen, params = self._select(pk, where, order_by, limit, lock=True)
@@ -168,10 +170,11 @@ class Table:
         columns, converters = self._columns(names) if names else (self.columns, self.converters)
         assignments, set_params = self._set(changes)
         sql = (
-            f"UPDATE {self.name} SET {assignments} "  # noqa: S608 (names, not input)
-            f"WHERE {pk} IN ({chosen}) RETURNING {columns}"
+            f"WITH chosen AS MATERIALIZED ({chosen}) "  # noqa: S608 (names, not input)
+            f"UPDATE {self.name} SET {assignments} "
+            f"WHERE {pk} IN (SELECT * FROM chosen) RETURNING {columns}"
         )
-        rows = self._fetch(sql, set_params + params, converters)
+        rows = self._fetch(sql, params + set_params, converters)
         return rows if names else self._instances(rows)
 
     def save(self, objs: Sequence[models.Model], names: Sequence[str]) -> None:

@@ -547,8 +547,19 @@ def test_claim_changes_the_rows_and_returns_them_as_they_are_after_it(table, del
     assert list(Delivery.objects.order_by("pk").values_list("attempts", flat=True)) == [1, 1, 0]
     # One statement, atomic on its own (SKIP LOCKED on PostgreSQL).
     (query,) = queries
-    assert query["sql"].startswith("UPDATE")
+    assert query["sql"].startswith("WITH")
     assert (" FOR UPDATE SKIP LOCKED" in query["sql"]) is (connection.vendor == "postgresql")
+
+
+def test_claim_takes_no_more_than_its_limit_whatever_the_plan(table, deliveries):
+    """A plan that runs the choice of rows again for each row updated (a nested loop)
+    must not take more: the choice is made once."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            for method in ["hashagg", "hashjoin", "mergejoin", "sort", "material"]:
+                cursor.execute(f"SET LOCAL enable_{method} = off")  # the test's transaction
+    assert sorted(pks(claim_two(table, deliveries))) == pks(deliveries[:2])
+    assert list(Delivery.objects.order_by("pk").values_list("attempts", flat=True)) == [1, 1, 0]
 
 
 def test_claim_of_some_fields(table, deliveries):
