@@ -95,43 +95,12 @@ class Table:
 
         A value may be raw SQL given as :class:`Expression`.
         """
-        sql, params = self._update(changes, where)
+        assignments, params = self._set(changes)
+        condition, condition_params = self._where(where)
+        sql = f"UPDATE {self.name} SET {assignments} WHERE {condition}"  # noqa: S608
         with self.connection.cursor() as cursor:
-            cursor.execute(sql, params)
+            cursor.execute(sql, params + condition_params)
             return int(cursor.rowcount)
-
-    def update_then_insert(
-        self,
-        changes: Mapping[str, Any],
-        where: Mapping[str, Any],
-        into: Table,
-        objs: Sequence[models.Model],
-    ) -> bool:
-        """``update(changes, where)``, and only if it changed a row, ``into.insert(objs)``;
-        both or neither. Returns whether a row changed.
-
-        On PostgreSQL it is one statement, the UPDATE in a WITH clause that the INSERT
-        depends on: atomic on its own, it needs no BEGIN and no COMMIT, so an event's
-        fan-out makes three round trips fewer before its first request. Elsewhere, a
-        transaction of the two statements.
-        """
-        if not objs:
-            return bool(self.update(changes, where))
-        if self.connection.vendor != "postgresql":
-            with transaction.atomic(using=self.using):
-                if not self.update(changes, where):
-                    return False
-                into.insert(objs)
-                return True
-        update, update_params = self._update(changes, where)
-        insert, insert_params = into._unnest_insert(objs)
-        sql = f"WITH updated AS ({update} RETURNING 1) {insert} WHERE EXISTS (SELECT FROM updated)"
-        with self.connection.cursor() as cursor:
-            cursor.execute(sql, update_params + insert_params)
-            inserted = int(cursor.rowcount)
-        if inserted:
-            into._inserted(objs)
-        return inserted > 0
 
     def claim(
         self,
@@ -229,35 +198,38 @@ class Table:
         plain INSERT; more get, on PostgreSQL, one INSERT ... SELECT FROM UNNEST, one
         array a column, and elsewhere INSERTs of as many rows as the database takes.
         """
-        if not objs:
+        rows = [
+            [
+                field.get_db_prep_save(field.pre_save(obj, True), self.connection)
+                for field in self.fields
+            ]
+            for obj in objs
+        ]
+        if not rows:
             return
+        names = ", ".join(self.quote(str(field.column)) for field in self.fields)
+        into = f"INSERT INTO {self.name} ({names}) "
         with (
             transaction.atomic(using=self.using, savepoint=False),
             self.connection.cursor() as cursor,
         ):
-            if len(objs) > 1 and self.connection.vendor == "postgresql":
-                cursor.execute(*self._unnest_insert(objs))
+            if len(rows) > 1 and self.connection.vendor == "postgresql":
+                arrays = ", ".join(self._array(field) for field in self.fields)
+                columns = [list(column) for column in zip(*rows, strict=True)]
+                sql = f"{into}SELECT * FROM UNNEST({arrays})"  # noqa: S608 (names, not input)
+                cursor.execute(sql, columns)
             else:
-                rows = self._insert_rows(objs)
                 size = max(1, self.connection.ops.bulk_batch_size(self.fields, objs))
                 one = "({})".format(", ".join(["%s"] * len(self.fields)))
                 for start in range(0, len(rows), size):
                     batch = rows[start : start + size]
                     values = ", ".join([one] * len(batch))
-                    cursor.execute(
-                        f"{self._insert_into()}VALUES {values}", [v for row in batch for v in row]
-                    )
-        self._inserted(objs)
+                    cursor.execute(f"{into}VALUES {values}", [v for row in batch for v in row])
+        for obj in objs:
+            obj._state.adding = False
+            obj._state.db = self.using
 
     # -- building blocks -------------------------------------------------------------------
-
-    def _update(
-        self, changes: Mapping[str, Any], where: Mapping[str, Any]
-    ) -> tuple[str, list[Any]]:
-        assignments, params = self._set(changes)
-        condition, condition_params = self._where(where)
-        sql = f"UPDATE {self.name} SET {assignments} WHERE {condition}"  # noqa: S608
-        return sql, params + condition_params
 
     def _set(self, changes: Mapping[str, Any]) -> tuple[str, list[Any]]:
         """An UPDATE's assignments; a value may be raw SQL given as :class:`Expression`."""
@@ -272,33 +244,6 @@ class Table:
                 assignments.append(f"{column} = %s")
                 params.append(field.get_db_prep_save(value, self.connection))
         return ", ".join(assignments), params
-
-    def _insert_into(self) -> str:
-        names = ", ".join(self.quote(str(field.column)) for field in self.fields)
-        return f"INSERT INTO {self.name} ({names}) "
-
-    def _insert_rows(self, objs: Sequence[models.Model]) -> list[list[Any]]:
-        return [
-            [
-                field.get_db_prep_save(field.pre_save(obj, True), self.connection)
-                for field in self.fields
-            ]
-            for obj in objs
-        ]
-
-    def _unnest_insert(self, objs: Sequence[models.Model]) -> tuple[str, list[Any]]:
-        """PostgreSQL's INSERT ... SELECT FROM UNNEST of these instances: typed arrays, so
-        that it takes a WHERE clause (``update_then_insert``) as well as many rows."""
-        arrays = ", ".join(self._array(field) for field in self.fields)
-        columns = [list(column) for column in zip(*self._insert_rows(objs), strict=True)]
-        sql = f"{self._insert_into()}SELECT * FROM UNNEST({arrays})"  # noqa: S608 (names)
-        return sql, columns
-
-    def _inserted(self, objs: Sequence[models.Model]) -> None:
-        """Mark the instances saved, as ``bulk_create`` does."""
-        for obj in objs:
-            obj._state.adding = False
-            obj._state.db = self.using
 
     def _array(self, field: Any) -> str:
         """A placeholder for an array of the field's values, of the column's type without

@@ -31,7 +31,7 @@ from typing import Any
 
 import dramatiq
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import router
+from django.db import router, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -89,13 +89,12 @@ def _actor(fn: Any, actor_name: str, **options: Any) -> Any:
 def fan_out(event_id: int, *, deliver_here: bool = False) -> int:
     """Create one delivery per matching active hook, chunk by chunk; returns how many.
 
-    Each chunk's deliveries are written with the event's cursor, atomically
-    (``_next_chunk``); their messages are sent once they are. Memory stays bounded by the
-    chunk size whatever the number of hooks. With ``deliver_here`` (the dispatch actor),
-    the first batch is not sent but created claimed and delivered by this thread once the
-    fan-out is done: an event with few subscribers reaches them one broker round trip and
-    a few queries sooner. (Should this worker die first, the relay sends that batch once
-    its lease is over.)
+    Each chunk is one transaction (``_next_chunk``); its deliveries' messages are sent
+    once it has committed. Memory stays bounded by the chunk size whatever the number of
+    hooks. With ``deliver_here`` (the dispatch actor), the first batch is not sent but
+    created claimed and delivered by this thread once the fan-out is done: an event with
+    few subscribers reaches them one broker round trip and a few queries sooner. (Should
+    this worker die first, the relay sends that batch once its lease is over.)
     """
     total = 0
     held: list[Delivery] = []
@@ -135,54 +134,53 @@ def _next_chunk(
     hooks = Table.of(get_hook_model(), using)
     chunk_size = int(hook_settings.FANOUT_CHUNK_SIZE)
     now = timezone.now()
-    found = events.select({"pk": event_id})
-    if not found or found[0].status != Event.Status.PENDING:
-        return None
-    event = found[0]
-    if event.hook_id is not None:
-        where: dict[str, Any] = {"pk": event.hook_id}
-    else:
-        where = {"event": event.name, "is_active": True}
-        if event.owner_id is not None:
-            where["user"] = event.owner_id
-        if event.fanout_cursor:
-            where["pk__gt"] = event.fanout_cursor
-    # Most events have few subscribers: the dispatch actor reads a batch's worth of
-    # hooks whole, so that the batch it delivers needs no second query for them. The
-    # hooks of an event with more are planned from three columns a hook, as reading
-    # every hook whole would cost more than the query it spares.
-    limit = min(chunk_size, max(1, int(hook_settings.DELIVERY_BATCH_SIZE)) + 1)
-    read = hooks.select(where, order_by="pk", limit=limit) if hold else []
-    if hold and (len(read) < limit or limit == chunk_size):  # the whole chunk
-        rows = [(hook.pk, hook.target, hook.rate_limit) for hook in read]
-    else:
-        columns = ["pk", "target", "rate_limit"]
-        rows = hooks.values(columns, where, order_by="pk", limit=chunk_size)
-    done = event.hook_id is not None or len(rows) < chunk_size
-    progress: dict[str, Any] = {"fanout_cursor": str(rows[-1][0]) if rows else event.fanout_cursor}
-    if done:
-        progress.update(status=Event.Status.DISPATCHED, dispatched_at=now)
-    deliveries = [
-        Delivery(event=event, hook_id=hook_id, next_attempt_at=now) for hook_id, _, _ in rows
-    ]
-    batches = plan_batches(
-        (d.pk, target, rate) for d, (_, target, rate) in zip(deliveries, rows, strict=True)
-    )
-    kept: list[Delivery] = []
-    if hold and batches:
-        first = set(batches.pop(0))
-        kept = [d for d in deliveries if str(d.pk) in first]
-        for delivery in kept:
-            delivery.attempts = 1
-            delivery.next_attempt_at = now + _lease(len(kept))
-    # The cursor's compare-and-set and the deliveries it covers: both or neither.
-    expected = {
-        "pk": event_id,
-        "status": Event.Status.PENDING,
-        "fanout_cursor": event.fanout_cursor,
-    }
-    if not events.update_then_insert(progress, expected, Table.of(Delivery, using), deliveries):
-        return None
+    with transaction.atomic(using=using):
+        found = events.select({"pk": event_id})
+        if not found or found[0].status != Event.Status.PENDING:
+            return None
+        event = found[0]
+        if event.hook_id is not None:
+            where: dict[str, Any] = {"pk": event.hook_id}
+        else:
+            where = {"event": event.name, "is_active": True}
+            if event.owner_id is not None:
+                where["user"] = event.owner_id
+            if event.fanout_cursor:
+                where["pk__gt"] = event.fanout_cursor
+        # Most events have few subscribers: the dispatch actor reads a batch's worth of
+        # hooks whole, so that the batch it delivers needs no second query for them. The
+        # hooks of an event with more are planned from three columns a hook, as reading
+        # every hook whole would cost more than the query it spares.
+        limit = min(chunk_size, max(1, int(hook_settings.DELIVERY_BATCH_SIZE)) + 1)
+        read = hooks.select(where, order_by="pk", limit=limit) if hold else []
+        if hold and (len(read) < limit or limit == chunk_size):  # the whole chunk
+            rows = [(hook.pk, hook.target, hook.rate_limit) for hook in read]
+        else:
+            columns = ["pk", "target", "rate_limit"]
+            rows = hooks.values(columns, where, order_by="pk", limit=chunk_size)
+        done = event.hook_id is not None or len(rows) < chunk_size
+        progress: dict[str, Any] = {
+            "fanout_cursor": str(rows[-1][0]) if rows else event.fanout_cursor
+        }
+        if done:
+            progress.update(status=Event.Status.DISPATCHED, dispatched_at=now)
+        expected = {"pk": event_id, "status": Event.Status.PENDING}
+        if not events.update(progress, expected | {"fanout_cursor": event.fanout_cursor}):
+            return None
+        deliveries = [
+            Delivery(event=event, hook_id=hook_id, next_attempt_at=now) for hook_id, _, _ in rows
+        ]
+        batches = plan_batches(
+            (d.pk, target, rate) for d, (_, target, rate) in zip(deliveries, rows, strict=True)
+        )
+        kept: list[Delivery] = []
+        if hold and batches:
+            first = set(batches.pop(0))
+            kept = [d for d in deliveries if str(d.pk) in first]
+            for delivery in kept:
+                delivery.attempts = 1
+                delivery.next_attempt_at = now + _lease(len(kept))
+        Table.of(Delivery, using).insert(deliveries)
     if kept:
         known: dict[Any, Any] = {hook.pk: hook for hook in read}
         unread = [d.hook_id for d in kept if d.hook_id not in known]

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from django.core.exceptions import FieldDoesNotExist
-from django.db import IntegrityError, connection, connections, transaction
+from django.db import connection, connections, transaction
 from django.db.models import Model
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -466,65 +466,6 @@ def test_insert_of_nothing_runs_nothing(table):
     with CaptureQueriesContext(connection) as queries:
         table.insert([])
     assert len(queries) == 0
-
-
-# -- update_then_insert: the fan-out's compare-and-set and its deliveries ------------------
-
-
-def cursor_move(event: Event, to: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The changes and conditions of _next_chunk's compare-and-set of ``event``'s cursor."""
-    where = {"pk": event.pk, "status": Event.Status.PENDING, "fanout_cursor": event.fanout_cursor}
-    return {"fanout_cursor": to}, where
-
-
-@pytest.mark.parametrize("count", [1, 3])
-def test_update_then_insert_inserts_when_the_update_changed_a_row(user, table, count):
-    event = make_event(fanout_cursor="")
-    mine, theirs = new_deliveries(user, count), new_deliveries(user, count)
-    with CaptureQueriesContext(connection) as queries:
-        assert Table.of(Event, "default").update_then_insert(*cursor_move(event, "7"), table, mine)
-    Delivery.objects.bulk_create(theirs)
-    event.refresh_from_db()
-    assert event.fanout_cursor == "7"
-    for got, expected in zip(mine, theirs, strict=True):
-        assert (got._state.adding, got._state.db) == (False, "default")
-        # Stored as bulk_create stores it.
-        for column in ["next_attempt_at", "status", "attempts", "last_error"]:
-            assert raw(Delivery, column, got.pk) == raw(Delivery, column, expected.pk), column
-    if connection.vendor == "postgresql":  # one statement: no BEGIN, no COMMIT to wait for
-        assert [q["sql"].split(" ", 1)[0] for q in queries] == ["WITH"]
-
-
-def test_update_then_insert_inserts_nothing_when_the_update_changed_nothing(user, table):
-    event = make_event(fanout_cursor="")
-    events = Table.of(Event, "default")
-    changes, where = cursor_move(event, "7")
-    Event.objects.filter(pk=event.pk).update(fanout_cursor="3")  # another worker moved it
-    assert not events.update_then_insert(changes, where, table, new_deliveries(user, 2))
-    assert Delivery.objects.count() == 0
-    assert Event.objects.get(pk=event.pk).fanout_cursor == "3"
-
-
-def test_update_then_insert_of_no_rows_is_the_update(user, table):
-    event = make_event(fanout_cursor="")
-    events = Table.of(Event, "default")
-    changes, where = cursor_move(event, "7")
-    assert events.update_then_insert(changes, where, table, [])
-    assert not events.update_then_insert(changes, where, table, [])  # moved: no match
-    assert Event.objects.get(pk=event.pk).fanout_cursor == "7"
-
-
-@pytest.mark.django_db(transaction=True)  # no test transaction to roll back for it
-def test_update_then_insert_is_both_or_neither(user, table):
-    """A failed INSERT (a delivery of this event and hook exists) undoes the UPDATE."""
-    event = make_event(fanout_cursor="")
-    (delivery,) = new_deliveries(user, 1)
-    delivery.event = event
-    make_delivery(event, delivery.hook)
-    with pytest.raises(IntegrityError):
-        Table.of(Event, "default").update_then_insert(*cursor_move(event, "7"), table, [delivery])
-    assert Event.objects.get(pk=event.pk).fanout_cursor == ""
-    assert Delivery.objects.count() == 1
 
 
 # -- claim: take rows no one else is taking -------------------------------------------
