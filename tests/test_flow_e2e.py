@@ -45,9 +45,8 @@ def all_succeeded(count: int) -> bool:
     return Delivery.objects.filter(status="success").count() == count
 
 
-#: How much later than its slot a request may leave: a thread's wake-up, its first
-#: request opening a connection, a busy machine (seen: 56 ms, under the full suite).
-SEND_JITTER = 0.06
+#: How much later than its slot a request may leave (thread wake-up, a busy machine).
+SEND_JITTER = 0.02
 
 
 def max_in_window(times: list[float], window: float) -> int:
@@ -91,9 +90,8 @@ def test_rate_limit_is_shared_by_every_worker(user, receiver, start_workers):
     wait_until(lambda: all_succeeded(backlog), what="every delivery to succeed")
 
     # Each request leaves a few ms after its admission, some later than others: a window
-    # shorter than a second by that jitter keeps it from counting as a request too many
-    # (under load runs saw 13 in a second, with the slots themselves on time), and a gap
-    # may be shorter than a slot by as much.
+    # a hair shorter than a second keeps that jitter from counting as a request too many
+    # (under load the run once saw 13 in a second, with the slots themselves on time).
     busiest = max_in_window(times, 1.0 - SEND_JITTER)
     measured = (len(times) - 1) / (times[-1] - times[0])
     gap = statistics.median(b - a for a, b in itertools.pairwise(times))
@@ -102,7 +100,7 @@ def test_rate_limit_is_shared_by_every_worker(user, receiver, start_workers):
         f"{gap * 1000:.1f} ms, busiest second {busiest}"
     )
     assert busiest <= rate + burst
-    assert 1 / rate - SEND_JITTER <= gap <= 1.1 / rate
+    assert 0.9 / rate <= gap <= 1.1 / rate
     assert rate * 0.75 <= measured <= rate * 1.1
     # Held back, not failed: every delivery went out at its first attempt.
     assert set(Delivery.objects.values_list("attempts", flat=True)) == {1}
