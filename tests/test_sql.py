@@ -559,6 +559,7 @@ def test_claim_passes_over_rows_another_transaction_holds(table, deliveries):
         assert not errors, errors
         with connection.cursor() as cursor:  # an error, not a hang, if it waits
             cursor.execute("SET lock_timeout = '5s'")
+        everything = table.select({"pk__in": pks(deliveries)}, order_by="pk")
         claimed = table.claim({"pk__in": pks(deliveries)}, {"last_error": "mine"})
     finally:
         release.set()
@@ -567,6 +568,7 @@ def test_claim_passes_over_rows_another_transaction_holds(table, deliveries):
             cursor.execute("RESET lock_timeout")
     assert not holder.is_alive()
     assert not errors, errors
+    assert pks(everything) == pks(deliveries)  # reading without a lock waits for nobody
     assert sorted(pks(claimed)) == [deliveries[0].pk, deliveries[2].pk]
     # Once released, the row is there to take.
     assert pks(table.claim({"pk": held.pk}, {"last_error": "mine"})) == [held.pk]
