@@ -134,6 +134,10 @@ DOORBELL_TOKENS = 64
 #: What a consumer with no room for more messages sleeps before it looks again
 #: (Dramatiq's first backoff step).
 BUSY_WAIT_MS = 5
+#: Redis ends a blocking command's timeout only on its timer's tick, every 1000 / hz ms:
+#: 100 ms with the default hz of 10 (a BLPOP of 5 ms on an idle Redis 7 returns after
+#: ~101 ms). The last stretch before a held message comes due is waited here instead.
+REDIS_TICK_MS = 100
 
 
 class PromptRedisBroker(RedisBroker):
@@ -146,10 +150,12 @@ class PromptRedisBroker(RedisBroker):
     queue's *doorbell* (a Redis list), and a consumer with room for work waits for one
     with ``BLPOP`` instead of sleeping: the first such consumer wakes at once, the others
     keep waiting. A wait lasts at most ``worker_timeout`` (``POLL_MS`` with
-    ``PromptDelays``), so a lost token costs at most one poll, and ends when the next
-    delayed message the consumer holds comes due: the consumer's thread moves such a
-    message to its queue only when a look returns, so it goes on time, not up to a poll
-    late (a delivery held back for a rate-limit slot leaves at its slot). Acks, which
+    ``PromptDelays``), so a lost token costs at most one poll (and a tick of Redis's
+    timer, ``REDIS_TICK_MS``), and ends when the next delayed message the consumer holds
+    comes due: the consumer's thread moves such a message to its queue only when a look
+    returns, so it goes on time, not up to a poll late (a delivery held back for a
+    rate-limit slot leaves at its slot). Redis would end that BLPOP up to a tick late, so
+    the last tick before the message is due is slept in the consumer. Acks, which
     that thread sends too, may wait up to a poll; they only free prefetch room. A consumer
     whose last fetch emptied the queue waits for the doorbell before it fetches again, so
     an idle worker makes one fetch a message, not two.
@@ -218,8 +224,17 @@ class _DoorbellConsumer(_RedisConsumer):
             due = True
         if due:
             return None  # back to the thread at once, which moves them to their queue
-        wait_ms = min(self.timeout_ms, self.etas[0] - now) if self.etas else self.timeout_ms
-        self._wait_for_doorbell(max(wait_ms, 1) / 1000)  # never 0: BLPOP would wait forever
+        if not self.etas:
+            self._wait_for_doorbell(max(self.timeout_ms, 1) / 1000)  # 0: BLPOP waits forever
+        else:
+            # The wait must end on time: BLPOP for all of it but Redis's last tick, which
+            # is slept here (a token rung meanwhile stays in the list for the next wait).
+            end = now + min(self.timeout_ms, self.etas[0] - now)
+            rung = end - now > REDIS_TICK_MS and self._wait_for_doorbell(
+                (end - now - REDIS_TICK_MS) / 1000
+            )
+            if not rung:
+                time.sleep(max(end - current_millis(), 0) / 1000)
         self.look = True  # a token, or the end of the wait: look either way
         return None
 
@@ -228,10 +243,11 @@ class _DoorbellConsumer(_RedisConsumer):
             heapq.heappush(self.etas, int(message.options["eta"]))
         return message
 
-    def _wait_for_doorbell(self, seconds: float) -> None:
+    def _wait_for_doorbell(self, seconds: float) -> bool:
+        """Whether a token came (a lookup is due) before ``seconds`` passed."""
         try:
-            self.broker.client.blpop([self.doorbell], timeout=seconds)
+            return self.broker.client.blpop([self.doorbell], timeout=seconds) is not None
         except redis.TimeoutError:
-            return  # a socket_timeout shorter than the wait: look again
+            return True  # a socket_timeout shorter than the wait: look again
         except redis.ConnectionError as exc:
             raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]

@@ -128,6 +128,25 @@ def test_a_consumer_holding_a_delayed_message_looks_again_when_it_is_due(broker)
     consumer.close()
 
 
+def test_a_message_due_within_a_tick_of_redis_is_looked_at_on_time(broker):
+    """Redis ends a BLPOP's timeout only on its timer's tick (every 100 ms by default):
+    a wait for a message due 30 ms from now ends then, not up to a tick later, which
+    had rate-limited deliveries leave a slot late and then two at once. Ten tries,
+    as a tick's phase is random: with the BLPOP each is late by 0 to 100 ms."""
+    consumer = broker.consume(dq_name(QUEUE), prefetch=10, timeout=60_000)
+    late = []
+    for n in range(10):
+        broker.enqueue(message(n), delay=30)
+        held = next((m for m in (next(consumer) for _ in range(20)) if m is not None), None)
+        assert held is not None  # woken by its token, then fetched
+        while next(consumer) is not None or current_millis() < held.options["eta"]:
+            pass  # the look that returns at the eta (None: nothing else to hand out)
+        late.append(current_millis() - held.options["eta"])
+        consumer.ack(held)
+    consumer.close()
+    assert max(late) < 60, late
+
+
 def test_a_plain_redis_broker_consumes_what_it_enqueued(broker, redis_url):
     """The doorbell is an addition: workers of Dramatiq's own broker share the queues."""
     broker.enqueue(message(7))
