@@ -155,8 +155,7 @@ class PromptRedisBroker(RedisBroker):
     comes due: the consumer's thread moves such a message to its queue only when a look
     returns, so it goes on time, not up to a poll late (a delivery held back for a
     rate-limit slot leaves at its slot). Redis would end that BLPOP up to a tick late, so
-    the last tick before the message is due is slept in the consumer. Acks, which
-    that thread sends too, may wait up to a poll; they only free prefetch room. A consumer
+    the last tick before the message is due is slept in the consumer. A consumer
     whose last fetch emptied the queue waits for the doorbell before it fetches again, so
     an idle worker makes one fetch a message, not two.
 
@@ -208,8 +207,8 @@ class _DoorbellConsumer(_RedisConsumer):
             return self._hand_out(super().__next__())  # type: ignore[no-untyped-call]
         room = self.prefetch - self.outstanding_message_count
         if room <= 0:
-            # No room: a token would wake nobody who can take work. The acks this thread
-            # sends after each look make room; look again soon.
+            # No room: a token would wake nobody who can take work. The worker threads'
+            # acks make room; look again soon.
             time.sleep(BUSY_WAIT_MS / 1000)
             return None
         if self.look:
