@@ -14,9 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from rest_hooks import metrics
-from rest_hooks.metrics.collectors import COLLECTORS
-from tests.test_metrics import FAMILIES
+from tests.helpers import FAMILIES, exposed_families
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 PROMETHEUS = DEPLOY / "prometheus"
@@ -71,13 +69,6 @@ def test_every_alert_has_a_unit_test():
 
 
 # -- names ------------------------------------------------------------------------------
-
-
-def exposed_families() -> dict[str, str]:
-    """name -> type of every family the app registers (at import and at scrape time)."""
-    described = [m for f in metrics.FAMILIES for m in f.describe()]
-    described += [m for c in COLLECTORS for m in c.describe()]
-    return {m.name: m.type for m in described}
 
 
 def sample_names() -> dict[str, str]:

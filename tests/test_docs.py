@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 from rest_hooks.conf import DEFAULTS
+from tests.helpers import ROOT, exposed_families
 
-ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
 
 
@@ -23,8 +22,6 @@ def test_every_check_id_is_in_the_checks_table():
 
 
 def test_every_metric_family_is_in_the_metrics_table():
-    from tests.test_deploy import exposed_families
-
     names = [n + "_total" if k == "counter" else n for n, k in exposed_families().items()]
     assert len(names) == 12
     assert [n for n in names if f"| `{n}` |" not in README] == []

@@ -20,7 +20,7 @@ from rest_hooks.models import Delivery, Event, Hook
 from rest_hooks.security import verify
 from rest_hooks.signals import raw_hook_event
 from rest_hooks.tasks import LEASE_MARGIN
-from tests.conftest import wait_until
+from tests.helpers import wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
 

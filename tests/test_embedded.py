@@ -16,9 +16,8 @@ from typing import Any
 from standardwebhooks.webhooks import Webhook
 
 from bookstore.receiver import Answer
-from tests.conftest import run_scenario
+from tests.helpers import run_scenario
 
-ROOT = Path(__file__).resolve().parent.parent
 # The scenario waits at most this long for the delivery, then exits.
 WAIT = 15.0
 

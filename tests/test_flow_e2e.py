@@ -22,7 +22,7 @@ from bookstore.receiver import Answer, Receiver
 from rest_hooks import gatekeeper
 from rest_hooks.delivery.flow import origin_of
 from rest_hooks.models import Delivery, Hook
-from tests.conftest import wait_until
+from tests.helpers import wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
 

@@ -31,7 +31,7 @@ from rest_hooks.delivery.http import (
     resolve_host,
 )
 from rest_hooks.security.network import AddressPolicy, IPAddress, TargetRefused, check_url
-from tests.conftest import wait_until
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.timeout(30)
 

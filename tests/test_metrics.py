@@ -25,26 +25,11 @@ from rest_hooks.metrics import breakers
 from rest_hooks.metrics.middleware import MetricsMiddleware
 from rest_hooks.models import Delivery, Event, Hook
 from rest_hooks.signals import raw_hook_event
+from tests.helpers import FAMILIES
 
 pytestmark = pytest.mark.django_db
 
 PRIVATE_OK = {"ALLOW_PRIVATE_TARGETS": True}
-
-#: family -> (type, label names) of every family /metrics shows.
-FAMILIES = {
-    "rest_hooks_events_captured": ("counter", {"event"}),
-    "rest_hooks_delivery_attempts": ("counter", {"event", "outcome", "status_class", "host"}),
-    "rest_hooks_delivery_duration_seconds": ("histogram", {"event", "host"}),
-    "rest_hooks_delivery_lag_seconds": ("histogram", {"event"}),
-    "rest_hooks_fanout_size": ("histogram", {"event"}),
-    "rest_hooks_deliveries_in_flight": ("gauge", set()),
-    "rest_hooks_deferrals": ("counter", {"reason"}),
-    "rest_hooks_breaker_transitions": ("counter", {"to_state", "host"}),
-    "rest_hooks_hooks_disabled": ("counter", {"reason"}),
-    "rest_hooks_outbox_pending_events": ("gauge", set()),
-    "rest_hooks_outbox_oldest_pending_age_seconds": ("gauge", set()),
-    "rest_hooks_breakers": ("gauge", {"state"}),
-}
 
 
 def scrape(client: Any, **headers: Any) -> dict[str, Any]:

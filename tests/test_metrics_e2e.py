@@ -29,8 +29,8 @@ from django.conf import settings
 from bookstore.models import Book
 from bookstore.receiver import Answer
 from rest_hooks.models import Delivery, Hook
-from tests import conftest
-from tests.conftest import ROOT, project_env
+from tests import helpers
+from tests.helpers import ROOT, project_env
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
 
@@ -45,7 +45,7 @@ def free_port() -> int:
 
 
 # Prometheus and the metrics server take their time to start and to scrape.
-wait_until = functools.partial(conftest.wait_until, timeout=30.0, interval=0.2)
+wait_until = functools.partial(helpers.wait_until, timeout=30.0, interval=0.2)
 
 
 def http_get(url: str, token: str | None = None) -> tuple[int, bytes]:

@@ -14,9 +14,7 @@ from typing import Any
 
 from standardwebhooks.webhooks import Webhook
 
-from tests.conftest import run_scenario
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import run_scenario
 
 
 def run_custom_scenario(tmp_path: Path, receiver_url: str) -> dict[str, Any]:

@@ -1,0 +1,164 @@
+"""What the tests share: polling, subprocess scenarios, worker processes.
+
+Fixtures live in ``conftest.py``; everything a test module imports lives here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from django.db import connection
+
+from rest_hooks import metrics
+from rest_hooks.metrics.collectors import COLLECTORS
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_until(
+    predicate: Callable[[], Any], what: str, timeout: float = 20.0, interval: float = 0.05
+) -> Any:
+    """Poll ``predicate`` until it returns something truthy, and return that; fail the
+    test, naming ``what``, after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def run_scenario(module: str, settings_module: str, timeout: float, **env: str) -> dict[str, Any]:
+    """Run ``python -m module`` in a fresh process, away from the suite's Redis and database.
+
+    Its settings come from ``settings_module`` and ``env``; it prints a JSON result as its
+    last line, which is returned.
+    """
+    private = {
+        "REST_HOOKS_TEST_REDIS_URL",
+        "REST_HOOKS_TEST_DB",
+        "REST_HOOKS_TEST_DB_NAME",
+        "REST_HOOKS_TEST_OVERRIDES",
+    }
+    full_env = {k: v for k, v in os.environ.items() if k not in private}
+    full_env.update(
+        DJANGO_SETTINGS_MODULE=settings_module,
+        PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'example'}",
+        **env,
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", module],
+        cwd=ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, f"{module} failed:\n{proc.stdout}\n{proc.stderr}"
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def project_env(overrides: dict[str, Any]) -> dict[str, str]:
+    """The environment of a process of the project (worker, web server) that a test starts:
+    the test settings on the test database, with ``overrides`` as REST_HOOKS entries."""
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "REST_HOOKS_TEST_DB_NAME": str(connection.settings_dict["NAME"]),
+        "REST_HOOKS_TEST_OVERRIDES": json.dumps(overrides),
+        "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'example'}",
+    }
+
+
+class Workers:
+    """``rundramatiq`` worker processes, as an operator would start them."""
+
+    def __init__(self, processes: int, threads: int, overrides: dict[str, Any]) -> None:
+        env = project_env(overrides)
+        self.processes = processes
+        self.output: list[str] = []
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "django",
+                "rundramatiq",
+                "--processes",
+                str(processes),
+                "--threads",
+                str(threads),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.output.append(line)
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ready = sum("is ready for action" in line for line in self.output)
+            if ready >= self.processes:
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError("workers did not start:\n" + "".join(self.output[-50:]))
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+    def kill(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+
+# -- metrics ---------------------------------------------------------------------------
+
+#: family -> (type, label names) of every family /metrics shows.
+FAMILIES = {
+    "rest_hooks_events_captured": ("counter", {"event"}),
+    "rest_hooks_delivery_attempts": ("counter", {"event", "outcome", "status_class", "host"}),
+    "rest_hooks_delivery_duration_seconds": ("histogram", {"event", "host"}),
+    "rest_hooks_delivery_lag_seconds": ("histogram", {"event"}),
+    "rest_hooks_fanout_size": ("histogram", {"event"}),
+    "rest_hooks_deliveries_in_flight": ("gauge", set()),
+    "rest_hooks_deferrals": ("counter", {"reason"}),
+    "rest_hooks_breaker_transitions": ("counter", {"to_state", "host"}),
+    "rest_hooks_hooks_disabled": ("counter", {"reason"}),
+    "rest_hooks_outbox_pending_events": ("gauge", set()),
+    "rest_hooks_outbox_oldest_pending_age_seconds": ("gauge", set()),
+    "rest_hooks_breakers": ("gauge", {"state"}),
+}
+
+
+def exposed_families() -> dict[str, str]:
+    """name -> type of every family the app registers (at import and at scrape time)."""
+    described = [m for f in metrics.FAMILIES for m in f.describe()]
+    described += [m for c in COLLECTORS for m in c.describe()]
+    return {m.name: m.type for m in described}
