@@ -12,7 +12,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -162,3 +163,27 @@ def exposed_families() -> dict[str, str]:
     described = [m for f in metrics.FAMILIES for m in f.describe()]
     described += [m for c in COLLECTORS for m in c.describe()]
     return {m.name: m.type for m in described}
+
+
+# -- the fault suite ---------------------------------------------------------------------
+
+
+def tally(fault: str, events: int, expected: Iterable[Any], requests: Iterable[Any]) -> None:
+    """Print the fault suite's one line for a fault, and fail the test on any loss.
+
+    ``expected``: the ids of the deliveries that must arrive; ``requests``: what the
+    receivers got (anything with a ``headers`` mapping holding ``x-hook-id``). Repeats of
+    an id are at-least-once's duplicates: counted, never a failure.
+    """
+    wanted = {str(delivery_id) for delivery_id in expected}
+    seen = Counter(request.headers["x-hook-id"] for request in requests)
+    delivered = wanted & set(seen)
+    lost = wanted - delivered
+    duplicates = sum(seen.values()) - len(seen)
+    unexpected = set(seen) - wanted
+    print(
+        f"\nfault tally: {fault}: events={events} expected={len(wanted)} "
+        f"delivered={len(delivered)} duplicates={duplicates} lost={len(lost)}"
+    )
+    assert not lost, f"{fault}: {len(lost)} deliveries lost, e.g. {sorted(lost)[:5]}"
+    assert not unexpected, f"{fault}: deliveries nobody expected: {sorted(unexpected)[:5]}"
