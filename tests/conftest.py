@@ -13,7 +13,7 @@ import pytest
 from django.conf import settings
 
 from bookstore.receiver import Receiver
-from tests.helpers import Workers
+from tests.helpers import TALLIES, Workers
 
 
 @pytest.fixture
@@ -92,3 +92,11 @@ def fresh_flow_control() -> None:
         if keys:
             client.delete(*keys)
     gatekeeper._forget()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The fault suite's tally lines, one per fault, whether its test passed or not."""
+    if TALLIES:
+        terminalreporter.section("fault tallies")
+        for line in TALLIES:
+            terminalreporter.write_line(line)

@@ -167,9 +167,12 @@ def exposed_families() -> dict[str, str]:
 
 # -- the fault suite ---------------------------------------------------------------------
 
+#: The tally lines of this run, printed at its end (``pytest_terminal_summary``).
+TALLIES: list[str] = []
+
 
 def tally(fault: str, events: int, expected: Iterable[Any], requests: Iterable[Any]) -> None:
-    """Print the fault suite's one line for a fault, and fail the test on any loss.
+    """Record the fault suite's one line for a fault, and fail the test on any loss.
 
     ``expected``: the ids of the deliveries that must arrive; ``requests``: what the
     receivers got (anything with a ``headers`` mapping holding ``x-hook-id``). Repeats of
@@ -181,9 +184,9 @@ def tally(fault: str, events: int, expected: Iterable[Any], requests: Iterable[A
     lost = wanted - delivered
     duplicates = sum(seen.values()) - len(seen)
     unexpected = set(seen) - wanted
-    print(
-        f"\nfault tally: {fault}: events={events} expected={len(wanted)} "
-        f"delivered={len(delivered)} duplicates={duplicates} lost={len(lost)}"
+    TALLIES.append(
+        f"{fault}: events={events} expected={len(wanted)} delivered={len(delivered)} "
+        f"duplicates={duplicates} lost={len(lost)}"
     )
     assert not lost, f"{fault}: {len(lost)} deliveries lost, e.g. {sorted(lost)[:5]}"
     assert not unexpected, f"{fault}: deliveries nobody expected: {sorted(unexpected)[:5]}"
