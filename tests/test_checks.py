@@ -397,6 +397,55 @@ def test_good_metrics_settings_pass():
         assert rest_hooks_messages() == []
 
 
+@pytest.mark.parametrize("token", ["s3cr3t-token-from-a-file\n", " s3cr3t-token", "\ttoken\r\n"])
+def test_metrics_token_with_surrounding_white_space(token):
+    # An Authorization header cannot carry that white space: such a token never matches.
+    with rest_hooks_setting(METRICS_TOKEN=token):
+        (error,) = only("rest_hooks.E013")
+    assert "METRICS_TOKEN" in error.msg
+    assert ".strip()" in error.hint
+
+
+@pytest.mark.parametrize(
+    ("networks", "meant"),
+    [(["10.0.0.1/8"], "10.0.0.0/8"), (["::1", "fd00::1/64"], "fd00::/64")],
+)
+def test_metrics_allowed_network_with_host_bits(networks, meant):
+    with rest_hooks_setting(METRICS_ALLOWED_NETWORKS=networks):
+        (error,) = only("rest_hooks.E014")
+    assert repr(networks[-1]) in error.msg
+    assert f"Write {meant!r} for the network" in error.hint
+    host = networks[-1].partition("/")[0]
+    assert f"or '{host}/{32 if '.' in host else 128}' for the one host" in error.hint
+
+
+@pytest.mark.parametrize(
+    ("networks", "hint"),
+    [
+        (["10.20.0.1/16"], "Write '10.20.0.0/16'"),
+        (["10.20.0.0/16", "2001:db8::1/32"], "Write '2001:db8::/32'"),
+        (["10.20.0.0/33"], "'10.20.0.0/16'"),
+        (["10.20.0.0.0/16"], "'10.20.0.0/16'"),
+        (["10.20.0.0/16", 10], "'10.20.0.0/16'"),
+        ("10.20.0.0/16", "a list"),
+        (None, "a list"),
+    ],
+)
+def test_malformed_allowed_networks(networks, hint):
+    with rest_hooks_setting(ALLOWED_NETWORKS=networks):
+        (error,) = only("rest_hooks.E015")
+    assert "ALLOWED_NETWORKS" in error.msg
+    assert hint in error.hint
+
+
+def test_good_allowed_networks_pass():
+    from ipaddress import IPv4Network
+
+    networks = ["10.20.0.0/16", "fd00::/8", "192.0.2.7", IPv4Network("172.16.0.0/12")]
+    with rest_hooks_setting(ALLOWED_NETWORKS=networks, METRICS_ALLOWED_NETWORKS=networks[:3]):
+        assert rest_hooks_messages() == []
+
+
 def test_multiproc_dir_missing_or_not_a_directory(tmp_path, monkeypatch):
     """W002, and W003: this test process imported prometheus_client without the variable."""
     for path in (tmp_path / "missing", tmp_path / "a-file"):
