@@ -17,7 +17,7 @@ from django.utils.module_loading import import_string
 from rest_hooks.broker import current_broker, is_embedded
 from rest_hooks.conf import DEFAULTS, hook_model_label, hook_settings
 from rest_hooks.delivery.flow import parse_rate
-from rest_hooks.events import parse_hook_events
+from rest_hooks.events import BUILT_IN_ACTIONS, parse_hook_events
 from rest_hooks.metrics.exposition import multiprocess_dir
 from rest_hooks.security.encryption import SecretBox
 from rest_hooks.security.network import IPNetwork
@@ -115,6 +115,66 @@ def check_hook_events(app_configs: Any = None, **kwargs: Any) -> list[Error]:
                 )
             )
     return errors
+
+
+#: Custom actions people write for a built-in one, and the built-in ones they mean.
+ACTION_SYNONYMS = {
+    "add": ("created",),
+    "added": ("created",),
+    "change": ("updated",),
+    "changed": ("updated",),
+    "save": ("created", "updated"),
+    "saved": ("created", "updated"),
+    "remove": ("deleted",),
+    "removed": ("deleted",),
+    "destroy": ("deleted",),
+    "destroyed": ("deleted",),
+}
+
+
+@register()
+def check_hook_event_actions(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
+    """A custom action that looks like a built-in one: ``create`` for ``created``.
+
+    Only ``hook_event.send(...)`` sends a custom action; a near miss of a built-in action
+    would otherwise pass every check and never write an event.
+    """
+    hook_events = getattr(settings, "HOOK_EVENTS", None)
+    if not isinstance(hook_events, dict):
+        return []  # E001
+    warnings = []
+    for (model_label, action), route in parse_hook_events(hook_events)[0].items():
+        meant = _built_in_actions_meant(action)
+        if not meant or action in BUILT_IN_ACTIONS:
+            continue
+        plus = "+" if route.all_owners else ""
+        suggestions = " or ".join(repr(f"{model_label}.{m}{plus}") for m in meant)
+        warnings.append(
+            Warning(
+                f"HOOK_EVENTS[{route.event_name!r}] routes the custom action {action!r} of "
+                f"{model_label}: nothing sends it but your own hook_event.send(sender=..., "
+                f"action={action!r}, instance=...), so it never fires on a save or delete.",
+                hint=f"Did you mean {suggestions}? If your code sends {action!r} itself, "
+                "add 'rest_hooks.W006' to SILENCED_SYSTEM_CHECKS.",
+                id="rest_hooks.W006",
+            )
+        )
+    return warnings
+
+
+def _built_in_actions_meant(action: str) -> tuple[str, ...]:
+    """The built-in actions ``action`` looks like a spelling of, if any.
+
+    Close spellings of ``created``/``create``... (case aside), or a known synonym. The
+    cut-off keeps a one-letter slip (``crated``, ``craeted``) and lets real custom actions
+    pass (``read``, ``selected``, ``moved``).
+    """
+    word = action.strip().lower()
+    if word in ACTION_SYNONYMS:
+        return ACTION_SYNONYMS[word]
+    stems = {built_in.removesuffix("d"): built_in for built_in in BUILT_IN_ACTIONS}
+    close = difflib.get_close_matches(word, [*BUILT_IN_ACTIONS, *stems], n=1, cutoff=0.85)
+    return (stems.get(close[0], close[0]),) if close else ()
 
 
 @register()

@@ -125,6 +125,40 @@ def test_two_events_for_one_model_action():
     assert "Keep one of the two entries" in error.hint
 
 
+@pytest.mark.parametrize(
+    ("action", "meant"),
+    [
+        ("create", "'bookstore.Book.created'"),
+        ("Created", "'bookstore.Book.created'"),
+        ("UPDATE", "'bookstore.Book.updated'"),
+        ("delted", "'bookstore.Book.deleted'"),
+        ("craeted+", "'bookstore.Book.created+'"),
+        ("added", "'bookstore.Book.created'"),
+        ("removed", "'bookstore.Book.deleted'"),
+        ("Destroy", "'bookstore.Book.deleted'"),
+        ("save", "'bookstore.Book.created' or 'bookstore.Book.updated'"),
+    ],
+)
+def test_a_near_miss_of_a_built_in_action_is_a_warning(action, meant):
+    # Nothing but hook_event.send(...) ever sends a custom action: without this warning
+    # "create" for "created" passed every check and never wrote an event.
+    with override_settings(HOOK_EVENTS={"book.new": f"bookstore.Book.{action}"}):
+        (warning,) = only("rest_hooks.W006")
+    assert "HOOK_EVENTS['book.new']" in warning.msg
+    assert repr(action.removesuffix("+")) in warning.msg
+    assert "hook_event.send(" in warning.msg
+    assert f"Did you mean {meant}?" in warning.hint
+    assert "SILENCED_SYSTEM_CHECKS" in warning.hint
+
+
+@pytest.mark.parametrize(
+    "action", ["read", "published", "shipped", "archived", "moved", "selected", "logged_in"]
+)
+def test_real_custom_actions_raise_no_warning(action):
+    with override_settings(HOOK_EVENTS={"book.it": f"bookstore.Book.{action}+"}):
+        assert rest_hooks_messages() == []
+
+
 # -- REST_HOOKS -------------------------------------------------------------------------------
 
 
