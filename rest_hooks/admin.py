@@ -10,6 +10,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.auth import get_permission_codename
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
@@ -64,7 +65,11 @@ class HookAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             request, "The hook was created.", [(obj, obj.public_key or obj.secret)]
         )
 
-    @admin.action(description="Rotate the signing secret (old one valid for the grace period)")
+    # Rotating writes new secrets and shows them: the change permission, never view only.
+    @admin.action(
+        description="Rotate the signing secret (old one valid for the grace period)",
+        permissions=["change"],
+    )
     def rotate_secrets(self, request: HttpRequest, queryset: QuerySet[Any]) -> HttpResponse:
         credentials = [(hook, hook.rotate_secret()) for hook in queryset]
         grace = float(hook_settings.SECRET_ROTATION_GRACE) / 3600
@@ -178,7 +183,13 @@ class DeliveryAdmin(ReadOnlyAdmin):
     def response_pretty(self, obj: Delivery) -> str:
         return format_html("<pre>{}</pre>", obj.response_excerpt)
 
-    @admin.action(description="Redeliver the selected deliveries")
+    def has_redeliver_permission(self, request: HttpRequest) -> bool:
+        """Redelivering changes deliveries: it takes their change permission, although
+        the admin itself never edits the log (``has_change_permission`` is always False)."""
+        codename = get_permission_codename("change", self.opts)
+        return bool(request.user.has_perm(f"{self.opts.app_label}.{codename}"))
+
+    @admin.action(description="Redeliver the selected deliveries", permissions=["redeliver"])
     def redeliver_selected(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> None:
         count = redeliver(queryset)
         skipped = queryset.count() - count

@@ -6,6 +6,7 @@ import difflib
 import math
 import os
 import sys
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Any
 
 from django.apps import apps
@@ -16,10 +17,10 @@ from django.utils.module_loading import import_string
 from rest_hooks.broker import current_broker, is_embedded
 from rest_hooks.conf import DEFAULTS, hook_model_label, hook_settings
 from rest_hooks.delivery.flow import parse_rate
-from rest_hooks.events import parse_hook_events
-from rest_hooks.metrics.access import parse_networks
+from rest_hooks.events import BUILT_IN_ACTIONS, parse_hook_events
 from rest_hooks.metrics.exposition import multiprocess_dir
 from rest_hooks.security.encryption import SecretBox
+from rest_hooks.security.network import IPNetwork
 
 #: Middleware the actors rely on in worker processes: (dotted path, why).
 REQUIRED_MIDDLEWARE = [
@@ -114,6 +115,66 @@ def check_hook_events(app_configs: Any = None, **kwargs: Any) -> list[Error]:
                 )
             )
     return errors
+
+
+#: Custom actions people write for a built-in one, and the built-in ones they mean.
+ACTION_SYNONYMS = {
+    "add": ("created",),
+    "added": ("created",),
+    "change": ("updated",),
+    "changed": ("updated",),
+    "save": ("created", "updated"),
+    "saved": ("created", "updated"),
+    "remove": ("deleted",),
+    "removed": ("deleted",),
+    "destroy": ("deleted",),
+    "destroyed": ("deleted",),
+}
+
+
+@register()
+def check_hook_event_actions(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
+    """A custom action that looks like a built-in one: ``create`` for ``created``.
+
+    Only ``hook_event.send(...)`` sends a custom action; a near miss of a built-in action
+    would otherwise pass every check and never write an event.
+    """
+    hook_events = getattr(settings, "HOOK_EVENTS", None)
+    if not isinstance(hook_events, dict):
+        return []  # E001
+    warnings = []
+    for (model_label, action), route in parse_hook_events(hook_events)[0].items():
+        meant = _built_in_actions_meant(action)
+        if not meant or action in BUILT_IN_ACTIONS:
+            continue
+        plus = "+" if route.all_owners else ""
+        suggestions = " or ".join(repr(f"{model_label}.{m}{plus}") for m in meant)
+        warnings.append(
+            Warning(
+                f"HOOK_EVENTS[{route.event_name!r}] routes the custom action {action!r} of "
+                f"{model_label}: nothing sends it but your own hook_event.send(sender=..., "
+                f"action={action!r}, instance=...), so it never fires on a save or delete.",
+                hint=f"Did you mean {suggestions}? If your code sends {action!r} itself, "
+                "add 'rest_hooks.W006' to SILENCED_SYSTEM_CHECKS.",
+                id="rest_hooks.W006",
+            )
+        )
+    return warnings
+
+
+def _built_in_actions_meant(action: str) -> tuple[str, ...]:
+    """The built-in actions ``action`` looks like a spelling of, if any.
+
+    Close spellings of ``created``/``create``... (case aside), or a known synonym. The
+    cut-off keeps a one-letter slip (``crated``, ``craeted``) and lets real custom actions
+    pass (``read``, ``selected``, ``moved``).
+    """
+    word = action.strip().lower()
+    if word in ACTION_SYNONYMS:
+        return ACTION_SYNONYMS[word]
+    stems = {built_in.removesuffix("d"): built_in for built_in in BUILT_IN_ACTIONS}
+    close = difflib.get_close_matches(word, [*BUILT_IN_ACTIONS, *stems], n=1, cutoff=0.85)
+    return (stems.get(close[0], close[0]),) if close else ()
 
 
 @register()
@@ -363,16 +424,11 @@ def check_metrics_settings(app_configs: Any = None, **kwargs: Any) -> list[Error
     ):
         problems.append("REST_HOOKS['METRICS_TOKEN'] must be a non-empty string or None.")
     networks = s.METRICS_ALLOWED_NETWORKS
-    if networks is not None:
-        try:
-            if isinstance(networks, str) or not all(isinstance(n, str) for n in networks):
-                raise ValueError
-            parse_networks(networks)
-        except (TypeError, ValueError):
-            problems.append(
-                "REST_HOOKS['METRICS_ALLOWED_NETWORKS'] must be None or a list of networks "
-                f"like '10.0.0.0/8', not {networks!r}."
-            )
+    if networks is not None and _read_networks(networks) is None:
+        problems.append(
+            "REST_HOOKS['METRICS_ALLOWED_NETWORKS'] must be None or a list of networks "
+            f"like '10.0.0.0/8', not {networks!r}."
+        )
     if not isinstance(s.METRICS_TARGET_HOST, bool):
         problems.append("REST_HOOKS['METRICS_TARGET_HOST'] must be True or False.")
     return [
@@ -384,6 +440,87 @@ def check_metrics_settings(app_configs: Any = None, **kwargs: Any) -> list[Error
         )
         for p in problems
     ]
+
+
+@register()
+def check_settings_that_never_work(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    """Settings that pass the checks of their form yet can never work as written: a
+    METRICS_TOKEN no header can match (E013), networks with host bits set (E014, E015)."""
+    errors = []
+    token = hook_settings.METRICS_TOKEN
+    if isinstance(token, str) and token != token.strip():
+        errors.append(
+            Error(
+                "REST_HOOKS['METRICS_TOKEN'] begins or ends with white space (a token read "
+                "from a file keeps its newline): no Authorization header can ever match it.",
+                hint="Strip it, e.g. Path('/run/secrets/metrics-token').read_text().strip() "
+                "or os.environ['METRICS_TOKEN'].strip().",
+                id="rest_hooks.E013",
+            )
+        )
+    errors += _host_bits_errors(
+        "METRICS_ALLOWED_NETWORKS",
+        _read_networks(hook_settings.METRICS_ALLOWED_NETWORKS) or {},
+        "/metrics would answer every request with an error (500)",
+        "rest_hooks.E014",
+    )
+    delivery_networks = hook_settings.ALLOWED_NETWORKS
+    read = _read_networks(delivery_networks)
+    if read is None:
+        errors.append(
+            Error(
+                "REST_HOOKS['ALLOWED_NETWORKS'] must be a list of networks, not "
+                f"{delivery_networks!r}: every delivery would fail and be retried.",
+                hint="Write a list such as ['10.20.0.0/16', 'fd00::/8'] (an address alone "
+                "is one host); [] opens no exception.",
+                id="rest_hooks.E015",
+            )
+        )
+    errors += _host_bits_errors(
+        "ALLOWED_NETWORKS",
+        read or {},
+        "every delivery would fail and be retried",
+        "rest_hooks.E015",
+    )
+    return errors
+
+
+def _read_networks(networks: Any) -> dict[Any, IPNetwork] | None:
+    """Each entry of a list of networks (``'10.0.0.0/8'``, ``'::1'`` or ipaddress network
+    objects) with the network it names, host bits or not; None if it is no such list."""
+    if isinstance(networks, str) or not isinstance(networks, list | tuple):
+        return None
+    read = {}
+    for entry in networks:
+        if not isinstance(entry, str | IPv4Network | IPv6Network):
+            return None
+        try:
+            read[entry] = ip_network(entry, strict=False)
+        except ValueError:
+            return None
+    return read
+
+
+def _host_bits_errors(
+    key: str, read: dict[Any, IPNetwork], consequence: str, check_id: str
+) -> list[Error]:
+    """An error naming the network meant for each entry whose host bits are set: the
+    settings are read strictly, so that a typo cannot open another range than written."""
+    errors = []
+    for entry, network in read.items():
+        try:
+            ip_network(entry)
+        except ValueError:
+            errors.append(
+                Error(
+                    f"REST_HOOKS[{key!r}] has {str(entry)!r}, a network with host bits set "
+                    f"(is it the network or one host?): {consequence}.",
+                    hint=f"Write {str(network)!r} for the network, or "
+                    f"'{str(entry).partition('/')[0]}/{network.max_prefixlen}' for the one host.",
+                    id=check_id,
+                )
+            )
+    return errors
 
 
 @register()

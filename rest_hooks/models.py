@@ -26,6 +26,7 @@ from rest_hooks.security.signing import generate_secret, generate_signing_key, p
 
 #: The column of django-rest-hooks 1.5.
 TARGET_MAX_LENGTH = 255
+RATE_LIMIT_MAX_LENGTH = 32
 #: Rotated-out secrets kept signing at once (each adds a signature to every delivery).
 MAX_PREVIOUS_SECRETS = 3
 
@@ -60,7 +61,7 @@ class AbstractHook(models.Model):
     disabled_reason = models.CharField(max_length=255, blank=True, default="")
     disabled_at = models.DateTimeField(null=True, blank=True)
     # Overrides REST_HOOKS["RATE_LIMIT"] and ORIGIN_LIMITS for this hook's target: "10/s".
-    rate_limit = models.CharField(max_length=32, blank=True, default="")
+    rate_limit = models.CharField(max_length=RATE_LIMIT_MAX_LENGTH, blank=True, default="")
     # Start of the current run of failed deliveries; cleared by any success.
     failing_since = models.DateTimeField(null=True, blank=True, editable=False)
 
@@ -134,10 +135,13 @@ class AbstractHook(models.Model):
             )
         except ValueError as exc:
             errors["target"] = str(exc)
-        try:
-            parse_rate(self.rate_limit)
-        except ValueError as exc:
-            errors["rate_limit"] = str(exc)
+        # A value over its max_length has its error from clean_fields() already; parsing
+        # it too would add a second error, and the parsing time of an arbitrary length.
+        if len(self.rate_limit or "") <= RATE_LIMIT_MAX_LENGTH:
+            try:
+                parse_rate(self.rate_limit)
+            except ValueError as exc:
+                errors["rate_limit"] = str(exc)
         if errors:
             raise ValidationError(errors)
 

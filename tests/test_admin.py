@@ -276,3 +276,90 @@ def test_rotate_action_shows_the_new_secrets_once(admin_client, user):
     assert f'<code class="hook-credential">{ed_hook.public_key}</code>' in html
     assert ed_hook.secret not in html
     assert hmac_hook.secret not in page(admin_client, url("hook_change", hmac_hook.pk))
+
+
+# -- permissions: a view-only staff user may look, never rotate or redeliver -------------
+
+
+def staff_client(client: Any, django_user_model: Any, *codenames: str) -> Any:
+    """The test client logged in as a staff user holding only the permissions named."""
+    from django.contrib.auth.models import Permission
+
+    staff = django_user_model.objects.create_user(
+        username=f"staff-{'-'.join(codenames)}", password="x", is_staff=True
+    )
+    staff.user_permissions.set(Permission.objects.filter(codename__in=codenames))
+    client.force_login(staff)
+    return client
+
+
+VIEW_ONLY = ("view_hook", "view_delivery", "view_event")
+
+
+def test_a_view_only_user_is_not_offered_rotate_or_redeliver(client, django_user_model, user):
+    hook = Hook.objects.create(user=user, event="book.added", target="https://example.com/a")
+    make_delivery(hook, status=Delivery.Status.FAILED)
+    viewer = staff_client(client, django_user_model, *VIEW_ONLY)
+    hooks_html = page(viewer, url("hook_changelist"))
+    deliveries_html = page(viewer, url("delivery_changelist"))
+    assert "https://example.com/a" in hooks_html
+    assert 'value="rotate_secrets"' not in hooks_html
+    assert 'value="redeliver_selected"' not in deliveries_html
+
+
+def test_a_view_only_user_cannot_rotate_a_secret_by_posting(client, django_user_model, user):
+    hook = Hook.objects.create(user=user, event="book.added", target="https://example.com/a")
+    secret = hook.secret
+    viewer = staff_client(client, django_user_model, *VIEW_ONLY)
+    response = viewer.post(
+        url("hook_changelist"),
+        {"action": "rotate_secrets", "_selected_action": [hook.pk], "index": 0},
+        follow=True,
+    )
+    hook.refresh_from_db()
+    assert hook.secret == secret
+    assert hook.previous_secrets == ""
+    html = response.content.decode()
+    assert "hook-credential" not in html
+    assert "whsec_" not in html
+
+
+def test_a_view_only_user_cannot_redeliver_by_posting(client, django_user_model, user):
+    hook = Hook.objects.create(user=user, event="book.added", target="https://example.com/a")
+    delivery = make_delivery(hook, status=Delivery.Status.FAILED, attempts=3)
+    viewer = staff_client(client, django_user_model, *VIEW_ONLY)
+    response = viewer.post(
+        url("delivery_changelist"),
+        {"action": "redeliver_selected", "_selected_action": [str(delivery.pk)], "index": 0},
+        follow=True,
+    )
+    assert "queued again" not in response.content.decode()
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts) == (Delivery.Status.FAILED, 3)
+
+
+def test_a_user_with_the_change_permissions_can_rotate_and_redeliver(
+    client, django_user_model, user
+):
+    hook = Hook.objects.create(user=user, event="book.added", target="https://example.com/a")
+    old_secret = hook.secret
+    delivery = make_delivery(hook, status=Delivery.Status.FAILED, attempts=3)
+    editor = staff_client(client, django_user_model, *VIEW_ONLY, "change_hook", "change_delivery")
+    assert 'value="rotate_secrets"' in page(editor, url("hook_changelist"))
+    assert 'value="redeliver_selected"' in page(editor, url("delivery_changelist"))
+
+    response = editor.post(
+        url("hook_changelist"), {"action": "rotate_secrets", "_selected_action": [hook.pk]}
+    )
+    hook.refresh_from_db()
+    assert hook.secret != old_secret
+    assert f'<code class="hook-credential">{hook.secret}</code>' in response.content.decode()
+
+    editor.post(
+        url("delivery_changelist"),
+        {"action": "redeliver_selected", "_selected_action": [str(delivery.pk)]},
+    )
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts) == (Delivery.Status.PENDING, 0)
+    # The log itself stays read-only, change permission or not.
+    assert editor.post(url("delivery_change", delivery.pk), {"attempts": 9}).status_code == 403

@@ -125,6 +125,40 @@ def test_two_events_for_one_model_action():
     assert "Keep one of the two entries" in error.hint
 
 
+@pytest.mark.parametrize(
+    ("action", "meant"),
+    [
+        ("create", "'bookstore.Book.created'"),
+        ("Created", "'bookstore.Book.created'"),
+        ("UPDATE", "'bookstore.Book.updated'"),
+        ("delted", "'bookstore.Book.deleted'"),
+        ("craeted+", "'bookstore.Book.created+'"),
+        ("added", "'bookstore.Book.created'"),
+        ("removed", "'bookstore.Book.deleted'"),
+        ("Destroy", "'bookstore.Book.deleted'"),
+        ("save", "'bookstore.Book.created' or 'bookstore.Book.updated'"),
+    ],
+)
+def test_a_near_miss_of_a_built_in_action_is_a_warning(action, meant):
+    # Nothing but hook_event.send(...) ever sends a custom action: without this warning
+    # "create" for "created" passed every check and never wrote an event.
+    with override_settings(HOOK_EVENTS={"book.new": f"bookstore.Book.{action}"}):
+        (warning,) = only("rest_hooks.W006")
+    assert "HOOK_EVENTS['book.new']" in warning.msg
+    assert repr(action.removesuffix("+")) in warning.msg
+    assert "hook_event.send(" in warning.msg
+    assert f"Did you mean {meant}?" in warning.hint
+    assert "SILENCED_SYSTEM_CHECKS" in warning.hint
+
+
+@pytest.mark.parametrize(
+    "action", ["read", "published", "shipped", "archived", "moved", "selected", "logged_in"]
+)
+def test_real_custom_actions_raise_no_warning(action):
+    with override_settings(HOOK_EVENTS={"book.it": f"bookstore.Book.{action}+"}):
+        assert rest_hooks_messages() == []
+
+
 # -- REST_HOOKS -------------------------------------------------------------------------------
 
 
@@ -394,6 +428,55 @@ def test_good_metrics_settings_pass():
         "METRICS_TARGET_HOST": True,
     }
     with rest_hooks_setting(**entries):
+        assert rest_hooks_messages() == []
+
+
+@pytest.mark.parametrize("token", ["s3cr3t-token-from-a-file\n", " s3cr3t-token", "\ttoken\r\n"])
+def test_metrics_token_with_surrounding_white_space(token):
+    # An Authorization header cannot carry that white space: such a token never matches.
+    with rest_hooks_setting(METRICS_TOKEN=token):
+        (error,) = only("rest_hooks.E013")
+    assert "METRICS_TOKEN" in error.msg
+    assert ".strip()" in error.hint
+
+
+@pytest.mark.parametrize(
+    ("networks", "meant"),
+    [(["10.0.0.1/8"], "10.0.0.0/8"), (["::1", "fd00::1/64"], "fd00::/64")],
+)
+def test_metrics_allowed_network_with_host_bits(networks, meant):
+    with rest_hooks_setting(METRICS_ALLOWED_NETWORKS=networks):
+        (error,) = only("rest_hooks.E014")
+    assert repr(networks[-1]) in error.msg
+    assert f"Write {meant!r} for the network" in error.hint
+    host = networks[-1].partition("/")[0]
+    assert f"or '{host}/{32 if '.' in host else 128}' for the one host" in error.hint
+
+
+@pytest.mark.parametrize(
+    ("networks", "hint"),
+    [
+        (["10.20.0.1/16"], "Write '10.20.0.0/16'"),
+        (["10.20.0.0/16", "2001:db8::1/32"], "Write '2001:db8::/32'"),
+        (["10.20.0.0/33"], "'10.20.0.0/16'"),
+        (["10.20.0.0.0/16"], "'10.20.0.0/16'"),
+        (["10.20.0.0/16", 10], "'10.20.0.0/16'"),
+        ("10.20.0.0/16", "a list"),
+        (None, "a list"),
+    ],
+)
+def test_malformed_allowed_networks(networks, hint):
+    with rest_hooks_setting(ALLOWED_NETWORKS=networks):
+        (error,) = only("rest_hooks.E015")
+    assert "ALLOWED_NETWORKS" in error.msg
+    assert hint in error.hint
+
+
+def test_good_allowed_networks_pass():
+    from ipaddress import IPv4Network
+
+    networks = ["10.20.0.0/16", "fd00::/8", "192.0.2.7", IPv4Network("172.16.0.0/12")]
+    with rest_hooks_setting(ALLOWED_NETWORKS=networks, METRICS_ALLOWED_NETWORKS=networks[:3]):
         assert rest_hooks_messages() == []
 
 

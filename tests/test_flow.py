@@ -156,6 +156,42 @@ def test_parse_rate_rejects(text: str | float) -> None:
         parse_rate(text)
 
 
+# Not a timed test: a linear parser reads a million characters in milliseconds, the
+# backtracking regex of old needed 745 ms for 8,000 and would need hours here. The bound
+# is only there to turn "hours" into a failure.
+@pytest.mark.timeout(5, method="signal")
+@pytest.mark.parametrize(
+    "text",
+    [
+        "1/" + " " * 10**6 + "x",
+        " " * 10**6 + "1 / " + " " * 10**6 + "s x",
+        "1" * 10**6 + "/" + "1" * 10**6 + " " * 10**6 + "x",
+        "1/" + " \t" * 10**6 + "s" + " " * 10**6 + "/",
+    ],
+    ids=["spaces-after-slash", "spaces-around", "digits-and-spaces", "tabs-and-a-second-slash"],
+)
+def test_parse_rate_takes_time_linear_in_its_input(text: str) -> None:
+    with pytest.raises(ValueError, match="not a rate"):
+        parse_rate(text)
+
+
+@pytest.mark.django_db
+def test_an_over_long_hook_rate_limit_gets_the_length_error_only(user: Any) -> None:
+    from django.core.exceptions import ValidationError
+
+    from rest_hooks.models import Hook
+
+    hook = Hook(user=user, event="book.added", target="https://example.com/hook")
+    hook.rate_limit = "1/" + " " * 8000 + "x"
+    with pytest.raises(ValidationError) as info:
+        hook.full_clean()
+    (message,) = info.value.message_dict["rate_limit"]
+    assert "at most 32 characters" in message
+    hook.rate_limit = "1/ x"
+    with pytest.raises(ValidationError, match="not a rate"):
+        hook.full_clean()
+
+
 @pytest.mark.parametrize(
     ("url", "expected"),
     [

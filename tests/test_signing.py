@@ -551,14 +551,120 @@ def test_timestamp_window_property(timestamp: int, offset: int, tolerance: int) 
         assert verify(BODY, headers, SECRET, tolerance=tolerance, now=now) == json.loads(BODY)
 
 
-@pytest.mark.parametrize(
-    ("tolerance", "now"), [(-1, None), (300, float("nan")), (300, float("inf"))]
-)
-def test_nonsensical_tolerance_or_now_is_a_caller_bug(tolerance: int, now: float | None) -> None:
+# --- the caller's own mistakes: TypeError / ValueError, checked before the request ------
+
+WRONG_TOLERANCES = [
+    pytest.param(True, TypeError, id="True"),
+    pytest.param(False, TypeError, id="False"),
+    pytest.param(1.5, TypeError, id="float"),
+    pytest.param("300", TypeError, id="str"),
+    pytest.param(None, TypeError, id="None"),
+    pytest.param(-1, ValueError, id="negative"),
+    pytest.param(10**18, ValueError, id="10**18"),
+    pytest.param(10**400, ValueError, id="10**400"),
+]
+WRONG_NOWS = [
+    pytest.param(True, TypeError, id="True"),
+    pytest.param("1700000000", TypeError, id="str"),
+    pytest.param(b"1700000000", TypeError, id="bytes"),
+    pytest.param(float("nan"), ValueError, id="nan"),
+    pytest.param(float("inf"), ValueError, id="inf"),
+    pytest.param(float("-inf"), ValueError, id="-inf"),
+    pytest.param(10**400, ValueError, id="10**400"),
+    pytest.param(-(10**400), ValueError, id="-10**400"),
+]
+
+
+@pytest.mark.parametrize(("tolerance", "error"), WRONG_TOLERANCES)
+def test_a_wrong_tolerance_is_the_callers_error(tolerance: Any, error: type[Exception]) -> None:
     headers = signature_headers(SECRET, "msg_1", TS, BODY)
-    with pytest.raises(ValueError, match=r"tolerance|now") as excinfo:
-        verify(BODY, headers, SECRET, tolerance=tolerance, now=now)
-    assert not isinstance(excinfo.value, SignatureError)
+    for request in ((BODY, headers), (None, None)):  # checked before the request is read
+        with pytest.raises(error, match="tolerance") as excinfo:
+            verify(*request, SECRET, tolerance=tolerance, now=TS)
+        assert not isinstance(excinfo.value, SignatureError)
+
+
+@pytest.mark.parametrize(("now", "error"), WRONG_NOWS)
+def test_a_wrong_now_is_the_callers_error(now: Any, error: type[Exception]) -> None:
+    headers = signature_headers(SECRET, "msg_1", TS, BODY)
+    for request in ((BODY, headers), (None, None)):
+        with pytest.raises(error, match="now") as excinfo:
+            verify(*request, SECRET, now=now)
+        assert not isinstance(excinfo.value, SignatureError)
+
+
+@pytest.mark.parametrize("secret", [None, b"whsec_" + bytes(32), 42, "not-a-key", SIGNING_KEY])
+def test_a_wrong_secret_is_the_callers_error_checked_first(secret: Any) -> None:
+    # A ValueError, and a SignatureError too, so that a receiver's one `except` answers.
+    with pytest.raises(InvalidSecretError) as excinfo:
+        verify(None, None, secret, now=TS)
+    assert isinstance(excinfo.value, ValueError)
+
+
+def test_extreme_but_valid_tolerance_and_now() -> None:
+    headers = signature_headers(SECRET, "msg_1", TS, BODY)
+    largest = 10**18 - 1
+    assert verify(BODY, headers, SECRET, tolerance=largest, now=largest) == json.loads(BODY)
+    for now in (1e300, 10**300):
+        with pytest.raises(TimestampTooOldError):
+            verify(BODY, headers, SECRET, tolerance=largest, now=now)
+    with pytest.raises(TimestampTooNewError):
+        verify(BODY, headers, SECRET, tolerance=largest, now=-1e300)
+
+
+# --- any request: a payload or a SignatureError, nothing else ----------------------
+
+
+def _released(raw: bytes) -> memoryview:
+    view = memoryview(raw)
+    view.release()
+    return view
+
+
+#: The forms a receiver may pass a body in; the str form keeps undecodable bytes as
+#: lone surrogates, which no UTF-8 encoder takes.
+BODY_FORMS = {
+    "bytes": bytes,
+    "bytearray": bytearray,
+    "memoryview": memoryview,
+    "released memoryview": _released,
+    "non-contiguous memoryview": lambda raw: memoryview(raw + raw)[::2],
+    "str": lambda raw: raw.decode("utf-8", "surrogateescape"),
+}
+
+
+def test_a_released_memoryview_body_is_malformed() -> None:
+    headers = signature_headers(SECRET, "msg_1", TS, BODY)
+    with pytest.raises(MalformedBodyError):
+        verify(_released(BODY), headers, SECRET, now=TS)
+
+
+@given(
+    raw=st.binary() | json_values.map(lambda value: _json_body(value, ensure_ascii=False)),
+    form=st.sampled_from(sorted(BODY_FORMS)),
+    signer=st.sampled_from([SECRET, OTHER_SECRET, SIGNING_KEY, OTHER_SIGNING_KEY]),
+    changes=st.dictionaries(header_names | st.text(max_size=12), garbage, max_size=3),
+    dropped=st.sets(header_names, max_size=3),
+    as_pairs=st.booleans(),
+)
+def test_any_request_gives_a_payload_or_a_signature_error(
+    raw: bytes,
+    form: str,
+    signer: str,
+    changes: dict[str, Any],
+    dropped: set[str],
+    as_pairs: bool,
+) -> None:
+    signed = signature_headers(signer, "msg_1", TS, raw)
+    headers = {k: v for k, v in signed.items() if k not in dropped} | changes
+    body = BODY_FORMS[form](raw)
+    try:
+        payload = verify(
+            body, list(headers.items()) if as_pairs else headers, [SECRET, PUBLIC_KEY], now=TS
+        )
+    except SignatureError:
+        return
+    assert json.dumps(payload) == json.dumps(json.loads(raw))
 
 
 # --- rotation ---------------------------------------------------------------------

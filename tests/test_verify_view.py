@@ -149,9 +149,21 @@ def test_tolerance_is_configurable(rf: RequestFactory) -> None:
     )
 
 
-@pytest.mark.parametrize("tolerance", [-1, 1.5, True, "300"])
-def test_nonsensical_tolerance_is_refused_at_decoration(tolerance: Any) -> None:
-    with pytest.raises(ValueError, match="tolerance"):
+@pytest.mark.parametrize(
+    ("tolerance", "error"),
+    [
+        pytest.param(-1, ValueError, id="negative"),
+        pytest.param(10**400, ValueError, id="10**400"),
+        pytest.param(1.5, TypeError, id="float"),
+        pytest.param(True, TypeError, id="True"),
+        pytest.param("300", TypeError, id="str"),
+    ],
+)
+def test_nonsensical_tolerance_is_refused_at_decoration(
+    tolerance: Any, error: type[Exception]
+) -> None:
+    # The same rule, and the same exceptions, as verify() itself.
+    with pytest.raises(error, match="tolerance"):
         verify_webhook(SECRET, tolerance=tolerance)
 
 

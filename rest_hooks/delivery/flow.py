@@ -142,7 +142,11 @@ def origin_of(url: str) -> str:
     return f"{scheme}://{(parts.hostname or '').lower()}:{port}"
 
 
-_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d*)\s*(s|sec|second|m|min|minute|h|hour)\s*$")
+# The two sides of the "/", each matched whole after stripping its white space: no two
+# parts of a pattern can take the same characters, so parsing is linear in the input (one
+# pattern with a `\s*` on each side of an optional part backtracked quadratically).
+_COUNT = re.compile(r"\d+(?:\.\d+)?")
+_PERIOD = re.compile(r"(\d*)\s*(s|sec|second|m|min|minute|h|hour)")
 _UNIT = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
 
 
@@ -154,14 +158,16 @@ def parse_rate(text: str | float | None) -> float | None:
         if math.isnan(text) or text <= 0:
             raise ValueError(f"a rate must be positive, not {text!r}")
         return float(text)
-    match = _RATE.match(str(text))
-    if not match:
+    count_text, slash, period_text = str(text).partition("/")
+    count = _COUNT.fullmatch(count_text.strip())
+    period = _PERIOD.fullmatch(period_text.strip())
+    if not (slash and count and period):
         raise ValueError(f"not a rate: {text!r} (write e.g. '50/s', '600/min' or '10/5s')")
-    count, every, unit = match.groups()
+    every, unit = period.groups()
     seconds = (int(every) if every else 1) * _UNIT[unit]
     if not seconds:
         raise ValueError(f"not a rate: {text!r} (its period is zero)")
-    rate = float(count) / seconds
+    rate = float(count.group()) / seconds
     if rate <= 0:
         raise ValueError(f"a rate must be positive, not {text!r}")
     return rate

@@ -25,8 +25,9 @@ LOOPBACK = ("127.0.0.0/8", "::1/128")
 
 
 def parse_networks(networks: list[str] | tuple[str, ...]) -> tuple[IPNetwork, ...]:
-    """``["10.0.0.0/8", "::1"]`` as networks; ValueError for a malformed entry."""
-    return tuple(ip_network(n, strict=False) for n in networks)
+    """``["10.0.0.0/8", "::1"]`` as networks; ValueError for a malformed entry or one
+    with host bits set (``10.0.0.1/8``), as the checks E012 and E014 report at start-up."""
+    return tuple(ip_network(n) for n in networks)
 
 
 @cache

@@ -35,6 +35,7 @@ from rest_hooks.security.signing import (
     DEFAULT_TOLERANCE,
     InvalidSecretError,
     SignatureError,
+    check_tolerance,
     verify,
 )
 
@@ -78,9 +79,11 @@ def verify_webhook(
 
     It is exempt from CSRF protection: deliveries carry no CSRF token, and the
     signature is what authenticates them. Neither responses nor logs ever contain a key.
+
+    A wrong ``tolerance`` raises ``TypeError`` or ``ValueError`` here, at decoration, by
+    the rule of :func:`rest_hooks.security.verify` (:func:`check_tolerance`).
     """
-    if isinstance(tolerance, bool) or not isinstance(tolerance, int) or tolerance < 0:
-        raise ValueError("tolerance must be a non-negative int")
+    check_tolerance(tolerance)
 
     def check(request: HttpRequest, secrets: Any) -> HttpResponseBase | None:
         """Return the answer refusing the delivery, or None after setting ``request.webhook``.

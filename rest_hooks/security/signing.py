@@ -337,16 +337,20 @@ def verify(
     current time) in either direction, which bounds how long a captured delivery can
     be replayed; deduplicate on ``webhook-id`` to close the window entirely.
 
-    Raises a :class:`SignatureError` subclass for any problem with the delivery and
-    nothing else; a plain ``ValueError`` only for a nonsensical ``tolerance`` or
-    ``now``, which are the caller's own bugs.
+    What it raises is split by whose mistake it is:
+
+    - the request's (``body``, ``headers``, anything in them, whatever their type): a
+      :class:`SignatureError` subclass and nothing else, so a receiver can answer 4xx;
+    - the caller's (its own arguments, checked before the request is read, so that a
+      misconfigured receiver fails on every request): ``TypeError`` or ``ValueError``.
+      ``tolerance`` must be an int (not a bool) from 0 to 10**18 - 1 seconds (see
+      :func:`check_tolerance`); ``now`` a finite int or float (not a bool); ``secret``
+      raises :class:`InvalidSecretError`, a ``ValueError`` that is also a
+      :class:`SignatureError`, so that the receiver's one ``except SignatureError``
+      still answers (the Django decorator answers 500).
     """
-    if not isinstance(tolerance, int) or tolerance < 0:
-        raise ValueError("tolerance must be a non-negative int")
-    if now is None:
-        now = time.time()
-    elif not isinstance(now, (int, float)) or not math.isfinite(now):
-        raise ValueError("now must be a finite number of Unix seconds")
+    tolerance = check_tolerance(tolerance)
+    now = time.time() if now is None else _check_now(now)
 
     # Secrets first: a misconfigured receiver should fail on every request, not only
     # on the ones that happen to carry well-formed headers.
@@ -383,6 +387,34 @@ def verify(
         return json.loads(raw_body.decode("utf-8"))
     except (ValueError, RecursionError):  # bad UTF-8, bad JSON, absurdly deep nesting
         raise MalformedBodyError("the body is not valid UTF-8 JSON") from None
+
+
+def check_tolerance(tolerance: object) -> int:
+    """Return ``tolerance`` if it is what :func:`verify` and the ``verify_webhook``
+    decorator take: whole seconds (an int, not a bool) from 0 to 10**18 - 1.
+
+    Raises ``TypeError`` or ``ValueError``: a wrong tolerance is the caller's mistake,
+    never a bad delivery.
+    """
+    if isinstance(tolerance, bool) or not isinstance(tolerance, int):
+        raise TypeError(f"tolerance must be an int of seconds, not {type(tolerance).__name__}")
+    if not 0 <= tolerance <= _MAX_TIMESTAMP:
+        raise ValueError(f"tolerance must be from 0 to {_MAX_TIMESTAMP} seconds")
+    return tolerance
+
+
+def _check_now(now: object) -> float:
+    """``now`` as Unix seconds: an int or float, not a bool, and finite (an int too large
+    for a float is not)."""
+    if isinstance(now, bool) or not isinstance(now, int | float):
+        raise TypeError(f"now must be Unix seconds as an int or float, not {type(now).__name__}")
+    try:
+        finite = math.isfinite(now)
+    except OverflowError:
+        finite = False
+    if not finite:
+        raise ValueError("now must be a finite number of Unix seconds")
+    return now
 
 
 def _digest(
@@ -634,7 +666,10 @@ def _body_bytes(body: object) -> bytes:
     if isinstance(body, bytes):
         return body
     if isinstance(body, (bytearray, memoryview)):
-        return bytes(body)
+        try:
+            return bytes(body)
+        except ValueError:  # a released memoryview
+            raise MalformedBodyError("the body cannot be read (a released memoryview)") from None
     if isinstance(body, str):
         try:
             return body.encode("utf-8")
