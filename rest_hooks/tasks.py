@@ -464,13 +464,22 @@ class Attempt:
 
 
 def _send(delivery: Delivery, instances: dict[int, Any]) -> Attempt:
+    """Make one attempt and say how it went, whatever the receiver answered.
+
+    Everything that can fail is inside the ``try``, from building the body to reading
+    the answer's ``Retry-After``: an exception let out here would leave the delivery
+    claimed but never recorded, resent by the relay again and again, and its batch's gate
+    slot taken.
+    """
     hook, event = delivery.hook, delivery.event
     delivery.last_attempt_at = timezone.now()
-    body = build_body(event, hook)
     started = time.monotonic()
+    body = b""
     result: HttpResult | None = None
+    retry_after: float | None = None
     error = ""
     try:
+        body = build_body(event, hook)
         if hook_settings.HOOK_DELIVERER is not None:
             # The old extension point replaces the POST; an exception means "retry".
             hook_settings.HOOK_DELIVERER(
@@ -483,6 +492,9 @@ def _send(delivery: Delivery, instances: dict[int, Any]) -> Attempt:
                     hook.target, body, _headers(delivery, event, hook, body)
                 )
             outcome = classify(result.status_code)
+            retry_after = parse_retry_after(result.headers.get("retry-after"), time.time())
+            if retry_after is not None:
+                retry_after = retry_policy().clamp_retry_after(retry_after)
     except DeliveryError as exc:
         outcome = classify(None, refused=exc.kind == "refused")
         error = f"{exc.kind}: {exc}"
@@ -497,11 +509,6 @@ def _send(delivery: Delivery, instances: dict[int, Any]) -> Attempt:
         outcome = Outcome.RETRY
         error = f"{culprit} raised {type(exc).__name__}: {exc}"
     status_code = result.status_code if result else None
-    retry_after = (
-        parse_retry_after(result.headers.get("retry-after"), time.time()) if result else None
-    )
-    if retry_after is not None:
-        retry_after = retry_policy().clamp_retry_after(retry_after)
     if result is not None and outcome is not Outcome.SUCCESS:
         error = f"HTTP {result.status_code}"
     return Attempt(
@@ -538,8 +545,8 @@ def _record(attempts: list[Attempt], instances: dict[int, Any]) -> None:
         delivery = done.delivery
         delivery.last_duration_ms = done.duration_ms
         delivery.last_status_code = done.result.status_code if done.result else None
-        delivery.response_excerpt = _excerpt(done.result)
-        delivery.last_error = done.error
+        delivery.response_excerpt = _storable(_excerpt(done.result))
+        delivery.last_error = _storable(done.error)
         delay = None
         if done.outcome is Outcome.RETRY:
             delay = retry_policy().delay(delivery.attempts, done.retry_after)
@@ -627,6 +634,12 @@ def _excerpt(result: HttpResult | None) -> str:
     if result is None:
         return ""
     return result.body[: int(hook_settings.RESPONSE_EXCERPT_BYTES)].decode("utf-8", "replace")
+
+
+def _storable(text: str) -> str:
+    """``text`` as every database stores it: PostgreSQL refuses NUL characters in text,
+    and a receiver's body or an error message may hold some."""
+    return text.replace("\x00", "\ufffd")
 
 
 def _defer(deliveries: list[Delivery], decision: Decision) -> None:

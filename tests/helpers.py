@@ -5,9 +5,11 @@ Fixtures live in ``conftest.py``; everything a test module imports lives here.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -190,3 +192,42 @@ def tally(fault: str, events: int, expected: Iterable[Any], requests: Iterable[A
     )
     assert not lost, f"{fault}: {len(lost)} deliveries lost, e.g. {sorted(lost)[:5]}"
     assert not unexpected, f"{fault}: deliveries nobody expected: {sorted(unexpected)[:5]}"
+
+
+class RawListener:
+    """A bare TCP listener on 127.0.0.1 for receivers http.server cannot imitate."""
+
+    def __init__(self, behaviour: Callable[[socket.socket, threading.Event], None]) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.sock.settimeout(0.1)
+        self.port = int(self.sock.getsockname()[1])
+        self.stop = threading.Event()
+        self.accepted = 0
+        self._behaviour = behaviour
+        self._threads = [threading.Thread(target=self._serve, daemon=True)]
+        self._threads[0].start()
+
+    def _serve(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.accepted += 1
+            thread = threading.Thread(target=self._run, args=(conn,), daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _run(self, conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            self._behaviour(conn, self.stop)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.sock.close()
+        for thread in self._threads:
+            thread.join(timeout=2)
