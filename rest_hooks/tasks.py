@@ -379,7 +379,13 @@ def deliver_claimed(claimed: list[Delivery], reservation: float | None = None) -
         claimed = [d for d in claimed if d.hook.is_active]
         if not claimed:
             return
-    admission = gatekeeper.admit(claimed[0].hook, reservation)
+    try:
+        admission = gatekeeper.admit(claimed[0].hook, reservation)
+    except ValueError as exc:
+        # A Hook.rate_limit stored without full_clean() (bulk_create, update(), raw SQL).
+        # A batch shares one rate_limit (plan_batches): it fails for good, with why.
+        _record([_refused(d, f"the hook's rate_limit: {exc}") for d in claimed], {})
+        return
     if not isinstance(admission, gatekeeper.Admission):
         _defer(claimed, admission)
         return
@@ -521,6 +527,22 @@ def _send(delivery: Delivery, instances: dict[int, Any]) -> Attempt:
         retry_after=retry_after,
         health=health(status_code, refused=outcome is Outcome.FINAL),
         pause=pause_for(status_code, retry_after, float(hook_settings.THROTTLE_PAUSE)),
+    )
+
+
+def _refused(delivery: Delivery, reason: str) -> Attempt:
+    """An attempt refused before any request: it fails the delivery for good."""
+    delivery.last_attempt_at = timezone.now()
+    return Attempt(
+        delivery=delivery,
+        body=b"",
+        outcome=Outcome.FINAL,
+        result=None,
+        error=f"refused: {reason}",
+        duration_ms=0.0,
+        retry_after=None,
+        health=Result.NEUTRAL,
+        pause=None,
     )
 
 

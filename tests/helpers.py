@@ -23,6 +23,7 @@ from django.db import connection
 
 from rest_hooks import metrics
 from rest_hooks.metrics.collectors import COLLECTORS
+from rest_hooks.metrics.exposition import scrape_registry
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -158,6 +159,13 @@ FAMILIES = {
     "rest_hooks_outbox_oldest_pending_age_seconds": ("gauge", set()),
     "rest_hooks_breakers": ("gauge", {"state"}),
 }
+
+
+def attempts_metric(outcome: str, status_class: str, event: str = "book.added") -> float:
+    """This process's count of delivery attempts with these labels."""
+    labels = {"event": event, "outcome": outcome, "status_class": status_class, "host": ""}
+    value = scrape_registry().get_sample_value("rest_hooks_delivery_attempts_total", labels)
+    return value or 0.0
 
 
 def exposed_families() -> dict[str, str]:

@@ -245,7 +245,10 @@ def check_url(url: str, *, https_only: bool = False, max_length: int = 2048) -> 
         raise ValueError(f"URL is longer than {max_length} characters")
     if any(ord(char) <= 0x20 or ord(char) == 0x7F for char in url):
         raise ValueError("URL contains whitespace or control characters")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # "Invalid IPv6 URL": an unclosed bracket
+        raise ValueError(f"URL cannot be parsed: {exc}") from None
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
         shown = parts.scheme or "(none)"
@@ -259,6 +262,7 @@ def check_url(url: str, *, https_only: bool = False, max_length: int = 2048) -> 
     try:
         port = parts.port
     except ValueError:
-        raise ValueError("URL has an invalid port") from None
+        port = 0
     if port == 0:
-        raise ValueError("URL has an invalid port")
+        written = parts.netloc.rpartition("]")[2].rpartition(":")[2]
+        raise ValueError(f"URL has an invalid port {written!r}: a port is 1 to 65535")
