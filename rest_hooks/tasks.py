@@ -37,13 +37,13 @@ from django.utils import timezone
 
 from rest_hooks import __version__, gatekeeper, metrics
 from rest_hooks.broker import setup_broker
-from rest_hooks.conf import hook_settings, on_reload
+from rest_hooks.conf import address_policy, hook_settings, on_reload, refusal_message
 from rest_hooks.delivery.flow import Decision, Result, health, origin_of, pause_for
 from rest_hooks.delivery.http import DeliveryClient, DeliveryError, HttpOptions, HttpResult
 from rest_hooks.delivery.retry import Outcome, RetryPolicy, classify, parse_retry_after
 from rest_hooks.events import get_hook_model
 from rest_hooks.models import Delivery, Event
-from rest_hooks.security.network import AddressPolicy
+from rest_hooks.security.network import TargetRefused
 from rest_hooks.security.signing import signature_headers
 from rest_hooks.signals import hook_disabled, hook_sent_event
 from rest_hooks.sql import Expression, Table
@@ -280,9 +280,7 @@ def http_client() -> DeliveryClient:
                 pool_timeout=s.POOL_TIMEOUT,
                 deadline=s.DEADLINE,
                 max_response_bytes=s.MAX_RESPONSE_BYTES,
-                policy=AddressPolicy.from_settings(
-                    allow_private=s.ALLOW_PRIVATE_TARGETS, allowed_networks=s.ALLOWED_NETWORKS
-                ),
+                policy=address_policy(),
                 user_agent=USER_AGENT,
                 https_only=bool(s.HTTPS_ONLY),
             )
@@ -503,7 +501,10 @@ def _send(delivery: Delivery, instances: dict[int, Any]) -> Attempt:
                 retry_after = retry_policy().clamp_retry_after(retry_after)
     except DeliveryError as exc:
         outcome = classify(None, refused=exc.kind == "refused")
-        error = f"{exc.kind}: {exc}"
+        refused = exc.__cause__
+        error = (
+            f"{exc.kind}: {refusal_message(refused) if isinstance(refused, TargetRefused) else exc}"
+        )
     except Exception as exc:
         culprit = "HOOK_DELIVERER" if hook_settings.HOOK_DELIVERER else "rest_hooks"
         if culprit == "rest_hooks":

@@ -107,3 +107,69 @@ def test_a_port_out_of_range_is_refused_at_subscription():
     (error,) = target_errors("http://example.com:99999/hook")
     assert "99999" in error
     assert "65535" in error
+
+
+# -- a non-public address: refused at subscription, and every refusal names the fix --------
+
+LOOPBACK_FIX = (
+    '127.0.0.1 is a loopback address; to deliver to it, add "127.0.0.1/32" to '
+    'REST_HOOKS["ALLOWED_NETWORKS"], or set REST_HOOKS["ALLOW_PRIVATE_TARGETS"] = True '
+    "if every subscriber is trusted"
+)
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "http://127.0.0.1:8000/hook",
+        "http://[::1]/hook",
+        "http://0x7f000001/hook",
+        "http://2130706433/hook",
+        "http://127.1/hook",
+        "http://[::ffff:127.0.0.1]/hook",
+        "https://10.0.0.1/hook",
+        "http://169.254.169.254/latest/meta-data/",
+    ],
+)
+def test_a_non_public_address_is_refused_at_subscription(target):
+    """Django's URLValidator may refuse the odd spellings too; ours says what to do."""
+    with override_settings(REST_HOOKS=DEFAULT_POLICY):
+        errors = target_errors(target)
+    assert any(all(fix in error for fix in THE_FIX) for error in errors), errors
+
+
+def test_the_refusal_at_subscription_names_the_network_to_allow():
+    with override_settings(REST_HOOKS=DEFAULT_POLICY):
+        assert target_errors("http://127.0.0.1:8000/hook") == [LOOPBACK_FIX]
+
+
+@pytest.mark.parametrize(
+    ("target", "policy"),
+    [
+        ("http://127.0.0.1:8000/hook", {"ALLOW_PRIVATE_TARGETS": True}),
+        ("http://10.1.2.3/hook", {"ALLOWED_NETWORKS": ["10.1.0.0/16"]}),
+        ("http://[::ffff:10.1.2.3]/hook", {"ALLOWED_NETWORKS": ["10.1.0.0/16"]}),
+        ("http://8.8.8.8/hook", {}),
+        # A name is judged where it is resolved, at delivery.
+        ("http://localhost:8000/hook", {}),
+    ],
+)
+def test_an_allowed_address_or_a_name_is_accepted(target, policy):
+    with override_settings(REST_HOOKS={**DEFAULT_POLICY, **policy}):
+        assert target_errors(target) == []
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_the_refusal_at_delivery_names_the_fix(user, receiver, run_pipeline, host):
+    # Stored while private targets were allowed (the test settings allow them).
+    Hook.objects.create(
+        user=user, event="book.added", target=receiver.url().replace("127.0.0.1", host)
+    )
+    Book.objects.create(user=user, title="T", pages=1, fiction=True)
+    with override_settings(REST_HOOKS=DEFAULT_POLICY):
+        (delivery,) = run_pipeline()
+    assert delivery.status == Delivery.Status.FAILED
+    assert receiver.requests == []
+    if host == "127.0.0.1":
+        assert delivery.last_error == f"refused: {LOOPBACK_FIX}"
+    assert all(fix in delivery.last_error for fix in THE_FIX), delivery.last_error
