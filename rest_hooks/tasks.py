@@ -501,10 +501,12 @@ def _send(delivery: Delivery, instances: dict[int, Any]) -> Attempt:
                 retry_after = retry_policy().clamp_retry_after(retry_after)
     except DeliveryError as exc:
         outcome = classify(None, refused=exc.kind == "refused")
-        refused = exc.__cause__
-        error = (
-            f"{exc.kind}: {refusal_message(refused) if isinstance(refused, TargetRefused) else exc}"
-        )
+        # The address policy's refusals say which setting would allow the target.
+        policy_refusal = exc.__cause__
+        if isinstance(policy_refusal, TargetRefused):
+            error = f"{exc.kind}: {refusal_message(policy_refusal)}"
+        else:
+            error = f"{exc.kind}: {exc}"
     except Exception as exc:
         culprit = "HOOK_DELIVERER" if hook_settings.HOOK_DELIVERER else "rest_hooks"
         if culprit == "rest_hooks":
