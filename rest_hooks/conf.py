@@ -18,6 +18,7 @@ from django.dispatch import receiver
 from django.utils.module_loading import import_string
 
 from rest_hooks.security.encryption import SecretBox, derive_key
+from rest_hooks.security.network import AddressPolicy, TargetRefused
 
 #: Defaults of ``settings.REST_HOOKS``. The README documents each one.
 DEFAULTS: dict[str, Any] = {
@@ -160,6 +161,26 @@ def hook_model_label() -> str:
 
 
 hook_settings = HookSettings()
+
+
+def address_policy() -> AddressPolicy:
+    """The addresses the workers may deliver to: ``ALLOW_PRIVATE_TARGETS`` and
+    ``ALLOWED_NETWORKS``."""
+    return AddressPolicy.from_settings(
+        allow_private=bool(hook_settings.ALLOW_PRIVATE_TARGETS),
+        allowed_networks=hook_settings.ALLOWED_NETWORKS,
+    )
+
+
+def refusal_message(refused: TargetRefused) -> str:
+    """Why the address policy refused a target, and the settings that would allow it."""
+    network = f'"{refused.network}"' if refused.network else "its network"
+    return (
+        f"{refused.reason}; to deliver to it, add {network} to "
+        'REST_HOOKS["ALLOWED_NETWORKS"], or set REST_HOOKS["ALLOW_PRIVATE_TARGETS"] = True '
+        "if every subscriber is trusted"
+    )
+
 
 _WATCHED = {
     "REST_HOOKS",

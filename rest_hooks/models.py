@@ -18,10 +18,10 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
-from rest_hooks.conf import hook_model_label, hook_settings
+from rest_hooks.conf import address_policy, hook_model_label, hook_settings, refusal_message
 from rest_hooks.delivery.flow import parse_rate
 from rest_hooks.fields import EncryptedSecretField
-from rest_hooks.security.network import check_url
+from rest_hooks.security.network import TargetRefused, check_url
 from rest_hooks.security.signing import generate_secret, generate_signing_key, public_key_for
 
 #: The column of django-rest-hooks 1.5.
@@ -132,7 +132,10 @@ class AbstractHook(models.Model):
                 self.target or "",
                 https_only=bool(hook_settings.HTTPS_ONLY),
                 max_length=TARGET_MAX_LENGTH,
+                policy=address_policy(),
             )
+        except TargetRefused as exc:
+            errors["target"] = refusal_message(exc)
         except ValueError as exc:
             errors["target"] = str(exc)
         # A value over its max_length has its error from clean_fields() already; parsing

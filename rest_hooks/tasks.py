@@ -37,13 +37,13 @@ from django.utils import timezone
 
 from rest_hooks import __version__, gatekeeper, metrics
 from rest_hooks.broker import setup_broker
-from rest_hooks.conf import hook_settings, on_reload
+from rest_hooks.conf import address_policy, hook_settings, on_reload, refusal_message
 from rest_hooks.delivery.flow import Decision, Result, health, origin_of, pause_for
 from rest_hooks.delivery.http import DeliveryClient, DeliveryError, HttpOptions, HttpResult
 from rest_hooks.delivery.retry import Outcome, RetryPolicy, classify, parse_retry_after
 from rest_hooks.events import get_hook_model
 from rest_hooks.models import Delivery, Event
-from rest_hooks.security.network import AddressPolicy
+from rest_hooks.security.network import TargetRefused
 from rest_hooks.security.signing import signature_headers
 from rest_hooks.signals import hook_disabled, hook_sent_event
 from rest_hooks.sql import Expression, Table
@@ -280,9 +280,7 @@ def http_client() -> DeliveryClient:
                 pool_timeout=s.POOL_TIMEOUT,
                 deadline=s.DEADLINE,
                 max_response_bytes=s.MAX_RESPONSE_BYTES,
-                policy=AddressPolicy.from_settings(
-                    allow_private=s.ALLOW_PRIVATE_TARGETS, allowed_networks=s.ALLOWED_NETWORKS
-                ),
+                policy=address_policy(),
                 user_agent=USER_AGENT,
                 https_only=bool(s.HTTPS_ONLY),
             )
@@ -379,7 +377,13 @@ def deliver_claimed(claimed: list[Delivery], reservation: float | None = None) -
         claimed = [d for d in claimed if d.hook.is_active]
         if not claimed:
             return
-    admission = gatekeeper.admit(claimed[0].hook, reservation)
+    try:
+        admission = gatekeeper.admit(claimed[0].hook, reservation)
+    except ValueError as exc:
+        # A Hook.rate_limit stored without full_clean() (bulk_create, update(), raw SQL).
+        # A batch shares one rate_limit (plan_batches): it fails for good, with why.
+        _record([_refused(d, f"the hook's rate_limit: {exc}") for d in claimed], {})
+        return
     if not isinstance(admission, gatekeeper.Admission):
         _defer(claimed, admission)
         return
@@ -464,13 +468,22 @@ class Attempt:
 
 
 def _send(delivery: Delivery, instances: dict[int, Any]) -> Attempt:
+    """Make one attempt and say how it went, whatever the receiver answered.
+
+    Everything that can fail is inside the ``try``, from building the body to reading
+    the answer's ``Retry-After``: an exception let out here would leave the delivery
+    claimed but never recorded, resent by the relay again and again, and its batch's gate
+    slot taken.
+    """
     hook, event = delivery.hook, delivery.event
     delivery.last_attempt_at = timezone.now()
-    body = build_body(event, hook)
     started = time.monotonic()
+    body = b""
     result: HttpResult | None = None
+    retry_after: float | None = None
     error = ""
     try:
+        body = build_body(event, hook)
         if hook_settings.HOOK_DELIVERER is not None:
             # The old extension point replaces the POST; an exception means "retry".
             hook_settings.HOOK_DELIVERER(
@@ -483,9 +496,17 @@ def _send(delivery: Delivery, instances: dict[int, Any]) -> Attempt:
                     hook.target, body, _headers(delivery, event, hook, body)
                 )
             outcome = classify(result.status_code)
+            retry_after = parse_retry_after(result.headers.get("retry-after"), time.time())
+            if retry_after is not None:
+                retry_after = retry_policy().clamp_retry_after(retry_after)
     except DeliveryError as exc:
         outcome = classify(None, refused=exc.kind == "refused")
-        error = f"{exc.kind}: {exc}"
+        # The address policy's refusals say which setting would allow the target.
+        policy_refusal = exc.__cause__
+        if isinstance(policy_refusal, TargetRefused):
+            error = f"{exc.kind}: {refusal_message(policy_refusal)}"
+        else:
+            error = f"{exc.kind}: {exc}"
     except Exception as exc:
         culprit = "HOOK_DELIVERER" if hook_settings.HOOK_DELIVERER else "rest_hooks"
         if culprit == "rest_hooks":
@@ -497,11 +518,6 @@ def _send(delivery: Delivery, instances: dict[int, Any]) -> Attempt:
         outcome = Outcome.RETRY
         error = f"{culprit} raised {type(exc).__name__}: {exc}"
     status_code = result.status_code if result else None
-    retry_after = (
-        parse_retry_after(result.headers.get("retry-after"), time.time()) if result else None
-    )
-    if retry_after is not None:
-        retry_after = retry_policy().clamp_retry_after(retry_after)
     if result is not None and outcome is not Outcome.SUCCESS:
         error = f"HTTP {result.status_code}"
     return Attempt(
@@ -514,6 +530,22 @@ def _send(delivery: Delivery, instances: dict[int, Any]) -> Attempt:
         retry_after=retry_after,
         health=health(status_code, refused=outcome is Outcome.FINAL),
         pause=pause_for(status_code, retry_after, float(hook_settings.THROTTLE_PAUSE)),
+    )
+
+
+def _refused(delivery: Delivery, reason: str) -> Attempt:
+    """An attempt refused before any request: it fails the delivery for good."""
+    delivery.last_attempt_at = timezone.now()
+    return Attempt(
+        delivery=delivery,
+        body=b"",
+        outcome=Outcome.FINAL,
+        result=None,
+        error=f"refused: {reason}",
+        duration_ms=0.0,
+        retry_after=None,
+        health=Result.NEUTRAL,
+        pause=None,
     )
 
 
@@ -538,8 +570,8 @@ def _record(attempts: list[Attempt], instances: dict[int, Any]) -> None:
         delivery = done.delivery
         delivery.last_duration_ms = done.duration_ms
         delivery.last_status_code = done.result.status_code if done.result else None
-        delivery.response_excerpt = _excerpt(done.result)
-        delivery.last_error = done.error
+        delivery.response_excerpt = _storable(_excerpt(done.result))
+        delivery.last_error = _storable(done.error)
         delay = None
         if done.outcome is Outcome.RETRY:
             delay = retry_policy().delay(delivery.attempts, done.retry_after)
@@ -627,6 +659,12 @@ def _excerpt(result: HttpResult | None) -> str:
     if result is None:
         return ""
     return result.body[: int(hook_settings.RESPONSE_EXCERPT_BYTES)].decode("utf-8", "replace")
+
+
+def _storable(text: str) -> str:
+    """``text`` as every database stores it: PostgreSQL refuses NUL characters in text,
+    and a receiver's body or an error message may hold some."""
+    return text.replace("\x00", "\ufffd")
 
 
 def _defer(deliveries: list[Delivery], decision: Decision) -> None:

@@ -6,6 +6,8 @@ The helpers they use, and that test modules import, are in ``tests/helpers.py``.
 from __future__ import annotations
 
 import os
+import socket
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -13,7 +15,7 @@ import pytest
 from django.conf import settings
 
 from bookstore.receiver import Receiver
-from tests.helpers import TALLIES, Workers
+from tests.helpers import TALLIES, RawListener, Workers
 
 
 @pytest.fixture
@@ -21,6 +23,21 @@ def receiver() -> Iterator[Receiver]:
     r = Receiver()
     yield r
     r.close()
+
+
+@pytest.fixture
+def raw_listener() -> Iterator[Callable[..., RawListener]]:
+    """Start bare TCP listeners; ``behaviour(conn, stop)`` serves each connection."""
+    started: list[RawListener] = []
+
+    def make(behaviour: Callable[[socket.socket, threading.Event], None]) -> RawListener:
+        raw = RawListener(behaviour)
+        started.append(raw)
+        return raw
+
+    yield make
+    for raw in started:
+        raw.close()
 
 
 @pytest.fixture

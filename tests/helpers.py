@@ -5,9 +5,11 @@ Fixtures live in ``conftest.py``; everything a test module imports lives here.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -21,6 +23,7 @@ from django.db import connection
 
 from rest_hooks import metrics
 from rest_hooks.metrics.collectors import COLLECTORS
+from rest_hooks.metrics.exposition import scrape_registry
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -158,6 +161,13 @@ FAMILIES = {
 }
 
 
+def attempts_metric(outcome: str, status_class: str, event: str = "book.added") -> float:
+    """This process's count of delivery attempts with these labels."""
+    labels = {"event": event, "outcome": outcome, "status_class": status_class, "host": ""}
+    value = scrape_registry().get_sample_value("rest_hooks_delivery_attempts_total", labels)
+    return value or 0.0
+
+
 def exposed_families() -> dict[str, str]:
     """name -> type of every family the app registers (at import and at scrape time)."""
     described = [m for f in metrics.FAMILIES for m in f.describe()]
@@ -190,3 +200,42 @@ def tally(fault: str, events: int, expected: Iterable[Any], requests: Iterable[A
     )
     assert not lost, f"{fault}: {len(lost)} deliveries lost, e.g. {sorted(lost)[:5]}"
     assert not unexpected, f"{fault}: deliveries nobody expected: {sorted(unexpected)[:5]}"
+
+
+class RawListener:
+    """A bare TCP listener on 127.0.0.1 for receivers http.server cannot imitate."""
+
+    def __init__(self, behaviour: Callable[[socket.socket, threading.Event], None]) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.sock.settimeout(0.1)
+        self.port = int(self.sock.getsockname()[1])
+        self.stop = threading.Event()
+        self.accepted = 0
+        self._behaviour = behaviour
+        self._threads = [threading.Thread(target=self._serve, daemon=True)]
+        self._threads[0].start()
+
+    def _serve(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.accepted += 1
+            thread = threading.Thread(target=self._run, args=(conn,), daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _run(self, conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            self._behaviour(conn, self.stop)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.sock.close()
+        for thread in self._threads:
+            thread.join(timeout=2)

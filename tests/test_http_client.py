@@ -8,7 +8,6 @@ for those, the refusal has to happen before connecting.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import http.server
 import ipaddress
@@ -31,7 +30,7 @@ from rest_hooks.delivery.http import (
     resolve_host,
 )
 from rest_hooks.security.network import AddressPolicy, IPAddress, TargetRefused, check_url
-from tests.helpers import wait_until
+from tests.helpers import RawListener, wait_until
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -214,45 +213,6 @@ def listener(make_listener: Callable[..., Listener]) -> Listener:
     return make_listener()
 
 
-class RawListener:
-    """A bare TCP listener on 127.0.0.1 for receivers http.server cannot imitate."""
-
-    def __init__(self, behaviour: Callable[[socket.socket, threading.Event], None]) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.sock.settimeout(0.1)
-        self.port = int(self.sock.getsockname()[1])
-        self.stop = threading.Event()
-        self.accepted = 0
-        self._behaviour = behaviour
-        self._threads = [threading.Thread(target=self._serve, daemon=True)]
-        self._threads[0].start()
-
-    def _serve(self) -> None:
-        while not self.stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.accepted += 1
-            thread = threading.Thread(target=self._run, args=(conn,), daemon=True)
-            self._threads.append(thread)
-            thread.start()
-
-    def _run(self, conn: socket.socket) -> None:
-        with conn, contextlib.suppress(OSError):
-            self._behaviour(conn, self.stop)
-
-    def close(self) -> None:
-        self.stop.set()
-        self.sock.close()
-        for thread in self._threads:
-            thread.join(timeout=2)
-
-
 def _drip_headers(conn: socket.socket, stop: threading.Event) -> None:
     conn.recv(65536)
     conn.sendall(b"HTTP/1.1 200 OK\r\nX-Drip: ")
@@ -263,20 +223,6 @@ def _drip_headers(conn: socket.socket, stop: threading.Event) -> None:
 def _silent(conn: socket.socket, stop: threading.Event) -> None:
     """Accept, never read, never answer."""
     stop.wait(10)
-
-
-@pytest.fixture
-def raw_listener() -> Iterator[Callable[..., RawListener]]:
-    started: list[RawListener] = []
-
-    def make(behaviour: Callable[[socket.socket, threading.Event], None]) -> RawListener:
-        raw = RawListener(behaviour)
-        started.append(raw)
-        return raw
-
-    yield make
-    for raw in started:
-        raw.close()
 
 
 # -- clients ---------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from rest_hooks.broker import POLL_MS, PromptDelays
 from rest_hooks.delivery.retry import RetryPolicy, parse_retry_after
 from rest_hooks.models import Delivery, Event, Hook
 from rest_hooks.signals import hook_disabled
+from tests.helpers import attempts_metric
 
 pytestmark = pytest.mark.django_db
 
@@ -282,14 +283,6 @@ def test_fan_out_to_10000_hooks_runs_in_bounded_memory(user, redis_url):
     assert Delivery.objects.filter(event__name="book.added").count() == 10_000
     # Ten times the hooks, about the same memory: it grows with the chunk, not the event.
     assert large[1] < small[1] * 2, (small[1], large[1])
-
-
-def attempts_metric(outcome: str, status_class: str) -> float:
-    from rest_hooks.metrics.exposition import scrape_registry
-
-    labels = {"event": "book.added", "outcome": outcome, "status_class": status_class, "host": ""}
-    value = scrape_registry().get_sample_value("rest_hooks_delivery_attempts_total", labels)
-    return value or 0.0
 
 
 def test_attempts_are_counted_by_outcome(user, receiver, run_pipeline):

@@ -135,10 +135,19 @@ def new_token() -> str:
 
 
 def origin_of(url: str) -> str:
-    """``scheme://host:port``, lower-case, with the default port spelled out."""
-    parts = urlsplit(url)
+    """``scheme://host:port``, lower-case, with the default port spelled out.
+
+    A URL with no origin (a port out of range, a broken IPv6 literal) is its own: it
+    reaches the deliver actor, which refuses it, rather than stop the planning of every
+    other delivery of its event.
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return url
     scheme = parts.scheme.lower()
-    port = parts.port or {"http": 80, "https": 443}.get(scheme, 0)
+    port = port or {"http": 80, "https": 443}.get(scheme, 0)
     return f"{scheme}://{(parts.hostname or '').lower()}:{port}"
 
 

@@ -71,16 +71,21 @@ class RetryPolicy:
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
-    """Seconds from ``now`` that a ``Retry-After`` header asks for (delta or HTTP date)."""
+    """Seconds from ``now`` that a ``Retry-After`` header asks for (delta or HTTP date).
+
+    None for anything else: the value is whatever a receiver wrote. Delta-seconds are
+    ASCII digits only (``"²".isdigit()`` is true, and ``float()`` reads Arabic-Indic
+    digits), and the date parser raises OverflowError on some dates.
+    """
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+        if when.tzinfo is None:
+            return None
+        return max(when.timestamp() - now, 0.0)
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    if when.tzinfo is None:
-        return None
-    return max(when.timestamp() - now, 0.0)

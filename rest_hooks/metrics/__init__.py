@@ -123,7 +123,10 @@ def host_label(url: str) -> str:
     """The target's host with ``METRICS_TARGET_HOST``, else empty (no label)."""
     if not hook_settings.METRICS_TARGET_HOST:
         return ""
-    return urlsplit(url).hostname or ""
+    try:
+        return urlsplit(url).hostname or ""
+    except ValueError:  # a stored target that is no URL ("http://[::1/"): no host
+        return ""
 
 
 def status_class(result: HttpResult | None) -> str:

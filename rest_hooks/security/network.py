@@ -10,8 +10,9 @@ workers may connect to it, and checks the syntax of a URL before it is stored.
 It deliberately knows nothing of Django or of DNS: the HTTP client resolves host
 names itself, exactly once per connection, and asks :class:`AddressPolicy` about every
 address it is about to use (see ``rest_hooks.delivery.http``). ``check_url`` is a
-friendly early check for forms and APIs; the security boundary is the check made on
-the resolved address at connect time, since URL parsers disagree with each other.
+friendly early check for forms and APIs (given a policy, it judges a host written as
+an IP address, in any spelling, without asking DNS); the security boundary is the check
+made on the resolved address at connect time, since URL parsers disagree with each other.
 
 The refused ranges are spelled out in tables below rather than taken from
 ``ipaddress``'s ``is_global``/``is_private``: those changed between Python patch
@@ -21,9 +22,10 @@ make the behaviour identical on every interpreter and easy to audit.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from typing import Final, TypeAlias
 from urllib.parse import urlsplit
 
@@ -33,6 +35,7 @@ __all__ = [
     "IPNetwork",
     "TargetRefused",
     "check_url",
+    "literal_address",
 ]
 
 IPAddress: TypeAlias = IPv4Address | IPv6Address
@@ -52,6 +55,13 @@ class TargetRefused(Exception):
         super().__init__(reason)
         self.reason = reason
         self.address = address
+
+    @property
+    def network(self) -> IPNetwork | None:
+        """The narrowest network that lets ``address`` through: itself, /32 or /128."""
+        if self.address is None:
+            return None
+        return ip_network((int(self.address), self.address.max_prefixlen))
 
 
 def _v4(cidr: str) -> IPv4Network:
@@ -230,12 +240,35 @@ class AddressPolicy:
         return None if description is None else f"{shown} is {description}"
 
 
-def check_url(url: str, *, https_only: bool = False, max_length: int = 2048) -> None:
+def literal_address(host: str) -> IPAddress | None:
+    """The IP address ``host`` is, in any spelling the system resolver reads as one
+    (``127.0.0.1``, ``127.1``, ``0x7f000001``, ``2130706433``, ``::ffff:127.0.0.1``);
+    None for a name.
+
+    ``AI_NUMERICHOST`` asks no DNS server: this is what ``getaddrinfo`` makes of the same
+    host when the HTTP client resolves it at delivery time.
+    """
+    try:
+        infos = socket.getaddrinfo(host, None, flags=socket.AI_NUMERICHOST)
+    except (OSError, UnicodeError, ValueError):
+        return None
+    return ip_address(str(infos[0][4][0]))
+
+
+def check_url(
+    url: str,
+    *,
+    https_only: bool = False,
+    max_length: int = 2048,
+    policy: AddressPolicy | None = None,
+) -> None:
     """Reject webhook URLs that are malformed or that the workers must not use.
 
     Syntax only, no DNS: this gives subscribers an immediate, clear error when they
-    register a hook. It is not the SSRF defence (a host name can resolve to anything
-    later); that is the address check at connect time.
+    register a hook. With a ``policy``, a host that is an IP address is judged too
+    (raising :class:`TargetRefused`); a name is not resolved. It is not the SSRF defence
+    (a host name can resolve to anything later); that is the address check at connect
+    time.
 
     User info is refused because credentials in URLs end up in logs and admin
     pages, and because ``http://trusted@evil/`` is a classic way of confusing
@@ -245,7 +278,10 @@ def check_url(url: str, *, https_only: bool = False, max_length: int = 2048) -> 
         raise ValueError(f"URL is longer than {max_length} characters")
     if any(ord(char) <= 0x20 or ord(char) == 0x7F for char in url):
         raise ValueError("URL contains whitespace or control characters")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # "Invalid IPv6 URL": an unclosed bracket
+        raise ValueError(f"URL cannot be parsed: {exc}") from None
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
         shown = parts.scheme or "(none)"
@@ -259,6 +295,11 @@ def check_url(url: str, *, https_only: bool = False, max_length: int = 2048) -> 
     try:
         port = parts.port
     except ValueError:
-        raise ValueError("URL has an invalid port") from None
+        port = 0
     if port == 0:
-        raise ValueError("URL has an invalid port")
+        written = parts.netloc.rpartition("]")[2].rpartition(":")[2]
+        raise ValueError(f"URL has an invalid port {written!r}: a port is 1 to 65535")
+    if policy is not None:
+        address = literal_address(parts.hostname)
+        if address is not None:
+            policy.check(address)
