@@ -21,6 +21,7 @@ from django.utils import timezone
 from rest_hooks.conf import address_policy, hook_model_label, hook_settings, refusal_message
 from rest_hooks.delivery.flow import parse_rate
 from rest_hooks.fields import EncryptedSecretField
+from rest_hooks.security.encryption import DecryptionError, is_token
 from rest_hooks.security.network import TargetRefused, check_url
 from rest_hooks.security.signing import generate_secret, generate_signing_key, public_key_for
 
@@ -97,7 +98,19 @@ class AbstractHook(models.Model):
         return public_key_for(self.secret) if self.signing_is_ed25519 else None
 
     def signing_secrets(self, now: float | None = None) -> list[str]:
-        """The current secret, then the rotated-out ones whose grace period still runs."""
+        """The current secret, then the rotated-out ones whose grace period still runs.
+
+        Raises ``DecryptionError`` when no configured key decrypts them: this hook's
+        deliveries fail (and retry) until the key is back or the secret is rotated.
+        """
+        if is_token(self.secret) or is_token(self.previous_secrets or ""):
+            raise DecryptionError(
+                f"Hook {self.pk}: its signing secret cannot be decrypted with any key in "
+                "REST_HOOKS['SECRET_KEYS'] (or derived from SECRET_KEY / "
+                "SECRET_KEY_FALLBACKS). Put the removed key back, or rotate the hook's "
+                f"secret (manage.py rest_hooks_rotate_secret {self.pk}) and give the "
+                "subscriber the new one."
+            )
         now = time.time() if now is None else now
         return [self.secret] + [p["secret"] for p in self._previous() if p["expires"] > now]
 
@@ -111,8 +124,10 @@ class AbstractHook(models.Model):
         if grace is None:
             grace = timedelta(seconds=float(hook_settings.SECRET_ROTATION_GRACE))
         now = time.time()
-        kept = [p for p in self._previous() if p["expires"] > now]
-        if grace.total_seconds() > 0:
+        # Secrets no key decrypts are dropped: rotating is the way out for such a hook.
+        previous = [] if is_token(self.previous_secrets or "") else self._previous()
+        kept = [p for p in previous if p["expires"] > now]
+        if grace.total_seconds() > 0 and not is_token(self.secret):
             kept.insert(0, {"secret": self.secret, "expires": now + grace.total_seconds()})
         # A few at most: every delivery carries one signature per valid secret.
         self.previous_secrets = json.dumps(kept[:MAX_PREVIOUS_SECRETS]) if kept else ""

@@ -43,6 +43,7 @@ from rest_hooks.delivery.http import DeliveryClient, DeliveryError, HttpOptions,
 from rest_hooks.delivery.retry import Outcome, RetryPolicy, classify, parse_retry_after
 from rest_hooks.events import get_hook_model
 from rest_hooks.models import Delivery, Event
+from rest_hooks.security.encryption import DecryptionError
 from rest_hooks.security.network import TargetRefused
 from rest_hooks.security.signing import signature_headers
 from rest_hooks.signals import hook_disabled, hook_sent_event
@@ -482,6 +483,7 @@ def _send(delivery: Delivery, instances: dict[int, Any]) -> Attempt:
     result: HttpResult | None = None
     retry_after: float | None = None
     error = ""
+    target_asked = True
     try:
         body = build_body(event, hook)
         if hook_settings.HOOK_DELIVERER is not None:
@@ -507,8 +509,19 @@ def _send(delivery: Delivery, instances: dict[int, Any]) -> Attempt:
             error = f"{exc.kind}: {refusal_message(policy_refusal)}"
         else:
             error = f"{exc.kind}: {exc}"
+    except DecryptionError as exc:
+        # This hook's secret only: the target was not asked, its breaker learns nothing.
+        outcome, error, target_asked = Outcome.RETRY, str(exc), False
+        logger.warning(
+            "Delivery %s not sent: %s",
+            delivery.pk,
+            exc,
+            extra={"delivery_id": str(delivery.pk), "hook_id": hook.pk},
+        )
     except Exception as exc:
         culprit = "HOOK_DELIVERER" if hook_settings.HOOK_DELIVERER else "rest_hooks"
+        # A fault of rest_hooks says nothing of the target's health; the deliverer's may.
+        target_asked = culprit == "HOOK_DELIVERER"
         if culprit == "rest_hooks":
             logger.exception(
                 "Delivery %s failed in rest_hooks itself; it will be retried.",
@@ -520,6 +533,8 @@ def _send(delivery: Delivery, instances: dict[int, Any]) -> Attempt:
     status_code = result.status_code if result else None
     if result is not None and outcome is not Outcome.SUCCESS:
         error = f"HTTP {result.status_code}"
+    refused = outcome is Outcome.FINAL
+    target_health = health(status_code, refused=refused) if target_asked else Result.NEUTRAL
     return Attempt(
         delivery=delivery,
         body=body,
@@ -528,7 +543,7 @@ def _send(delivery: Delivery, instances: dict[int, Any]) -> Attempt:
         error=error,
         duration_ms=(time.monotonic() - started) * 1000,
         retry_after=retry_after,
-        health=health(status_code, refused=outcome is Outcome.FINAL),
+        health=target_health,
         pause=pause_for(status_code, retry_after, float(hook_settings.THROTTLE_PAUSE)),
     )
 

@@ -78,16 +78,43 @@ def test_key_rotation_without_downtime(user, receiver):
         assert Hook.objects.get(pk=hook.pk).secret == secret  # old key no longer needed
 
 
-def test_a_missing_key_fails_clearly_without_the_secret(user, receiver):
-    hook = make_hook(user, receiver)
-    other_key = Fernet.generate_key().decode()
-    with (
-        override_settings(REST_HOOKS={"SECRET_KEYS": [other_key]}),
-        pytest.raises(DecryptionError) as info,
+def test_a_secret_no_key_decrypts_fails_its_own_hook_only(user, receiver, run_pipeline):
+    with override_settings(
+        REST_HOOKS={**PRIVATE_OK, "SECRET_KEYS": [Fernet.generate_key().decode()]}
     ):
-        Hook.objects.get(pk=hook.pk)
+        lost = make_hook(user, receiver)  # encrypted with a key the settings no longer have
+    kept = make_hook(user, receiver)
+    assert {h.pk for h in Hook.objects.all()} == {lost.pk, kept.pk}  # reading never fails
+
+    Book.objects.create(user=user, title="Keys", pages=1, fiction=True)
+    # The receiver was not asked: its breaker, opened by any failure here, stays closed.
+    with override_settings(REST_HOOKS={**PRIVATE_OK, "BREAKER_FAILURES": 1}):
+        by_hook = {d.hook_id: d for d in run_pipeline()}
+
+    (request,) = receiver.requests
+    verify(request.body, request.headers, kept.secret)  # the neighbour was delivered
+    failed = by_hook[lost.pk]
+    assert (failed.status, failed.attempts) == ("pending", 1)  # retried: the key may come back
+    assert "SECRET_KEYS" in failed.last_error
+    assert f"rest_hooks_rotate_secret {lost.pk}" in failed.last_error
+    assert lost.secret not in failed.last_error
+
+    # Rotating is the way out: the next attempt is signed with the new secret.
+    new = Hook.objects.get(pk=lost.pk).rotate_secret()
+    Delivery.objects.filter(pk=failed.pk).update(next_attempt_at=failed.created_at)
+    run_pipeline()
+    assert Delivery.objects.get(pk=failed.pk).status == "success"
+    verify(receiver.requests[-1].body, receiver.requests[-1].headers, new)
+
+
+def test_a_secret_no_key_decrypts_is_not_shown_by_its_error(user, receiver):
+    with override_settings(
+        REST_HOOKS={**PRIVATE_OK, "SECRET_KEYS": [Fernet.generate_key().decode()]}
+    ):
+        hook = make_hook(user, receiver)
+    with pytest.raises(DecryptionError) as info:
+        Hook.objects.get(pk=hook.pk).signing_secrets()
     assert hook.secret not in str(info.value)
-    assert "SECRET_KEYS" in str(info.value)
 
 
 def test_plaintext_secrets_from_before_encryption_are_encrypted(user, receiver):
