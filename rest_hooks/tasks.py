@@ -470,6 +470,8 @@ def _send(delivery: Delivery, instances: dict[int, Any]) -> Attempt:
     started = time.monotonic()
     result: HttpResult | None = None
     error = ""
+    # Refused, or no lookup of its name could start: the target was never tried.
+    untried = False
     try:
         if hook_settings.HOOK_DELIVERER is not None:
             # The old extension point replaces the POST; an exception means "retry".
@@ -485,6 +487,7 @@ def _send(delivery: Delivery, instances: dict[int, Any]) -> Attempt:
             outcome = classify(result.status_code)
     except DeliveryError as exc:
         outcome = classify(None, refused=exc.kind == "refused")
+        untried = not exc.counts_against_target
         error = f"{exc.kind}: {exc}"
     except Exception as exc:
         culprit = "HOOK_DELIVERER" if hook_settings.HOOK_DELIVERER else "rest_hooks"
@@ -512,7 +515,7 @@ def _send(delivery: Delivery, instances: dict[int, Any]) -> Attempt:
         error=error,
         duration_ms=(time.monotonic() - started) * 1000,
         retry_after=retry_after,
-        health=health(status_code, refused=outcome is Outcome.FINAL),
+        health=health(status_code, refused=untried),
         pause=pause_for(status_code, retry_after, float(hook_settings.THROTTLE_PAUSE)),
     )
 
