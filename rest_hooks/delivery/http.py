@@ -528,7 +528,6 @@ class DeliveryClient:
         except TargetRefused as exc:
             raise DeliveryError("refused", exc.reason) from exc
         except ResolverBusy as exc:
-            logger.warning("POST to %s not sent: %s", host, exc)
             raise DeliveryError("busy", str(exc)) from exc
         except httpcore.TimeoutException as exc:
             raise self._error("timeout", host, exc, started) from exc
