@@ -323,6 +323,22 @@ def test_when_every_lookup_is_taken_a_new_one_fails_at_once(make_resolver) -> No
     assert resolver_threads() == 3
 
 
+def test_a_lookup_that_gets_no_thread_is_busy_and_leaves_no_trace(
+    make_resolver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The system refusing a thread cannot be caused safely for real: ``start`` fails."""
+
+    def refuse(thread: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    resolver = make_resolver()
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    with pytest.raises(ResolverBusy, match="can't start new thread"):
+        resolver.resolve("healthy.test", 80, timeout=1)
+    monkeypatch.undo()
+    assert resolver.resolve("healthy.test", 80, timeout=1) == [ipaddress.ip_address("127.0.0.1")]
+
+
 def test_a_failed_lookup_is_the_targets_failure(make_resolver) -> None:
     with pytest.raises(ResolutionFailed, match=r"cannot resolve 'nowhere\.test'"):
         make_resolver().resolve("nowhere.test", 80, timeout=1)

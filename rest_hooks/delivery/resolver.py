@@ -70,11 +70,7 @@ _Key: TypeAlias = tuple[str, int]
 
 
 class ResolutionError(Exception):
-    """``host`` could not be resolved; ``str()`` says why and names the host."""
-
-    def __init__(self, host: str, message: str) -> None:
-        super().__init__(message)
-        self.host = host
+    """A host name could not be resolved; ``str()`` says why and names the host."""
 
 
 class ResolverBusy(ResolutionError):
@@ -190,7 +186,7 @@ class BoundedResolver:
         except TimeoutError as exc:
             if not future.cancel():  # the answer is being handed over right now
                 return future.result()
-            raise ResolutionTimeout(host, f"resolving {host!r} timed out") from exc
+            raise ResolutionTimeout(f"resolving {host!r} timed out") from exc
 
     def start(self, host: str, port: int) -> _Addresses:
         """Look ``host`` up, or join the lookup of it already running; cancel the future
@@ -216,19 +212,24 @@ class BoundedResolver:
             lookup.callers.add(caller)
         caller.add_done_callback(functools.partial(self._stop_waiting, lookup))
         if starts:
-            threading.Thread(
+            thread = threading.Thread(
                 target=self._run,
                 args=(key, lookup, host, port),
                 name=f"rest-hooks-dns {domain}",
                 daemon=True,  # a hanging lookup never holds up the process's exit
-            ).start()
+            )
+            try:
+                thread.start()
+            except RuntimeError as exc:  # the system allows no more threads
+                busy = ResolverBusy(f"cannot resolve {host!r} now: {exc}")
+                self._finish(key, lookup, [], busy)  # for those who joined meanwhile too
+                raise busy from exc
         return caller
 
     def _check_room(self, host: str, domain: str) -> None:
         """Raise :class:`ResolverBusy` if no new lookup of ``host`` may start (lock held)."""
         if len(self._running) >= self._max_lookups:
             raise ResolverBusy(
-                host,
                 f"cannot resolve {host!r} now: all {self._max_lookups} lookups of this "
                 "process are taken by names that have not answered yet",
             )
@@ -237,7 +238,6 @@ class BoundedResolver:
         )
         if hung >= self._max_hung_per_domain:
             raise ResolverBusy(
-                host,
                 f"cannot resolve {host!r} now: {hung} lookups of other names of {domain} "
                 "have not answered yet",
             )
@@ -247,19 +247,25 @@ class BoundedResolver:
             lookup.callers.discard(caller)
 
     def _run(self, key: _Key, lookup: _Lookup, host: str, port: int) -> None:
-        """Do one lookup on its own thread and hand its answer to every caller still
-        waiting."""
+        """Do one lookup, on its own thread."""
         started = time.monotonic()
         addresses: list[IPAddress] = []
         error: BaseException | None = None
         try:
             addresses = list(self._resolver(host, port))
         except (OSError, UnicodeError) as exc:
-            error = ResolutionFailed(host, f"cannot resolve {host!r}: {exc}")
+            error = ResolutionFailed(f"cannot resolve {host!r}: {exc}")
         except Exception as exc:  # a custom resolver's bug: its callers see it
             error = exc
         if error is None and not addresses:
-            error = ResolutionFailed(host, f"{host!r} did not resolve to any address")
+            error = ResolutionFailed(f"{host!r} did not resolve to any address")
+        self._finish(key, lookup, addresses, error)
+        logger.debug("Looked %s up in %.3fs.", host, time.monotonic() - started)
+
+    def _finish(
+        self, key: _Key, lookup: _Lookup, addresses: list[IPAddress], error: BaseException | None
+    ) -> None:
+        """End ``lookup``: free its place and answer every caller still waiting."""
         with self._lock:
             del self._running[key]
             callers = list(lookup.callers)
@@ -270,4 +276,3 @@ class BoundedResolver:
                     caller.set_result(addresses)
                 else:
                     caller.set_exception(error)
-        logger.debug("Looked %s up in %.3fs.", host, time.monotonic() - started)
