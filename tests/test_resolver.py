@@ -289,10 +289,10 @@ def test_hanging_names_of_one_domain_take_a_few_threads(make_resolver, dns: Fake
     # The hanging name itself may still be waited for: its own lookup, its own failure.
     hang(resolver, "hang-1.evil.test")
     # Other domains are not held up, even under the same public suffix.
-    dns.answers.update({"ok.evil.co.uk": "192.0.2.7", "ok.other.test": "192.0.2.8"})
+    dns.answers.update({"ok.evil.co.uk": "192.0.2.7", "ok.shop.co.uk": "192.0.2.8"})
     hang(resolver, "hang-1.evil.co.uk")
     hang(resolver, "hang-2.evil.co.uk")
-    assert resolver.resolve("ok.other.test", 80, timeout=1) == [ipaddress.ip_address("192.0.2.8")]
+    assert resolver.resolve("ok.shop.co.uk", 80, timeout=1) == [ipaddress.ip_address("192.0.2.8")]
     with pytest.raises(ResolverBusy):
         resolver.resolve("ok.evil.co.uk", 80, timeout=1)
     wait_until(lambda: resolver_threads() == 4, "only the hanging lookups left")
