@@ -483,6 +483,8 @@ def _send(delivery: Delivery, instances: dict[int, Any]) -> Attempt:
     result: HttpResult | None = None
     retry_after: float | None = None
     error = ""
+    # False when the target was never tried (refused, no lookup of its name could start,
+    # our own fault): its breaker must learn nothing from the attempt.
     target_asked = True
     try:
         body = build_body(event, hook)
@@ -503,6 +505,7 @@ def _send(delivery: Delivery, instances: dict[int, Any]) -> Attempt:
                 retry_after = retry_policy().clamp_retry_after(retry_after)
     except DeliveryError as exc:
         outcome = classify(None, refused=exc.kind == "refused")
+        target_asked = exc.counts_against_target
         # The address policy's refusals say which setting would allow the target.
         policy_refusal = exc.__cause__
         if isinstance(policy_refusal, TargetRefused):
@@ -533,8 +536,6 @@ def _send(delivery: Delivery, instances: dict[int, Any]) -> Attempt:
     status_code = result.status_code if result else None
     if result is not None and outcome is not Outcome.SUCCESS:
         error = f"HTTP {result.status_code}"
-    refused = outcome is Outcome.FINAL
-    target_health = health(status_code, refused=refused) if target_asked else Result.NEUTRAL
     return Attempt(
         delivery=delivery,
         body=body,
@@ -543,7 +544,7 @@ def _send(delivery: Delivery, instances: dict[int, Any]) -> Attempt:
         error=error,
         duration_ms=(time.monotonic() - started) * 1000,
         retry_after=retry_after,
-        health=target_health,
+        health=health(status_code) if target_asked else Result.NEUTRAL,
         pause=pause_for(status_code, retry_after, float(hook_settings.THROTTLE_PAUSE)),
     )
 

@@ -182,15 +182,14 @@ def parse_rate(text: str | float | None) -> float | None:
     return rate
 
 
-def health(status_code: int | None, *, refused: bool = False) -> Result:
-    """What an attempt says about the target's health, for its breaker.
+def health(status_code: int | None) -> Result:
+    """What an attempt made to the target says about its health, for its breaker.
 
     No answer (timeout, connection error), 5xx and 408 are failures; 429 is not (the
-    target is alive and asks for less, which the pause handles); other answers, and
-    targets we refused to contact, say nothing either way.
+    target is alive and asks for less, which the pause handles); other answers say nothing
+    either way. (An attempt that never reached the target, refused or failed before its
+    request, says nothing at all: the deliver actor reports it as neutral.)
     """
-    if refused:
-        return Result.NEUTRAL
     if status_code is None or status_code >= 500 or status_code == 408:
         return Result.FAILURE
     if 200 <= status_code < 300:

@@ -4,7 +4,8 @@ Webhook targets are chosen by users, so every attempt is a request to an untrust
 server from inside the operator's network. This module makes that safe and bounded:
 
 * **No SSRF through DNS.** Host names are resolved once per new connection by
-  :class:`PinnedBackend`, every resolved address is checked with the
+  :class:`PinnedBackend` (through :mod:`rest_hooks.delivery.resolver`, where a name that
+  never answers costs only its own deliveries), every resolved address is checked with the
   :class:`~rest_hooks.security.network.AddressPolicy`, and the TCP connection is made to
   the checked IP itself. Nothing resolves the name a second time, so there is no
   DNS-rebinding window between the check and the connect. TLS still uses the host
@@ -25,7 +26,6 @@ There is no Django here: settings arrive as :class:`HttpOptions`.
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import contextvars
 import functools
@@ -36,7 +36,7 @@ import select
 import socket
 import ssl
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final, Literal, TypeAlias
@@ -45,6 +45,14 @@ import httpcore
 import httpx
 
 from rest_hooks.delivery.pool import ConnectionPool
+from rest_hooks.delivery.resolver import (
+    BoundedResolver,
+    ResolutionError,
+    ResolutionTimeout,
+    Resolver,
+    ResolverBusy,
+    resolve_host,
+)
 from rest_hooks.security.network import AddressPolicy, IPAddress, TargetRefused, check_url
 
 __all__ = [
@@ -54,16 +62,11 @@ __all__ = [
     "HttpOptions",
     "HttpResult",
     "PinnedBackend",
-    "Resolver",
-    "resolve_host",
 ]
 
 logger = logging.getLogger(__name__)
 
-#: ``resolver(host, port)`` returns the addresses to try, in order.
-Resolver: TypeAlias = Callable[[str, int], Sequence[IPAddress]]
-
-DeliveryErrorKind: TypeAlias = Literal["timeout", "connect", "refused", "protocol"]
+DeliveryErrorKind: TypeAlias = Literal["timeout", "connect", "refused", "protocol", "busy"]
 
 # The monotonic time at which the current attempt must be over, for the thread running
 # it. A context variable (rather than state on the client) because one client serves
@@ -88,7 +91,9 @@ class HttpOptions:
     servers drop idle connections after a few seconds, and reusing one they have
     just closed fails the attempt. ``max_connections`` bounds the requests in flight at
     once (a worker process has fewer threads), ``max_keepalive_connections`` the idle
-    connections kept (:mod:`rest_hooks.delivery.pool`).
+    connections kept (:mod:`rest_hooks.delivery.pool`). ``max_lookups`` bounds the host
+    name lookups running at once (a thread each), ``max_hung_lookups_per_domain`` those of
+    one registered domain that nobody waits for any more (:mod:`rest_hooks.delivery.resolver`).
     """
 
     connect_timeout: float = 5.0
@@ -102,6 +107,8 @@ class HttpOptions:
     max_connections: int = 100
     max_keepalive_connections: int = 20
     keepalive_expiry: float = 5.0
+    max_lookups: int = 64
+    max_hung_lookups_per_domain: int = 4
     ssl_context: ssl.SSLContext | None = None
     #: Refuse ``http://`` targets (a final failure, like a refused address).
     https_only: bool = False
@@ -150,9 +157,13 @@ class DeliveryError(Exception):
       (refused, unreachable, TLS handshake or certificate failure) or it broke while
       sending or receiving.
     * ``"protocol"``: the receiver did not speak valid HTTP/1.1.
+    * ``"busy"``: the target's host name could not even be looked up, as names of other
+      targets that do not answer held every lookup this process may run (or every one
+      its domain may); nothing was sent.
 
-    All kinds but ``"refused"`` are worth retrying later. ``str(error)`` is the
-    message alone.
+    All kinds but ``"refused"`` are worth retrying later; ``"refused"`` and ``"busy"``
+    say nothing about the target's health (:attr:`counts_against_target`).
+    ``str(error)`` is the message alone.
     """
 
     def __init__(self, kind: DeliveryErrorKind, message: str) -> None:
@@ -170,31 +181,14 @@ class DeliveryError(Exception):
         """True when a later attempt may succeed."""
         return not self.final
 
+    @property
+    def counts_against_target(self) -> bool:
+        """False when the target was never tried, so its circuit breaker must not count
+        the attempt: it was refused, or no lookup of its name could start."""
+        return self.kind not in ("refused", "busy")
+
 
 # -- resolution and connection ---------------------------------------------------------------
-
-
-def resolve_host(host: str, port: int) -> list[IPAddress]:
-    """Resolve ``host`` like the kernel's resolver would, without duplicates.
-
-    IP literals are returned as is. Everything else goes to ``getaddrinfo``, which
-    also understands the legacy numeric spellings (``2130706433``, ``0x7f.1``,
-    ``0177.0.0.1``); returning what it makes of them lets the policy judge the real
-    address instead of the text.
-    """
-    try:
-        return [ipaddress.ip_address(host)]
-    except ValueError:
-        pass
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
-    addresses: list[IPAddress] = []
-    for family, _type, _proto, _canonname, sockaddr in infos:
-        if family not in (socket.AF_INET, socket.AF_INET6):
-            continue
-        address = ipaddress.ip_address(str(sockaddr[0]))
-        if address not in addresses:
-            addresses.append(address)
-    return addresses
 
 
 def _is_literal(host: str, address: IPAddress) -> bool:
@@ -360,39 +354,29 @@ class PinnedBackend(httpcore.NetworkBackend):
     addresses are tried in resolver order, each connect bounded by the connect
     timeout and the attempt deadline.
 
-    ``getaddrinfo`` has no timeout of its own, so resolution runs on a small thread
-    pool and the caller stops waiting at the connect timeout or the deadline,
-    whichever comes first; a stuck lookup then only occupies a pool thread until the
-    system resolver gives up.
+    Names are looked up by a :class:`~rest_hooks.delivery.resolver.BoundedResolver`, and
+    the caller stops waiting at the connect timeout or the deadline, whichever comes
+    first. A lookup that times out or fails is the target's failure (``ConnectTimeout``,
+    ``ConnectError``); one that could not start because hanging names of others took
+    every lookup raises :class:`ResolverBusy`, which says nothing about the target.
     """
 
-    def __init__(
-        self,
-        policy: AddressPolicy,
-        resolver: Resolver = resolve_host,
-        *,
-        resolver_threads: int = 16,
-    ) -> None:
+    def __init__(self, policy: AddressPolicy, resolver: BoundedResolver) -> None:
         self._policy = policy
         self._resolver = resolver
         self._inner = httpcore.SyncBackend()
-        self._resolver_pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=resolver_threads, thread_name_prefix="rest-hooks-dns"
-        )
 
     def resolve(self, host: str, port: int, timeout: float | None = None) -> list[IPAddress]:
         """Resolve ``host`` and check every address; raise if any is refused."""
         budget = _bounded(timeout, httpcore.ConnectTimeout)
-        future = self._resolver_pool.submit(self._resolver, host, port)
         try:
-            addresses = list(future.result(timeout=budget))
-        except TimeoutError as exc:
-            future.cancel()
-            raise httpcore.ConnectTimeout(f"resolving {host!r} timed out") from exc
-        except (OSError, UnicodeError) as exc:
-            raise httpcore.ConnectError(f"cannot resolve {host!r}: {exc}") from exc
-        if not addresses:
-            raise httpcore.ConnectError(f"{host!r} did not resolve to any address")
+            addresses = self._resolver.resolve(host, port, budget)
+        except ResolverBusy:
+            raise
+        except ResolutionTimeout as exc:
+            raise httpcore.ConnectTimeout(str(exc)) from exc
+        except ResolutionError as exc:
+            raise httpcore.ConnectError(str(exc)) from exc
         for address in addresses:
             try:
                 self._policy.check(address)
@@ -444,10 +428,6 @@ class PinnedBackend(httpcore.NetworkBackend):
     def sleep(self, seconds: float) -> None:
         time.sleep(seconds)
 
-    def close(self) -> None:
-        """Stop the resolver threads (a lookup in progress finishes on its own)."""
-        self._resolver_pool.shutdown(wait=False, cancel_futures=True)
-
 
 # -- the client ------------------------------------------------------------------------------
 
@@ -480,7 +460,14 @@ class DeliveryClient:
 
     def __init__(self, options: HttpOptions, *, resolver: Resolver | None = None) -> None:
         self.options = options
-        self._backend = PinnedBackend(options.policy, resolver or resolve_host)
+        self._backend = PinnedBackend(
+            options.policy,
+            BoundedResolver(
+                resolver or resolve_host,
+                max_lookups=options.max_lookups,
+                max_hung_per_domain=options.max_hung_lookups_per_domain,
+            ),
+        )
         # httpcore, not httpx.Client: a client's request and response models, cookie jar
         # and redirect logic cost as much CPU as the request itself, and a delivery wants
         # none of them (no cookies, no redirects, no proxy from the environment).
@@ -540,6 +527,8 @@ class DeliveryClient:
                 content, truncated = self._read_capped(response, deadline)
         except TargetRefused as exc:
             raise DeliveryError("refused", exc.reason) from exc
+        except ResolverBusy as exc:
+            raise DeliveryError("busy", str(exc)) from exc
         except httpcore.TimeoutException as exc:
             raise self._error("timeout", host, exc, started) from exc
         except httpcore.NetworkError as exc:
@@ -589,9 +578,8 @@ class DeliveryClient:
         return DeliveryError(kind, f"{type(exc).__name__}: {detail}")
 
     def close(self) -> None:
-        """Close pooled connections and stop the resolver threads."""
+        """Close pooled connections (a lookup in progress ends on its own)."""
         self._pool.close()
-        self._backend.close()
 
     def __enter__(self) -> DeliveryClient:
         return self
