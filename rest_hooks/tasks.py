@@ -38,7 +38,7 @@ from django.utils import timezone
 from rest_hooks import __version__, gatekeeper, metrics
 from rest_hooks.broker import setup_broker
 from rest_hooks.conf import address_policy, hook_settings, on_reload, refusal_message
-from rest_hooks.delivery.flow import Decision, Result, health, origin_of, pause_for
+from rest_hooks.delivery.flow import Decision, Reason, Result, health, origin_of, pause_for
 from rest_hooks.delivery.http import DeliveryClient, DeliveryError, HttpOptions, HttpResult
 from rest_hooks.delivery.retry import Outcome, RetryPolicy, classify, parse_retry_after
 from rest_hooks.events import get_hook_model
@@ -63,6 +63,8 @@ BATCH_BUDGET = 60.0
 # A target's deliveries are cut into this many batches, or as many as it may have
 # requests in flight if fewer, so that batches run side by side.
 SPREAD = 10
+# A delivery whose host name no lookup could start for waits this long (s, plus jitter).
+RESOLVER_BUSY_WAIT = 1.0
 # Deliveries planned into batches per query.
 LOOKUP_CHUNK = 500
 
@@ -397,22 +399,33 @@ def deliver_claimed(claimed: list[Delivery], reservation: float | None = None) -
     attempts: list[Attempt] = []
     instances: dict[int, Any] = {}
     successes = 0
+    resolver_busy = False
     for delivery in claimed:
         if attempts and time.monotonic() - started > BATCH_BUDGET:
             break
         done = _send(delivery, instances)
+        if done.resolver_busy:
+            # Nothing was tried: it and the rest of the batch (the same host name) wait a
+            # moment, their attempts not counted, instead of using up a retry each.
+            resolver_busy = True
+            break
         attempts.append(done)
         if done.health is Result.SUCCESS:
             successes += 1
         if done.health is Result.FAILURE or done.pause is not None:
             break
-    last = attempts[-1]
+    last_health = attempts[-1].health if attempts else Result.NEUTRAL
+    last_pause = attempts[-1].pause if attempts else None
     gatekeeper.report(
-        admission, last.health, last.pause, successes - (last.health is Result.SUCCESS)
+        admission, last_health, last_pause, successes - (last_health is Result.SUCCESS)
     )
-    if len(attempts) < len(claimed):
-        _give_back(claimed[len(attempts) :])
-    _record(attempts, instances)
+    untried = claimed[len(attempts) :]
+    if resolver_busy:
+        _defer(untried, Decision(False, RESOLVER_BUSY_WAIT, Reason.RESOLVER_BUSY))
+    elif untried:
+        _give_back(untried)
+    if attempts:
+        _record(attempts, instances)
 
 
 def claim(delivery_ids: list[str]) -> list[Delivery]:
@@ -466,6 +479,8 @@ class Attempt:
     retry_after: float | None
     health: Result
     pause: float | None
+    # No lookup of the target's name could start: no request was made (see deliver_claimed).
+    resolver_busy: bool = False
 
 
 def _send(delivery: Delivery, instances: dict[int, Any]) -> Attempt:
@@ -486,6 +501,7 @@ def _send(delivery: Delivery, instances: dict[int, Any]) -> Attempt:
     # False when the target was never tried (refused, no lookup of its name could start,
     # our own fault): its breaker must learn nothing from the attempt.
     target_asked = True
+    resolver_busy = False
     try:
         body = build_body(event, hook)
         if hook_settings.HOOK_DELIVERER is not None:
@@ -506,6 +522,7 @@ def _send(delivery: Delivery, instances: dict[int, Any]) -> Attempt:
     except DeliveryError as exc:
         outcome = classify(None, refused=exc.kind == "refused")
         target_asked = exc.counts_against_target
+        resolver_busy = exc.kind == "busy"
         # The address policy's refusals say which setting would allow the target.
         policy_refusal = exc.__cause__
         if isinstance(policy_refusal, TargetRefused):
@@ -546,6 +563,7 @@ def _send(delivery: Delivery, instances: dict[int, Any]) -> Attempt:
         retry_after=retry_after,
         health=health(status_code) if target_asked else Result.NEUTRAL,
         pause=pause_for(status_code, retry_after, float(hook_settings.THROTTLE_PAUSE)),
+        resolver_busy=resolver_busy,
     )
 
 

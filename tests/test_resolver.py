@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from django.conf import settings
 from django.test import override_settings
+from django.utils import timezone
 
 from bookstore.models import Book
 from bookstore.receiver import Receiver
@@ -35,7 +36,7 @@ from rest_hooks.delivery.resolver import (
 )
 from rest_hooks.models import Delivery, Hook
 from rest_hooks.security.network import AddressPolicy, IPAddress
-from tests.helpers import wait_until
+from tests.helpers import attempts_metric, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -182,11 +183,11 @@ def test_a_target_whose_own_name_hangs_counts_the_timeouts(
 
 
 @pytest.mark.django_db
-def test_a_lookup_that_cannot_start_is_retried_and_not_held_against_the_target(
+def test_a_lookup_that_cannot_start_defers_its_delivery_without_counting_anything(
     user, receiver: Receiver, dns: FakeDns, run_pipeline, monkeypatch
 ):
-    """With every lookup of the process taken by hanging names, a delivery to a name
-    fails at once with ``busy``, is retried, and its target's breaker counts nothing
+    """With every lookup of the process taken by hanging names, a delivery to a name is
+    deferred for a moment: no attempt counted, and its target's breaker counts nothing
     (one failure would open it here)."""
     options = HttpOptions(
         connect_timeout=CONNECT_TIMEOUT, policy=AddressPolicy(allow_private=True), max_lookups=2
@@ -198,12 +199,14 @@ def test_a_lookup_that_cannot_start_is_retried_and_not_held_against_the_target(
                 delivery_client.post(f"http://{name}/", b"{}", {})
         healthy = f"http://healthy.test:{receiver.port}/hook"
         add_hooks(user, healthy)
+        retries_before = attempts_metric("retry", "none")
         add_book(user)
         with override_settings(REST_HOOKS={**settings.REST_HOOKS, "BREAKER_FAILURES": 1}):
             (delivery,) = run_pipeline()
             assert breaker(healthy) is BreakerState.CLOSED
-        assert delivery.status == Delivery.Status.PENDING  # retried later
-        assert delivery.last_error.startswith("busy: cannot resolve 'healthy.test' now")
+        assert (delivery.status, delivery.attempts) == (Delivery.Status.PENDING, 0)
+        assert delivery.next_attempt_at > timezone.now()  # deferred, not due at once
+        assert attempts_metric("retry", "none") == retries_before  # no attempt was made
         assert receiver.requests == []
         assert "healthy.test" not in dns.lookups
 

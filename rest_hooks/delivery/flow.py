@@ -43,9 +43,14 @@ RESERVATION_EARLY = 0.005
 
 
 class Reason(enum.StrEnum):
+    """Why a delivery was held back: the gate's reasons, and the worker's own."""
+
     RATE_LIMIT = "rate_limit"
     CIRCUIT_OPEN = "circuit_open"
     IN_FLIGHT = "in_flight"
+    # Not the gate's: no lookup of the target's name could start in the worker process,
+    # every one being held by names that do not answer.
+    RESOLVER_BUSY = "resolver_busy"
 
 
 class Result(enum.StrEnum):
