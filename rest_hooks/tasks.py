@@ -56,6 +56,13 @@ USER_AGENT = f"rest-hooks/{__version__}"
 LEASE_MARGIN = timedelta(seconds=60)
 # Messages may be handled slightly before the row says they are due (clock skew).
 EARLY_TOLERANCE = timedelta(seconds=1)
+# An event goes to the hooks that existed when it was captured: those created no later
+# than its ``created_at``, give or take this. Both stamps come from application clocks
+# (``Event.created_at`` from the process that saved the instance, ``Hook.created`` from the
+# one that saved the hook, often other machines), so a hook made just before an event on
+# a machine whose clock runs ahead is still served: a subscriber that existed must not
+# miss an event, and one made within this margin after it may get it.
+CAPTURE_SKEW = timedelta(seconds=1)
 # A batch starts no request after this many seconds; the rest go back to the queue. It
 # keeps a batch to a slow receiver well inside the actor's time limit and its lease.
 BATCH_BUDGET = 60.0
@@ -142,7 +149,9 @@ def _next_chunk(
         if event.hook_id is not None:
             where: dict[str, Any] = {"pk": event.hook_id}
         else:
-            where = {"event": event.name, "is_active": True}
+            # However late it is fanned out, not to hooks made after the event.
+            created_by = event.created_at + CAPTURE_SKEW
+            where = {"event": event.name, "is_active": True, "created__lte": created_by}
             if event.owner_id is not None:
                 where["user"] = event.owner_id
             if event.fanout_cursor:
