@@ -714,8 +714,10 @@ def _instance_of(event: Event, instances: dict[int, Any]) -> Any:
 # -- relay ------------------------------------------------------------------------------------
 
 
-def relay_pending(*, everything: bool = False, batch_size: int = 500) -> tuple[int, int]:
-    """Re-enqueue events and deliveries whose message seems lost; returns the counts.
+def relay_pending(
+    *, everything: bool = False, batch_size: int = 500
+) -> tuple[list[Any], list[Any]]:
+    """Re-enqueue events and deliveries whose message seems lost; returns their ids.
 
     Normally only what is overdue by ``RELAY_AFTER`` seconds; ``everything=True`` (the
     management command) takes every pending event and every due delivery at once.
@@ -738,7 +740,7 @@ def relay_pending(*, everything: bool = False, batch_size: int = 500) -> tuple[i
     enqueue_deliveries(deliveries)
     if events or deliveries:
         logger.info("Relayed %d events and %d deliveries.", len(events), len(deliveries))
-    return len(events), len(deliveries)
+    return events, deliveries
 
 
 def _take_batches(

@@ -262,12 +262,14 @@ def test_relay_enqueues_overdue_events_and_deliveries(user, receiver):
     make_hook(user, receiver)
     add_book(user)
     Event.objects.update(enqueued_at=timezone.now() - timedelta(minutes=5))
-    assert tasks.relay_pending() == (1, 0)
-    assert tasks.relay_pending() == (0, 0)  # just relayed: not overdue any more
-    tasks.fan_out(Event.objects.get().pk)
+    event = Event.objects.get()
+    assert tasks.relay_pending() == ([event.pk], [])
+    assert tasks.relay_pending() == ([], [])  # just relayed: not overdue any more
+    tasks.fan_out(event.pk)
+    delivery = Delivery.objects.get()
     Delivery.objects.update(next_attempt_at=timezone.now() - timedelta(minutes=5))
-    assert tasks.relay_pending() == (0, 1)
-    assert tasks.relay_pending(everything=True) == (0, 1)
+    assert tasks.relay_pending() == ([], [delivery.pk])
+    assert tasks.relay_pending(everything=True) == ([], [delivery.pk])
 
 
 def test_retry_policy_schedule_and_jitter():
