@@ -149,15 +149,19 @@ class EmbeddedWorker(Middleware):
         """Deliver what is queued before the process exits, and log what is left: the
         relay sends it later."""
         bound = float(hook_settings.EMBEDDED_DRAIN_TIMEOUT)
-        left = self.drain(horizon=bound, timeout=bound)
+        try:
+            left = self.drain(horizon=bound, timeout=bound)
+        except KeyboardInterrupt:  # Ctrl-C: stop waiting, still say what is left
+            left = self.drain(horizon=bound, timeout=0)
         relay = (
             "their events and deliveries stay pending and the relay sends them "
             "(manage.py rest_hooks_relay, or a running process's worker)"
         )
         if left.unhandled:
             logger.warning(
-                "rest_hooks: the process exits with %d messages not handled within "
-                "EMBEDDED_DRAIN_TIMEOUT (%g s) and %d held for later; %s.",
+                "rest_hooks: the process exits before %d of its messages were handled "
+                "(it waits EMBEDDED_DRAIN_TIMEOUT, %g s, at most) and with %d held for "
+                "later; %s.",
                 left.unhandled,
                 bound,
                 len(left.held),
