@@ -194,10 +194,10 @@ def test_a_process_does_not_wait_at_exit_for_a_retry_due_later(project, receiver
 
 
 def test_a_process_waits_for_its_deliveries_at_most_the_drain_timeout(project, receiver):
-    receiver.answer("/hook", Answer(delay=3))
-    done = project.shell(SUBSCRIBE_AND_SAVE, EMBEDDED_DRAIN_TIMEOUT=0.5)
+    receiver.answer("/hook", Answer(delay=10))
+    done = project.shell(SUBSCRIBE_AND_SAVE, EMBEDDED_DRAIN_TIMEOUT=2)
     assert "exits before 1 of its messages were handled" in done.stderr
-    assert "(it waits EMBEDDED_DRAIN_TIMEOUT, 0.5 s, at most)" in done.stderr
+    assert "(it waits EMBEDDED_DRAIN_TIMEOUT, 2 s, at most)" in done.stderr
     # Claimed, in flight when the process ended: the relay sends it once its lease is over.
     assert project.deliveries() == [("pending", 1)]
 
