@@ -9,11 +9,14 @@ actors.
 
 from __future__ import annotations
 
+import concurrent.futures.thread  # noqa: F401 (registers its exit callback before ours)
 import heapq
 import logging
 import random
 import threading
 import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import dramatiq
@@ -57,21 +60,128 @@ def setup_broker() -> dramatiq.Broker:
     return broker
 
 
+@dataclass(frozen=True)
+class Backlog:
+    """What the embedded worker had not handled when a wait for it ended."""
+
+    #: Whether the wait ended because the work was done, not because its time was up.
+    done: bool
+    #: Messages queued or being handled (not delayed).
+    unhandled: int
+    #: When the delayed messages (retries, deliveries held back) are due, earliest first.
+    held: list[datetime]
+
+
 class EmbeddedWorker(Middleware):
-    """Starts an in-process worker the first time a message is enqueued."""
+    """Starts an in-process worker the first time a message is enqueued, and delivers
+    what is queued before the process exits.
+
+    The queue lives in this process's memory: a process that exits with messages in it
+    leaves their events and deliveries pending, for the relay of another. So the
+    middleware counts the messages not handled yet (queued or running, and delayed with
+    when they are due), and at exit waits for them, at most ``EMBEDDED_DRAIN_TIMEOUT``
+    seconds (``drain``). A management command waits the same way for what it queued.
+    """
 
     def __init__(self) -> None:
         self.worker: dramatiq.Worker | None = None
         self._lock = threading.Lock()
+        self._changed = threading.Condition()
+        self._unhandled = 0
+        #: The delayed messages not handled yet: when each is due (ms), by message id.
+        self._held: dict[str, int] = {}
 
     def before_enqueue(self, broker: dramatiq.Broker, message: Any, delay: int) -> None:
         if self.worker is None:
             with self._lock:
                 if self.worker is None:
-                    self.worker = dramatiq.Worker(
+                    worker = dramatiq.Worker(
                         broker, worker_threads=hook_settings.EMBEDDED_WORKER_THREADS
                     )
-                    self.worker.start()
+                    worker.start()
+                    self.worker = worker
+                    # Before the interpreter joins its threads, not at atexit: by then
+                    # concurrent.futures has shut its executors (the DNS resolver pool's
+                    # among them) and they refuse work. These callbacks run in the
+                    # reverse order of their registration, so this one, registered after
+                    # concurrent.futures' (imported above), runs first.
+                    threading._register_atexit(self.drain_at_exit)  # type: ignore[attr-defined]
+        # Counted before it is queued: once it is, a worker thread may handle it at once.
+        with self._changed:
+            eta = message.options.get("eta")  # a delayed message's, set by the broker
+            if eta is None:
+                self._unhandled += 1
+            else:
+                self._held[message.message_id] = int(eta)
+            self._changed.notify_all()
+
+    def after_ack(self, broker: dramatiq.Broker, message: Any) -> None:
+        # A delayed message is acked when it comes due, after it was queued again as an
+        # immediate one: until it is handled, a message is always counted somewhere.
+        with self._changed:
+            if message.options.get("eta") is None:
+                self._unhandled -= 1
+            else:
+                self._held.pop(message.message_id, None)
+            self._changed.notify_all()
+
+    after_nack = after_ack
+
+    def drain(self, horizon: float, timeout: float | None = None) -> Backlog:
+        """Wait until no message is queued or being handled, and no delayed one is due
+        within ``horizon`` seconds (retries and deliveries held back for longer are left
+        for later); at most ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._changed:
+            while True:
+                soon = current_millis() + horizon * 1000
+                done = not self._unhandled and all(eta > soon for eta in self._held.values())
+                left = None if deadline is None else deadline - time.monotonic()
+                if done or (left is not None and left <= 0):
+                    break
+                # Every change is notified, a held message coming due included: the
+                # worker queues it again.
+                self._changed.wait(left)
+            held = sorted(datetime.fromtimestamp(eta / 1000, UTC) for eta in self._held.values())
+            return Backlog(done=done, unhandled=self._unhandled, held=held)
+
+    def drain_at_exit(self) -> None:
+        """Deliver what is queued before the process exits, and log what is left: the
+        relay sends it later."""
+        bound = float(hook_settings.EMBEDDED_DRAIN_TIMEOUT)
+        try:
+            left = self.drain(horizon=bound, timeout=bound)
+        except KeyboardInterrupt:  # Ctrl-C: stop waiting, still say what is left
+            left = self.drain(horizon=bound, timeout=0)
+        relay = (
+            "their events and deliveries stay pending and the relay sends them "
+            "(manage.py rest_hooks_relay, or a running process's worker)"
+        )
+        if left.unhandled:
+            logger.warning(
+                "rest_hooks: the process exits before %d of its messages were handled "
+                "(it waits EMBEDDED_DRAIN_TIMEOUT, %g s, at most) and with %d held for "
+                "later; %s.",
+                left.unhandled,
+                bound,
+                len(left.held),
+                relay,
+            )
+        elif left.held:
+            logger.info(
+                "rest_hooks: the process exits with %d retries or held deliveries due "
+                "later, the first at %s; %s once they are due.",
+                len(left.held),
+                left.held[0].isoformat(timespec="seconds"),
+                relay,
+            )
+
+
+def embedded_worker(broker: dramatiq.Broker | None = None) -> EmbeddedWorker | None:
+    """The broker's in-process worker middleware, if it has one (embedded mode)."""
+    broker = broker or current_broker()
+    middleware = broker.middleware if broker is not None else []
+    return next((m for m in middleware if isinstance(m, EmbeddedWorker)), None)
 
 
 #: Most milliseconds an idle worker waits before it looks for work again.

@@ -29,6 +29,9 @@ DEFAULTS: dict[str, Any] = {
     # Embedded mode: start an in-process Dramatiq worker when the broker is a StubBroker.
     "EMBEDDED_WORKER": True,
     "EMBEDDED_WORKER_THREADS": 4,
+    # Embedded mode: a process at exit waits at most this many seconds for what it queued,
+    # and it and a command wait for retries and held deliveries due within this time.
+    "EMBEDDED_DRAIN_TIMEOUT": 30,
     # Seconds to wait before each retry; its length is the number of retries.
     "RETRY_SCHEDULE": [5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400],
     # Each retry delay is multiplied by a random factor in [1 - JITTER, 1 + JITTER].

@@ -57,6 +57,13 @@ USER_AGENT = f"rest-hooks/{__version__}"
 LEASE_MARGIN = timedelta(seconds=60)
 # Messages may be handled slightly before the row says they are due (clock skew).
 EARLY_TOLERANCE = timedelta(seconds=1)
+# An event goes to the hooks that existed when it was captured: those created no later
+# than its ``created_at``, give or take this. Both stamps come from application clocks
+# (``Event.created_at`` from the process that saved the instance, ``Hook.created`` from the
+# one that saved the hook, often other machines), so a hook made just before an event on
+# a machine whose clock runs ahead is still served: a subscriber that existed must not
+# miss an event, and one made within this margin after it may get it.
+CAPTURE_SKEW = timedelta(seconds=1)
 # A batch starts no request after this many seconds; the rest go back to the queue. It
 # keeps a batch to a slow receiver well inside the actor's time limit and its lease.
 BATCH_BUDGET = 60.0
@@ -145,7 +152,9 @@ def _next_chunk(
         if event.hook_id is not None:
             where: dict[str, Any] = {"pk": event.hook_id}
         else:
-            where = {"event": event.name, "is_active": True}
+            # However late it is fanned out, not to hooks made after the event.
+            created_by = event.created_at + CAPTURE_SKEW
+            where = {"event": event.name, "is_active": True, "created__lte": created_by}
             if event.owner_id is not None:
                 where["user"] = event.owner_id
             if event.fanout_cursor:
@@ -777,8 +786,10 @@ def _instance_of(event: Event, instances: dict[int, Any]) -> Any:
 # -- relay ------------------------------------------------------------------------------------
 
 
-def relay_pending(*, everything: bool = False, batch_size: int = 500) -> tuple[int, int]:
-    """Re-enqueue events and deliveries whose message seems lost; returns the counts.
+def relay_pending(
+    *, everything: bool = False, batch_size: int = 500
+) -> tuple[list[Any], list[Any]]:
+    """Re-enqueue events and deliveries whose message seems lost; returns their ids.
 
     Normally only what is overdue by ``RELAY_AFTER`` seconds; ``everything=True`` (the
     management command) takes every pending event and every due delivery at once.
@@ -801,7 +812,7 @@ def relay_pending(*, everything: bool = False, batch_size: int = 500) -> tuple[i
     enqueue_deliveries(deliveries)
     if events or deliveries:
         logger.info("Relayed %d events and %d deliveries.", len(events), len(deliveries))
-    return len(events), len(deliveries)
+    return events, deliveries
 
 
 def _take_batches(

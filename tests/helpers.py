@@ -48,6 +48,16 @@ def run_scenario(module: str, settings_module: str, timeout: float, **env: str) 
     Its settings come from ``settings_module`` and ``env``; it prints a JSON result as its
     last line, which is returned.
     """
+    proc = run_fresh([module], settings_module, timeout, **env)
+    assert proc.returncode == 0, f"{module} failed:\n{proc.stdout}\n{proc.stderr}"
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def run_fresh(
+    args: list[str], settings_module: str, timeout: float, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m ARGS`` (a module, or ``django`` and a command) in a fresh process,
+    away from the suite's Redis and database, with ``settings_module`` and ``env``."""
     private = {
         "REST_HOOKS_TEST_REDIS_URL",
         "REST_HOOKS_TEST_DB",
@@ -60,16 +70,14 @@ def run_scenario(module: str, settings_module: str, timeout: float, **env: str) 
         PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'example'}",
         **env,
     )
-    proc = subprocess.run(
-        [sys.executable, "-m", module],
+    return subprocess.run(
+        [sys.executable, "-m", *args],
         cwd=ROOT,
         env=full_env,
         capture_output=True,
         text=True,
         timeout=timeout,
     )
-    assert proc.returncode == 0, f"{module} failed:\n{proc.stdout}\n{proc.stderr}"
-    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
 def project_env(overrides: dict[str, Any]) -> dict[str, str]:

@@ -196,6 +196,7 @@ def test_rest_hooks_not_a_dict(value, use_broker):
         ("RELAY_AFTER", True),
         ("MAX_RESPONSE_BYTES", None),
         ("RETENTION_DAYS", -1),
+        ("EMBEDDED_DRAIN_TIMEOUT", -1),
         ("DEADLINE", float("inf")),
     ],
 )

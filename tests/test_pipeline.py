@@ -219,6 +219,38 @@ def test_fan_out_in_chunks_reaches_every_active_hook(user, django_user_model, re
     )
 
 
+def test_an_event_goes_to_the_hooks_that_existed_when_it_was_captured(
+    user, django_user_model, receiver
+):
+    """A late fan-out (the event's message lost, relayed a minute later) reaches the hooks
+    of the moment of the event, not one subscribed since."""
+    subscribed = timezone.now() - timedelta(minutes=2)
+    old = make_hook(user, receiver, "/old", event="book.changed")
+    Hook.objects.filter(pk=old.pk).update(created=subscribed)
+    book = add_book(user)
+    Event.objects.all().delete()
+    book.save()  # book.changed is a '+' event: every owner's hooks
+    event = Event.objects.get()
+    Event.objects.filter(pk=event.pk).update(created_at=subscribed + timedelta(minutes=1))
+    other = django_user_model.objects.create(username="latecomer")
+    make_hook(other, receiver, "/new", event="book.changed")
+    make_hook(user, receiver, "/mine-new", event="book.changed")
+
+    assert tasks.fan_out(event.pk) == 1
+    assert list(Delivery.objects.values_list("hook_id", flat=True)) == [old.pk]
+
+
+def test_a_hook_stamped_by_a_clock_a_little_ahead_still_gets_the_event(user, receiver):
+    """Hook.created and Event.created_at come from the clocks of different machines: a hook
+    stamped up to CAPTURE_SKEW after the event may have been made before it."""
+    hook = make_hook(user, receiver)
+    add_book(user)
+    event = Event.objects.get()
+    ahead = event.created_at + tasks.CAPTURE_SKEW / 2
+    Hook.objects.filter(pk=hook.pk).update(created=ahead)
+    assert tasks.fan_out(event.pk) == 1
+
+
 def test_payload_bytes_are_captured_at_event_time(user, receiver, run_pipeline):
     make_hook(user, receiver)
     book = add_book(user, "Original")
@@ -231,12 +263,14 @@ def test_relay_enqueues_overdue_events_and_deliveries(user, receiver):
     make_hook(user, receiver)
     add_book(user)
     Event.objects.update(enqueued_at=timezone.now() - timedelta(minutes=5))
-    assert tasks.relay_pending() == (1, 0)
-    assert tasks.relay_pending() == (0, 0)  # just relayed: not overdue any more
-    tasks.fan_out(Event.objects.get().pk)
+    event = Event.objects.get()
+    assert tasks.relay_pending() == ([event.pk], [])
+    assert tasks.relay_pending() == ([], [])  # just relayed: not overdue any more
+    tasks.fan_out(event.pk)
+    delivery = Delivery.objects.get()
     Delivery.objects.update(next_attempt_at=timezone.now() - timedelta(minutes=5))
-    assert tasks.relay_pending() == (0, 1)
-    assert tasks.relay_pending(everything=True) == (0, 1)
+    assert tasks.relay_pending() == ([], [delivery.pk])
+    assert tasks.relay_pending(everything=True) == ([], [delivery.pk])
 
 
 def test_retry_policy_schedule_and_jitter():

@@ -278,6 +278,19 @@ def test_user_given_as_a_string_and_pk_gt_as_a_string(user, django_user_model):
     assert pks(hooks.select({"user_id": str(other.pk)})) == [12]
 
 
+def test_hooks_created_by_a_time_as_the_fan_out_selects_them(user):
+    hooks = [make_hook(user, f"/{i}") for i in range(3)]
+    for i, hook in enumerate(hooks):  # a microsecond apart around WHEN
+        Hook.objects.filter(pk=hook.pk).update(created=WHEN + timedelta(microseconds=i - 1))
+    table = Table.of(Hook, "default")
+    elsewhere = WHEN.astimezone(dt_timezone(timedelta(hours=-5)))
+    for when in (WHEN, elsewhere, WHEN - timedelta(seconds=1)):
+        where = {"event": "book.added", "is_active": True, "created__lte": when}
+        expected = list(Hook.objects.filter(**where).order_by("pk"))
+        assert pks(table.select(where, order_by="pk")) == pks(expected)
+    assert pks(table.select({"created__lte": WHEN}, order_by="pk")) == pks(hooks[:2])
+
+
 # -- values ---------------------------------------------------------------------------
 
 

@@ -1,7 +1,9 @@
 from typing import Any
 
 from django.core.management.base import BaseCommand
+from django.utils import timezone
 
+from rest_hooks.management.queued import finish_queued
 from rest_hooks.tasks import relay_pending
 
 
@@ -10,9 +12,12 @@ class Command(BaseCommand):
         "Enqueue every pending event and every due delivery again, at once. Run it after "
         "the broker lost messages (Redis flushed or restored); workers also relay what is "
         "overdue by REST_HOOKS['RELAY_AFTER'] on their own. Duplicates are harmless: "
-        "events are fanned out once and deliveries sent once."
+        "events are fanned out once and deliveries sent once. In embedded mode (no broker "
+        "configured) it delivers them itself before it returns."
     )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        since = timezone.now()
         events, deliveries = relay_pending(everything=True)
-        self.stdout.write(f"Relayed {events} events and {deliveries} deliveries.")
+        self.stdout.write(f"Relayed {len(events)} events and {len(deliveries)} deliveries.")
+        finish_queued(self, since, deliveries=deliveries, events=events)

@@ -9,6 +9,7 @@ from django.utils.dateparse import parse_datetime
 
 from rest_hooks.events import get_hook_model
 from rest_hooks.management.progress import progress_bar
+from rest_hooks.management.queued import finish_queued
 from rest_hooks.models import Delivery
 from rest_hooks.tasks import redeliver
 
@@ -19,7 +20,8 @@ class Command(BaseCommand):
     help = (
         "Send deliveries again, with their original ids (receivers de-duplicate on them). "
         "Select them by event name, hook, status and creation time; by default the failed "
-        "ones. Example: manage.py rest_hooks_replay --event book.added --since 2026-01-01"
+        "ones. In embedded mode (no broker configured) it delivers them itself before it "
+        "returns. Example: manage.py rest_hooks_replay --event book.added --since 2026-01-01"
     )
 
     def add_arguments(self, parser: ArgumentParser) -> None:
@@ -65,14 +67,16 @@ class Command(BaseCommand):
             self.stdout.write(f"{total} deliveries would be sent again.")
             return
         ids = deliveries.order_by("pk").values_list("pk", flat=True)
+        since = timezone.now()
         sent = 0
+        queued: list[Any] = []
         with progress_bar(self.stderr, total, "delivery") as bar:
-            last = None
             while True:
-                batch = list((ids.filter(pk__gt=last) if last else ids)[:BATCH])
+                batch = list((ids.filter(pk__gt=queued[-1]) if queued else ids)[:BATCH])
                 if not batch:
                     break
-                last = batch[-1]
+                queued.extend(batch)
                 sent += redeliver(Delivery.objects.filter(pk__in=batch))
                 bar.update(len(batch))
         self.stdout.write(f"{sent} deliveries queued again.")
+        finish_queued(self, since, deliveries=queued)
