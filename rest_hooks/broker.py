@@ -9,7 +9,7 @@ actors.
 
 from __future__ import annotations
 
-import concurrent.futures.thread  # noqa: F401 (registers its exit callback before ours)
+import atexit
 import heapq
 import logging
 import random
@@ -100,12 +100,7 @@ class EmbeddedWorker(Middleware):
                     )
                     worker.start()
                     self.worker = worker
-                    # Before the interpreter joins its threads, not at atexit: by then
-                    # concurrent.futures has shut its executors (the DNS resolver pool's
-                    # among them) and they refuse work. These callbacks run in the
-                    # reverse order of their registration, so this one, registered after
-                    # concurrent.futures' (imported above), runs first.
-                    threading._register_atexit(self.drain_at_exit)  # type: ignore[attr-defined]
+                    atexit.register(self.drain_at_exit)
         # Counted before it is queued: once it is, a worker thread may handle it at once.
         with self._changed:
             eta = message.options.get("eta")  # a delayed message's, set by the broker
