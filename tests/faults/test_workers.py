@@ -1,0 +1,116 @@
+"""A worker process killed with SIGKILL, mid-batch and mid-fan-out: nothing is lost.
+
+What a killed worker held comes back by itself (README, Guarantees): the deliveries it
+had claimed once their lease has run out (``DEADLINE`` + ``BATCH_BUDGET`` +
+``LEASE_MARGIN``) and ``RELAY_AFTER`` has passed, at the next relay (every
+``RELAY_INTERVAL``, give or take half); its in-flight slots of the target after the same
+lease; the event it was fanning out and the messages it had fetched ``RELAY_AFTER``
+after they were enqueued. Here with short values, so that a test takes seconds.
+
+Each test kills the worker *process* that holds the work (a child of ``rundramatiq``'s
+main process, which then stops); a second ``rundramatiq``, started before the kill,
+takes the work over, as another machine would.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from bookstore.models import Book
+from bookstore.receiver import Answer
+from rest_hooks.models import Delivery, Event, Hook
+from tests.helpers import tally, time_to_deliver, wait_until, worker_processes
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
+
+SHORT = {
+    "RETRY_SCHEDULE": [0.5] * 5,
+    "RETRY_JITTER": 0,
+    "DEADLINE": 4,
+    "READ_TIMEOUT": 4,
+    "BATCH_BUDGET": 2,
+    "LEASE_MARGIN": 1,
+    "RELAY_AFTER": 1,
+    "RELAY_INTERVAL": 0.5,
+}
+#: The README's bound after a kill, for a batch claimed at the kill: its lease, then
+#: RELAY_AFTER, then the next relay (at most 1.5 RELAY_INTERVAL later).
+BOUND = (
+    SHORT["DEADLINE"]
+    + SHORT["BATCH_BUDGET"]
+    + SHORT["LEASE_MARGIN"]
+    + SHORT["RELAY_AFTER"]
+    + 1.5 * SHORT["RELAY_INTERVAL"]
+)
+#: What a slow shared VM may add to the bound: the delivering itself, a worker's start.
+SLACK = 10
+
+
+def test_killed_mid_batch(user, receiver, start_workers):
+    """Both of a target's in-flight slots are held by batches of the killed worker."""
+    hooks = Hook.objects.bulk_create(
+        Hook(user=user, event="book.added", target=receiver.url(f"/{n}")) for n in range(12)
+    )
+    # Two slots: the 12 deliveries go in two batches of 6, one a worker thread.
+    limits = {**SHORT, "MAX_IN_FLIGHT": 2}
+    receiver.default = Answer(200, delay=8)  # held until the kill (and a while after)
+    victim = start_workers(processes=1, threads=2, **limits)
+    Book.objects.create(user=user, title="Mid-batch", pages=1, fiction=True)
+    wait_until(lambda: receiver.arrived == 2, what="both batches in flight")
+    claimed = Delivery.objects.filter(status="pending", attempts=1).count()
+    assert claimed == len(hooks), f"{claimed} deliveries claimed, not {len(hooks)}"
+    start_workers(processes=1, threads=2, **limits)
+    receiver.default = Answer(200)
+    (process,) = worker_processes(victim)
+    os.kill(process, signal.SIGKILL)
+
+    expected = list(Delivery.objects.values_list("pk", flat=True))
+    recovered = time_to_deliver(lambda: receiver.requests, expected, BOUND + SLACK)
+    # The two requests held when the worker died are answered (to nobody) and recorded too.
+    wait_until(lambda: len(receiver.requests) == receiver.arrived, what="held requests")
+    requests = receiver.requests
+    assert all(r.headers["x-hook-id"] == r.headers["webhook-id"] for r in requests)
+    tally(f"worker killed mid-batch (all in {recovered:.1f} s)", 1, expected, requests)
+
+
+def test_killed_mid_fan_out(user, receiver, start_workers):
+    """The event's cursor has moved, its status is still pending: the rest is fanned
+    out by the other worker, from the cursor on."""
+    hooks = Hook.objects.bulk_create(
+        Hook(user=user, event="book.added", target=receiver.url(f"/{n}")) for n in range(300)
+    )
+    limits = {**SHORT, "FANOUT_CHUNK_SIZE": 1}  # one transaction a hook: a long fan-out
+    victim = start_workers(processes=1, threads=2, **limits)
+    (process,) = worker_processes(victim)
+    Book.objects.create(user=user, title="Mid-fan-out", pages=1, fiction=True)
+    event = Event.objects.get()
+    wait_until(
+        lambda: Event.objects.filter(pk=event.pk).exclude(fanout_cursor="").exists(),
+        what="the fan-out under way",
+        interval=0.002,
+    )
+    os.kill(process, signal.SIGSTOP)  # frozen mid-fan-out while the other one starts
+    event.refresh_from_db()
+    assert event.status == "pending", "the fan-out ended before the kill: add hooks"
+    cursor_at_kill = int(event.fanout_cursor)
+    start_workers(processes=1, threads=2, **limits)
+    os.kill(process, signal.SIGKILL)
+    killed_at = time.monotonic()
+
+    wait_until(
+        lambda: Delivery.objects.count() == len(hooks),
+        what="a delivery for every hook",
+        timeout=BOUND + SLACK,
+    )
+    expected = list(Delivery.objects.values_list("pk", flat=True))
+    time_to_deliver(lambda: receiver.requests, expected, BOUND + SLACK)
+    recovered = time.monotonic() - killed_at
+    assert cursor_at_kill < hooks[-1].pk
+    event.refresh_from_db()
+    assert event.status == "dispatched"
+    wait_until(lambda: len(receiver.requests) == receiver.arrived, what="open requests")
+    tally(f"worker killed mid-fan-out (all in {recovered:.1f} s)", 1, expected, receiver.requests)
