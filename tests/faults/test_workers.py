@@ -8,8 +8,9 @@ lease; the event it was fanning out and the messages it had fetched ``RELAY_AFTE
 after they were enqueued. Here with short values, so that a test takes seconds.
 
 Each test kills the worker *process* that holds the work (a child of ``rundramatiq``'s
-main process, which then stops); a second ``rundramatiq``, started before the kill,
-takes the work over, as another machine would.
+main process, which then stops); a second ``rundramatiq`` takes the work over, as another
+machine would. That one is started first and frozen (SIGSTOP) until the kill, so that
+the work goes to the victim and the kill comes while it is under way.
 """
 
 from __future__ import annotations
@@ -17,13 +18,15 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from bookstore.models import Book
 from bookstore.receiver import Answer
 from rest_hooks.models import Delivery, Event, Hook
-from tests.helpers import tally, time_to_deliver, wait_until, worker_processes
+from tests.helpers import Workers, tally, time_to_deliver, wait_until, worker_processes
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
 
@@ -50,26 +53,34 @@ BOUND = (
 SLACK = 10
 
 
+def victim_and_survivor(start_workers: Callable[..., Workers], **limits: Any) -> tuple[int, int]:
+    """Two ``rundramatiq``s of one worker process each; the survivor's frozen for now."""
+    (victim,) = worker_processes(start_workers(processes=1, threads=2, **limits))
+    (survivor,) = worker_processes(start_workers(processes=1, threads=2, **limits))
+    os.kill(survivor, signal.SIGSTOP)
+    return victim, survivor
+
+
 def test_killed_mid_batch(user, receiver, start_workers):
     """Both of a target's in-flight slots are held by batches of the killed worker."""
     hooks = Hook.objects.bulk_create(
         Hook(user=user, event="book.added", target=receiver.url(f"/{n}")) for n in range(12)
     )
     # Two slots: the 12 deliveries go in two batches of 6, one a worker thread.
-    limits = {**SHORT, "MAX_IN_FLIGHT": 2}
-    receiver.default = Answer(200, delay=8)  # held until the kill (and a while after)
-    victim = start_workers(processes=1, threads=2, **limits)
+    victim, survivor = victim_and_survivor(start_workers, **SHORT, MAX_IN_FLIGHT=2)
+    receiver.default = Answer(200, delay=SHORT["DEADLINE"])  # held until the kill
     Book.objects.create(user=user, title="Mid-batch", pages=1, fiction=True)
     wait_until(lambda: receiver.arrived == 2, what="both batches in flight")
-    claimed = Delivery.objects.filter(status="pending", attempts=1).count()
-    assert claimed == len(hooks), f"{claimed} deliveries claimed, not {len(hooks)}"
-    start_workers(processes=1, threads=2, **limits)
     receiver.default = Answer(200)
-    (process,) = worker_processes(victim)
-    os.kill(process, signal.SIGKILL)
+    claimed = Delivery.objects.filter(status="pending", attempts=1).count()
+    os.kill(victim, signal.SIGKILL)
+    os.kill(survivor, signal.SIGCONT)
+    killed_at = time.monotonic()
+    assert claimed == len(hooks), f"{claimed} deliveries claimed, not {len(hooks)}"
 
     expected = list(Delivery.objects.values_list("pk", flat=True))
-    recovered = time_to_deliver(lambda: receiver.requests, expected, BOUND + SLACK)
+    time_to_deliver(lambda: receiver.requests, expected, BOUND + SLACK)
+    recovered = time.monotonic() - killed_at
     # The two requests held when the worker died are answered (to nobody) and recorded too.
     wait_until(lambda: len(receiver.requests) == receiver.arrived, what="held requests")
     requests = receiver.requests
@@ -83,9 +94,8 @@ def test_killed_mid_fan_out(user, receiver, start_workers):
     hooks = Hook.objects.bulk_create(
         Hook(user=user, event="book.added", target=receiver.url(f"/{n}")) for n in range(150)
     )
-    limits = {**SHORT, "FANOUT_CHUNK_SIZE": 1}  # one transaction a hook: a long fan-out
-    victim = start_workers(processes=1, threads=2, **limits)
-    (process,) = worker_processes(victim)
+    # One transaction a hook: a long fan-out.
+    victim, survivor = victim_and_survivor(start_workers, **SHORT, FANOUT_CHUNK_SIZE=1)
     Book.objects.create(user=user, title="Mid-fan-out", pages=1, fiction=True)
     event = Event.objects.get()
     wait_until(
@@ -93,16 +103,14 @@ def test_killed_mid_fan_out(user, receiver, start_workers):
         what="the fan-out under way",
         interval=0.002,
     )
-    os.kill(process, signal.SIGSTOP)  # frozen mid-fan-out while the other one starts
-    event.refresh_from_db()
-    assert event.status == "pending", "the fan-out ended before the kill: add hooks"
-    cursor_at_kill = int(event.fanout_cursor)
-    start_workers(processes=1, threads=2, **limits)
-    os.kill(process, signal.SIGKILL)
+    os.kill(victim, signal.SIGKILL)
+    event.refresh_from_db()  # as the victim left it
+    os.kill(survivor, signal.SIGCONT)
     killed_at = time.monotonic()
+    assert event.status == "pending", "the fan-out ended before the kill: add hooks"
 
     wait_until(
-        lambda: Event.objects.exclude(fanout_cursor=str(cursor_at_kill)).filter(pk=event.pk),
+        lambda: Event.objects.exclude(fanout_cursor=event.fanout_cursor).filter(pk=event.pk),
         what="the fan-out going on",
         timeout=SHORT["RELAY_AFTER"] + 1.5 * SHORT["RELAY_INTERVAL"] + SLACK,
     )
