@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -85,6 +86,9 @@ def test_killed_mid_batch(user, receiver, start_workers):
     wait_until(lambda: len(receiver.requests) == receiver.arrived, what="held requests")
     requests = receiver.requests
     assert all(r.headers["x-hook-id"] == r.headers["webhook-id"] for r in requests)
+    # A repeat is the same delivery's next attempt, not a new delivery.
+    attempts = Counter((r.headers["x-hook-id"], r.headers["x-hook-attempt"]) for r in requests)
+    assert set(attempts.values()) == {1}
     tally(f"worker killed mid-batch (all in {recovered:.1f} s)", 1, expected, requests)
 
 
