@@ -50,7 +50,7 @@ BOUND = (
     + SHORT["RELAY_AFTER"]
     + 1.5 * SHORT["RELAY_INTERVAL"]
 )
-#: What a slow shared VM may add to the bound: the delivering itself, a worker's start.
+#: What a slow shared VM may add to the bound: the delivering itself, a busy machine.
 SLACK = 10
 
 
