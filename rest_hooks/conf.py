@@ -66,6 +66,11 @@ DEFAULTS: dict[str, Any] = {
     # by the workers every RELAY_INTERVAL seconds and by `manage.py rest_hooks_relay`.
     "RELAY_AFTER": 60,
     "RELAY_INTERVAL": 30,
+    # A batch starts no request after BATCH_BUDGET seconds (the rest go back to the queue).
+    # A claimed batch is kept from the relay for DEADLINE + BATCH_BUDGET + LEASE_MARGIN
+    # seconds (a lone delivery: DEADLINE + LEASE_MARGIN): what a killed worker delays it.
+    "BATCH_BUDGET": 60,
+    "LEASE_MARGIN": 60,
     # `manage.py rest_hooks_purge` deletes finished deliveries and events older than this.
     "RETENTION_DAYS": 30,
     # Flow control per target (the origin of a hook's URL), shared by all workers.

@@ -90,8 +90,9 @@ def _breaker_policy() -> BreakerPolicy:
         min_calls=int(s.BREAKER_MIN_CALLS),
         cooldown=float(s.BREAKER_COOLDOWN),
         max_cooldown=float(s.BREAKER_MAX_COOLDOWN),
-        # A probe that neither succeeds nor fails within its attempt's deadline is lost.
-        probe_lease=float(s.DEADLINE) + 30,
+        # A probe that neither succeeds nor fails within its delivery's lease is lost
+        # (its worker died): another may go.
+        probe_lease=float(s.DEADLINE) + float(s.LEASE_MARGIN),
     )
 
 
@@ -105,7 +106,8 @@ def limits_for(origin: str, hook_rate: str = "") -> Limits:
         rate=rate,
         burst=int(burst),
         max_in_flight=overrides.get("MAX_IN_FLIGHT", s.MAX_IN_FLIGHT),
-        slot_lease=float(s.DEADLINE) + 30,
+        # A batch holds its slot for as long as its lease; a killed worker's comes back then.
+        slot_lease=float(s.DEADLINE) + float(s.BATCH_BUDGET) + float(s.LEASE_MARGIN),
         breaker=_breaker_policy(),
     )
 

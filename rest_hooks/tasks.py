@@ -52,9 +52,6 @@ from rest_hooks.sql import Expression, Table
 logger = logging.getLogger(__name__)
 
 USER_AGENT = f"rest-hooks/{__version__}"
-# A claimed attempt keeps the delivery for this long beyond its deadline: if the worker
-# dies mid-attempt, the relay may take the delivery over once the lease has run out.
-LEASE_MARGIN = timedelta(seconds=60)
 # Messages may be handled slightly before the row says they are due (clock skew).
 EARLY_TOLERANCE = timedelta(seconds=1)
 # An event goes to the hooks that existed when it was captured: those created no later
@@ -64,9 +61,6 @@ EARLY_TOLERANCE = timedelta(seconds=1)
 # a machine whose clock runs ahead is still served: a subscriber that existed must not
 # miss an event, and one made within this margin after it may get it.
 CAPTURE_SKEW = timedelta(seconds=1)
-# A batch starts no request after this many seconds; the rest go back to the queue. It
-# keeps a batch to a slow receiver well inside the actor's time limit and its lease.
-BATCH_BUDGET = 60.0
 # A target's deliveries are cut into this many batches, or as many as it may have
 # requests in flight if fewer, so that batches run side by side.
 SPREAD = 10
@@ -405,12 +399,13 @@ def deliver_claimed(claimed: list[Delivery], reservation: float | None = None) -
         claimed = claimed[:1]
 
     started = time.monotonic()
+    budget = float(hook_settings.BATCH_BUDGET)
     attempts: list[Attempt] = []
     instances: dict[int, Any] = {}
     successes = 0
     resolver_busy = False
     for delivery in claimed:
-        if attempts and time.monotonic() - started > BATCH_BUDGET:
+        if attempts and time.monotonic() - started > budget:
             break
         done = _send(delivery, instances)
         if done.resolver_busy:
@@ -458,9 +453,15 @@ def claim(delivery_ids: list[str]) -> list[Delivery]:
 
 
 def _lease(size: int) -> timedelta:
-    """How long a claimed batch of ``size`` deliveries is kept from the relay."""
-    budget = float(hook_settings.DEADLINE) + (BATCH_BUDGET if size > 1 else 0)
-    return timedelta(seconds=budget) + LEASE_MARGIN
+    """How long a claimed batch of ``size`` deliveries is kept from the relay.
+
+    Its attempts end within it (each within ``DEADLINE``, none started after
+    ``BATCH_BUDGET``); ``LEASE_MARGIN`` covers the writes around them. Should the worker
+    die, the relay takes the batch over once the lease has run out.
+    """
+    s = hook_settings
+    budget = float(s.DEADLINE) + (float(s.BATCH_BUDGET) if size > 1 else 0)
+    return timedelta(seconds=budget + float(s.LEASE_MARGIN))
 
 
 def _give_back(

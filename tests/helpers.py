@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -19,6 +20,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import redis
 from django.db import connection
 
 from rest_hooks import metrics
@@ -210,6 +212,9 @@ def tally(fault: str, events: int, expected: Iterable[Any], requests: Iterable[A
     assert not unexpected, f"{fault}: deliveries nobody expected: {sorted(unexpected)[:5]}"
 
 
+# -- receivers http.server cannot imitate ------------------------------------------------
+
+
 class RawListener:
     """A bare TCP listener on 127.0.0.1 for receivers http.server cannot imitate."""
 
@@ -247,3 +252,78 @@ class RawListener:
         self.sock.close()
         for thread in self._threads:
             thread.join(timeout=2)
+
+
+# -- the fault suite: the processes and servers a fault stops, kills or restarts ---------
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 nobody listens on (now)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def worker_processes(workers: Workers) -> list[int]:
+    """The pids of a ``rundramatiq``'s worker processes: its main process's children."""
+    pid = workers.proc.pid
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+class RedisServer:
+    """A redis-server of a test's own (the suite's one is shared: never stop that one).
+
+    Without persistence, as many deployments run Redis: a restart loses every queued
+    message, and the outbox relay has to find them again.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.port = free_port()
+        self.directory = directory
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        """Start it (again, on the same port) and wait until it answers."""
+        executable = shutil.which("redis-server")
+        assert executable, "redis-server is not installed (scripts/test installs it)"
+        options = {"bind": "127.0.0.1", "port": str(self.port), "dir": str(self.directory)}
+        options |= {"save": "", "appendonly": "no"}
+        arguments = [part for name, value in options.items() for part in (f"--{name}", value)]
+        self.proc = subprocess.Popen([executable, *arguments], stdout=subprocess.DEVNULL)
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
+        wait_until(lambda: _answers(client), what=f"redis-server on port {self.port}")
+
+    def stop(self) -> None:
+        """Stop it, as an operator would (SIGTERM), and wait until it has."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+
+def _answers(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+
+
+def time_to_deliver(
+    requests: Callable[[], Iterable[Any]], expected: Iterable[Any], timeout: float
+) -> float:
+    """Seconds until a request for each of the ``expected`` delivery ids has arrived
+    (``requests``: what the receivers got so far), or ``timeout`` if some never did: the
+    tally then counts them lost, and fails."""
+    wanted = {str(delivery_id) for delivery_id in expected}
+    started = time.monotonic()
+
+    def arrived() -> bool:
+        return wanted <= {request.headers["x-hook-id"] for request in requests()}
+
+    while not arrived() and time.monotonic() - started < timeout:
+        time.sleep(0.05)
+    return time.monotonic() - started

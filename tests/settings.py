@@ -8,6 +8,8 @@ addresses through the environment:
 - ``REST_HOOKS_TEST_REDIS_URL``: the redis-server, e.g. ``redis://127.0.0.1:6390/0``.
 - ``REST_HOOKS_TEST_DB_NAME``: set by the test fixtures for the worker processes they
   start, so that those processes use the test database pytest-django created.
+- ``REST_HOOKS_TEST_SQLITE_TIMEOUT``: seconds a SQLite statement waits for a lock (20);
+  the fault suite gives its workers less, to lock them out for real.
 """
 
 import json
@@ -73,7 +75,10 @@ else:
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": _db_name or _sqlite_path,
             "TEST": {"NAME": _db_name or _sqlite_path},
-            "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
+            "OPTIONS": {
+                "timeout": float(os.environ.get("REST_HOOKS_TEST_SQLITE_TIMEOUT", 20)),
+                "transaction_mode": "IMMEDIATE",
+            },
         }
     }
 

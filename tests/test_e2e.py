@@ -8,7 +8,6 @@ the `standardwebhooks` package.
 from __future__ import annotations
 
 import json
-import socket
 import time
 
 import pytest
@@ -19,8 +18,7 @@ from bookstore.receiver import Answer
 from rest_hooks.models import Delivery, Event, Hook
 from rest_hooks.security import verify
 from rest_hooks.signals import raw_hook_event
-from rest_hooks.tasks import LEASE_MARGIN
-from tests.helpers import wait_until
+from tests.helpers import free_port, wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
 
@@ -148,24 +146,15 @@ def test_broker_down_while_saving(user, receiver, start_workers, redis_url, capl
     assert json.loads(request.body)["data"]["title"] == "Outage"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_killed_worker_loses_nothing(user, receiver, start_workers):
     """A worker killed mid-delivery: the delivery is taken over once its lease runs out."""
     Hook.objects.create(user=user, event="book.added", target=receiver.url())
     receiver.answer("/hook", Answer(200, delay=3))
-    workers = start_workers(**FAST, DEADLINE=2, READ_TIMEOUT=5)
+    # A short lease (DEADLINE + LEASE_MARGIN) rather than a minute's wait for it.
+    workers = start_workers(**FAST, DEADLINE=2, READ_TIMEOUT=5, LEASE_MARGIN=1)
     Book.objects.create(user=user, title="Crash", pages=1, fiction=True)
     wait_until(lambda: Delivery.objects.filter(attempts=1).exists(), what="first attempt")
     workers.kill()
-    # Let the dead worker's lease run out rather than wait a minute for it.
-    Delivery.objects.update(
-        next_attempt_at=Delivery.objects.get().next_attempt_at - LEASE_MARGIN * 2
-    )
     start_workers(**FAST)
     wait_until(
         lambda: Delivery.objects.filter(status="success").exists(), timeout=30, what="success"

@@ -28,10 +28,15 @@ class Answer:
 
 
 class Receiver:
-    """Answers each request with the next queued ``Answer`` for its path, else ``default``."""
+    """Answers each request with the next queued ``Answer`` for its path, else ``default``.
 
-    def __init__(self) -> None:
+    ``port``: 0 for any free one; a port a closed receiver had, to bring it back up.
+    ``arrived`` counts the requests read so far, answered or not (an answer may wait).
+    """
+
+    def __init__(self, port: int = 0) -> None:
         self.requests: list[ReceivedRequest] = []
+        self.arrived = 0
         self.default = Answer()
         self._answers: dict[str, deque[Answer]] = {}
         self._cond = threading.Condition()
@@ -43,6 +48,8 @@ class Receiver:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
+                with receiver._cond:
+                    receiver.arrived += 1
                 answer = receiver._next_answer(self.path)
                 if answer.delay:
                     time.sleep(answer.delay)
@@ -53,17 +60,20 @@ class Receiver:
                         )
                     )
                     receiver._cond.notify_all()
-                self.send_response(answer.status)
-                for name, value in answer.headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(answer.body)))
-                self.end_headers()
-                self.wfile.write(answer.body)
+                try:
+                    self.send_response(answer.status)
+                    for name, value in answer.headers.items():
+                        self.send_header(name, value)
+                    self.send_header("Content-Length", str(len(answer.body)))
+                    self.end_headers()
+                    self.wfile.write(answer.body)
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True  # the client gave up (or died) waiting
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self._thread = threading.Thread(
