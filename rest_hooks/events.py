@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -179,6 +180,80 @@ def placeholder_hook(event_name: str, owner_id: str | None) -> Any:
 # -- capture -------------------------------------------------------------------------------
 
 
+class PayloadRefused(Exception):
+    """A payload that is not captured; ``reason`` is the bounded label of the metric."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def encode_payload(payload: Any) -> str:
+    """The payload as the JSON text every subscriber receives.
+
+    Raises :class:`PayloadRefused` when strict JSON cannot encode it (a set, an object,
+    NaN; dates, ``Decimal`` and ``UUID`` are encoded by ``DjangoJSONEncoder``), or when
+    it is larger than ``MAX_PAYLOAD_BYTES``.
+    """
+    try:
+        # allow_nan=False: NaN and Infinity are not JSON, and receivers' parsers refuse them.
+        text = json.dumps(payload, cls=DjangoJSONEncoder, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise PayloadRefused(
+            "unencodable",
+            f"JSON cannot encode {_unencodable_part(payload)} ({exc}). Return only what "
+            "DjangoJSONEncoder encodes (dicts with string keys, lists, strings, finite "
+            "numbers, booleans, None, dates, Decimal, UUID) from serialize_hook, "
+            "HOOK_SERIALIZER or the raw_hook_event payload.",
+        ) from exc
+    cap = hook_settings.MAX_PAYLOAD_BYTES
+    if cap is not None and len(text.encode()) > cap:
+        raise PayloadRefused(
+            "too_large",
+            f"The payload is {len(text.encode()):,} bytes of JSON, over "
+            f"REST_HOOKS['MAX_PAYLOAD_BYTES'] ({cap:,}). Send less (e.g. an id the receiver "
+            "fetches the rest with), or raise the cap.",
+        )
+    return text
+
+
+def _unencodable_part(payload: Any) -> str:
+    """Where the first value JSON cannot encode sits: ``payload['data']['tags']``."""
+    encoder = DjangoJSONEncoder()
+    seen: set[int] = set()
+
+    def find(value: Any, path: str) -> str | None:
+        if value is None or isinstance(value, str | int):
+            return None
+        if isinstance(value, float):
+            return None if math.isfinite(value) else path
+        if id(value) in seen:
+            return f"{path} (a circular reference)"
+        seen.add(id(value))
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if not (key is None or isinstance(key, str | int | float)):
+                    return f"the key {key!r} of {path}"
+                if (found := find(item, f"{path}[{key!r}]")) is not None:
+                    return found
+            return None
+        if isinstance(value, list | tuple):
+            for index, item in enumerate(value):
+                if (found := find(item, f"{path}[{index}]")) is not None:
+                    return found
+            return None
+        try:
+            encoder.default(value)
+        except TypeError:
+            return path
+        return None
+
+    try:
+        return find(payload, "payload") or "the payload"
+    except RecursionError:
+        return "the payload (nested too deeply)"
+
+
 def capture(
     *,
     event_name: str,
@@ -195,19 +270,40 @@ def capture(
     ``names_hook``: the payload's ``"hook"`` member (if any) describes the hook; each
     delivery replaces it with its own hook's ``dict()``. False for payloads that are the
     caller's own (``raw_hook_event`` with ``send_hook_meta=False``).
+
+    A payload that cannot be captured (:func:`encode_payload`) never breaks the save
+    that caused it: the event is written ``refused``, with the reason, logged and
+    counted, and delivered to no one.
     """
     from rest_hooks.models import Event
 
-    has_hook_member = names_hook and isinstance(payload, dict) and "hook" in payload
+    described = {
+        "name": event_name,
+        "action": action,
+        "owner_id": owner_id,
+        "hook": hook,
+        "instance_model": model_label(instance) if isinstance(instance, models.Model) else "",
+        "instance_pk": str(instance.pk) if isinstance(instance, models.Model) else "",
+    }
+    try:
+        text = encode_payload(payload)
+    except PayloadRefused as exc:
+        event = Event.objects.using(using).create(
+            **described, payload="", status=Event.Status.REFUSED, error=str(exc)
+        )
+        logger.error(
+            "Event %s (%s) refused: %s",
+            event.pk,
+            event_name,
+            exc,
+            extra={"event_id": event.pk, "event": event_name, "reason": exc.reason},
+        )
+        metrics.event_refused(event_name, exc.reason, using)
+        return event
     event = Event.objects.using(using).create(
-        name=event_name,
-        action=action,
-        payload=json.dumps(payload, cls=DjangoJSONEncoder),
-        has_hook_member=has_hook_member,
-        owner_id=owner_id,
-        hook=hook,
-        instance_model=model_label(instance) if isinstance(instance, models.Model) else "",
-        instance_pk=str(instance.pk) if isinstance(instance, models.Model) else "",
+        **described,
+        payload=text,
+        has_hook_member=names_hook and isinstance(payload, dict) and "hook" in payload,
     )
     transaction.on_commit(partial(enqueue_dispatch, event.pk), using=using)
     metrics.event_captured(event_name, using)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from django.db import connection
+from prometheus_client.parser import text_string_to_metric_families
 
 from rest_hooks import metrics
 from rest_hooks.metrics.collectors import COLLECTORS
@@ -144,6 +145,7 @@ class Workers:
 #: family -> (type, label names) of every family /metrics shows.
 FAMILIES = {
     "rest_hooks_events_captured": ("counter", {"event"}),
+    "rest_hooks_events_refused": ("counter", {"event", "reason"}),
     "rest_hooks_delivery_attempts": ("counter", {"event", "outcome", "status_class", "host"}),
     "rest_hooks_delivery_duration_seconds": ("histogram", {"event", "host"}),
     "rest_hooks_delivery_lag_seconds": ("histogram", {"event"}),
@@ -190,3 +192,13 @@ def tally(fault: str, events: int, expected: Iterable[Any], requests: Iterable[A
     )
     assert not lost, f"{fault}: {len(lost)} deliveries lost, e.g. {sorted(lost)[:5]}"
     assert not unexpected, f"{fault}: deliveries nobody expected: {sorted(unexpected)[:5]}"
+
+
+# -- the fault suite: races, soak, bad input ----------------------------------------------
+
+
+def scraped(client: Any, sample: str, **labels: str) -> float:
+    """One sample of this process's /metrics, as Prometheus reads it (0 when absent)."""
+    exposition = client.get("/metrics").content.decode()
+    samples = (s for f in text_string_to_metric_families(exposition) for s in f.samples)
+    return next((float(s.value) for s in samples if s.name == sample and s.labels == labels), 0.0)
