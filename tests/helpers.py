@@ -202,3 +202,8 @@ def scraped(client: Any, sample: str, **labels: str) -> float:
     exposition = client.get("/metrics").content.decode()
     samples = (s for f in text_string_to_metric_families(exposition) for s in f.samples)
     return next((float(s.value) for s in samples if s.name == sample and s.labels == labels), 0.0)
+
+
+def note(line: str) -> None:
+    """A line of figures beside the tally lines (worker memory, rates), printed with them."""
+    TALLIES.append(f"  {line}")
