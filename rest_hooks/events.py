@@ -28,6 +28,8 @@ from rest_hooks.conf import hook_model_label, hook_settings, on_reload
 logger = logging.getLogger(__name__)
 
 BUILT_IN_ACTIONS = ("created", "updated", "deleted")
+#: The longest event name an Event and a hook can hold (their columns).
+EVENT_NAME_MAX_LENGTH = 64
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,12 @@ def parse_hook_events(
     routes: dict[tuple[str, str], Route] = {}
     problems: list[str] = []
     for event_name, spec in hook_events.items():
+        if len(str(event_name)) > EVENT_NAME_MAX_LENGTH:
+            problems.append(
+                f"HOOK_EVENTS[{event_name!r}]: the event name is longer than the "
+                f"{EVENT_NAME_MAX_LENGTH} characters a hook and an event can hold."
+            )
+            continue
         if spec is None:
             continue  # a custom event, fired with raw_hook_event
         if not isinstance(spec, str) or spec.count(".") < 2:
@@ -180,26 +188,33 @@ def placeholder_hook(event_name: str, owner_id: str | None) -> Any:
 # -- capture -------------------------------------------------------------------------------
 
 
-class PayloadRefused(Exception):
-    """A payload that is not captured; ``reason`` is the bounded label of the metric."""
+class EventRefused(Exception):
+    """An event that is not captured; ``reason`` is the bounded label of the metric."""
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
 
 
-def encode_payload(payload: Any) -> str:
+def encode_event(event_name: str, payload: Any) -> str:
     """The payload as the JSON text every subscriber receives.
 
-    Raises :class:`PayloadRefused` when strict JSON cannot encode it (a set, an object,
-    NaN; dates, ``Decimal`` and ``UUID`` are encoded by ``DjangoJSONEncoder``), or when
-    it is larger than ``MAX_PAYLOAD_BYTES``.
+    Raises :class:`EventRefused` for a name longer than a hook can subscribe to, when
+    strict JSON cannot encode the payload (a set, an object, NaN; dates, ``Decimal`` and
+    ``UUID`` are encoded by ``DjangoJSONEncoder``), or when it is larger than
+    ``MAX_PAYLOAD_BYTES``.
     """
+    if len(event_name) > EVENT_NAME_MAX_LENGTH:
+        raise EventRefused(
+            "name_too_long",
+            f"The event name is {len(event_name)} characters, over the "
+            f"{EVENT_NAME_MAX_LENGTH} a hook can subscribe to. Use a shorter name.",
+        )
     try:
         # allow_nan=False: NaN and Infinity are not JSON, and receivers' parsers refuse them.
         text = json.dumps(payload, cls=DjangoJSONEncoder, allow_nan=False)
     except (TypeError, ValueError, RecursionError) as exc:
-        raise PayloadRefused(
+        raise EventRefused(
             "unencodable",
             f"JSON cannot encode {_unencodable_part(payload)} ({exc}). Return only what "
             "DjangoJSONEncoder encodes (dicts with string keys, lists, strings, finite "
@@ -208,7 +223,7 @@ def encode_payload(payload: Any) -> str:
         ) from exc
     cap = hook_settings.MAX_PAYLOAD_BYTES
     if cap is not None and len(text.encode()) > cap:
-        raise PayloadRefused(
+        raise EventRefused(
             "too_large",
             f"The payload is {len(text.encode()):,} bytes of JSON, over "
             f"REST_HOOKS['MAX_PAYLOAD_BYTES'] ({cap:,}). Send less (e.g. an id the receiver "
@@ -271,14 +286,14 @@ def capture(
     delivery replaces it with its own hook's ``dict()``. False for payloads that are the
     caller's own (``raw_hook_event`` with ``send_hook_meta=False``).
 
-    A payload that cannot be captured (:func:`encode_payload`) never breaks the save
-    that caused it: the event is written ``refused``, with the reason, logged and
-    counted, and delivered to no one.
+    An event that cannot be captured (:func:`encode_event`) never breaks the save that
+    caused it: it is written ``refused``, with the reason, logged and counted, and
+    delivered to no one.
     """
     from rest_hooks.models import Event
 
     described = {
-        "name": event_name,
+        "name": event_name[:EVENT_NAME_MAX_LENGTH],
         "action": action,
         "owner_id": owner_id,
         "hook": hook,
@@ -286,8 +301,8 @@ def capture(
         "instance_pk": str(instance.pk) if isinstance(instance, models.Model) else "",
     }
     try:
-        text = encode_payload(payload)
-    except PayloadRefused as exc:
+        text = encode_event(event_name, payload)
+    except EventRefused as exc:
         event = Event.objects.using(using).create(
             **described, payload="", status=Event.Status.REFUSED, error=str(exc)
         )

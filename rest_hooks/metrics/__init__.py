@@ -50,7 +50,7 @@ events_captured = Counter(
 events_refused = Counter(
     "rest_hooks_events_refused",
     "Events refused at capture and never delivered, by event and reason (unencodable: "
-    "JSON cannot encode the payload; too_large: over MAX_PAYLOAD_BYTES).",
+    "JSON cannot encode the payload; too_large: over MAX_PAYLOAD_BYTES; name_too_long).",
     ["event", "reason"],
     registry=None,
 )

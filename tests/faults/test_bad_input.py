@@ -162,6 +162,30 @@ def test_a_payload_over_the_cap_is_refused_at_capture(
     tally("bad input: payload over MAX_PAYLOAD_BYTES", 3, [deliveries[0].pk], [request])
 
 
+def test_an_event_name_no_hook_can_hold_is_refused_and_the_save_succeeds(user, client):
+    name = "livre." + "é" * 59  # 65 characters: a hook's event holds 64
+    before = refused_count(client, "other", "name_too_long")
+    with transaction.atomic():
+        raw_hook_event.send(sender=None, event_name=name, payload={}, user=user)
+        Book.objects.create(user=user, title="Beside", pages=1, fiction=True)
+
+    refused = Event.objects.get(status="refused")
+    assert refused.name == name[:64]
+    assert refused.error.startswith("The event name is 65 characters, over the 64")
+    assert refused_count(client, "other", "name_too_long") == before + 1
+    assert Event.objects.filter(status="pending", name="book.added").exists()
+
+
+def test_a_hook_events_name_no_hook_can_hold_fails_the_checks(settings):
+    name = "livre." + "é" * 59
+    settings.HOOK_EVENTS = {**settings.HOOK_EVENTS, name: None}
+    errors = [e.msg for e in run_checks() if e.id == "rest_hooks.E001"]
+    assert errors == [
+        f"HOOK_EVENTS[{name!r}]: the event name is longer than the 64 characters a hook "
+        "and an event can hold."
+    ]
+
+
 @pytest.mark.parametrize("cap", [0, -1, 1.5, "1MB", True])
 def test_a_payload_cap_that_is_not_a_positive_whole_number_fails_the_checks(cap):
     with override_settings(REST_HOOKS={"MAX_PAYLOAD_BYTES": cap}):
