@@ -264,6 +264,8 @@ BAD_TARGETS = [
     "ftp://files.invalid/hook",
     "http://" + "a" * 64 + ".invalid/hook",  # a DNS label over 63 characters
     "http://bad host.invalid/",
+    "http://xn--zz.invalid/",  # not valid punycode
+    "http://exa\u200dmple.invalid/",  # a character IDNA refuses (zero-width joiner)
 ]
 
 
