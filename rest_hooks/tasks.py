@@ -368,18 +368,19 @@ def deliver_claimed(claimed: list[Delivery], reservation: float | None = None) -
     a claim that waited for a database lock after it would bunch up requests the gate had
     spaced.
     """
-    disabled = [d.pk for d in claimed if not d.hook.is_active]
+    disabled = [d for d in claimed if not d.hook.is_active]
     if disabled:
-        Delivery.objects.filter(pk__in=disabled).update(
-            status=Delivery.Status.CANCELLED,
-            finished_at=timezone.now(),
-            next_attempt_at=None,
-            last_error="The hook is disabled.",
-        )
+        _finish(disabled, Delivery.Status.CANCELLED, "The hook is disabled.")
         claimed = [d for d in claimed if d.hook.is_active]
         if not claimed:
             return
-    admission = gatekeeper.admit(claimed[0].hook, reservation)
+    try:
+        admission = gatekeeper.admit(claimed[0].hook, reservation)
+    except ValueError as exc:
+        # A Hook.rate_limit stored without full_clean(): no attempt could ever be let
+        # through. A batch holds the hooks of one (origin, rate_limit) lane only.
+        _finish(claimed, Delivery.Status.FAILED, f"Flow control cannot admit this hook: {exc}")
+        return
     if not isinstance(admission, gatekeeper.Admission):
         _defer(claimed, admission)
         return
@@ -408,6 +409,22 @@ def deliver_claimed(claimed: list[Delivery], reservation: float | None = None) -
     if len(attempts) < len(claimed):
         _give_back(claimed[len(attempts) :])
     _record(attempts, instances)
+
+
+def _finish(deliveries: list[Delivery], status: str, reason: str) -> None:
+    """End claimed deliveries that are not to be attempted, with the reason in the log."""
+    Delivery.objects.filter(pk__in=[d.pk for d in deliveries]).update(
+        status=status, finished_at=timezone.now(), next_attempt_at=None, last_error=reason
+    )
+    logger.log(
+        logging.WARNING if status == Delivery.Status.FAILED else logging.INFO,
+        "Deliveries %s (hooks %s) %s: %s",
+        [str(d.pk) for d in deliveries],
+        sorted({d.hook_id for d in deliveries}),
+        status,
+        reason,
+        extra={"delivery_id": str(deliveries[0].pk), "hook_id": deliveries[0].hook_id},
+    )
 
 
 def claim(delivery_ids: list[str]) -> list[Delivery]:

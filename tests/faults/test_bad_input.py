@@ -295,6 +295,28 @@ def test_malformed_over_long_and_odd_port_targets_fail_alone(
     tally("bad input: malformed targets", 1, [by_target[t].pk for t in good], requests)
 
 
+def test_a_malformed_rate_limit_fails_its_hook_alone(user, receiver, start_workers):
+    start_workers(**FAST)
+    good = [
+        Hook.objects.create(user=user, event="book.added", target=receiver.url(f"/{i}"))
+        for i in range(2)
+    ]
+    bad = Hook.objects.create(
+        user=user, event="book.added", target=receiver.url("/bad"), rate_limit="fast"
+    )
+    Book.objects.create(user=user, title="Rates", pages=1, fiction=True)
+
+    deliveries = {d.hook: d for d in delivered(3)}
+    assert [deliveries[h].status for h in good] == ["success", "success"]
+    assert deliveries[bad].status == "failed"
+    assert deliveries[bad].last_error == (
+        "Flow control cannot admit this hook: not a rate: 'fast' (write e.g. '50/s', "
+        "'600/min' or '10/5s')"
+    )
+    requests = receiver.wait_for(2)
+    tally("bad input: malformed rate_limit", 1, [deliveries[h].pk for h in good], requests)
+
+
 def test_hooks_deleted_or_disabled_between_fan_out_and_delivery(
     user, receiver, redis_url, start_workers
 ):
