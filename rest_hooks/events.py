@@ -222,12 +222,13 @@ def encode_event(event_name: str, payload: Any) -> str:
             "HOOK_SERIALIZER or the raw_hook_event payload.",
         ) from exc
     cap = hook_settings.MAX_PAYLOAD_BYTES
-    if cap is not None and len(text.encode()) > cap:
+    size = len(text)  # in bytes too: json.dumps escapes every character beyond ASCII
+    if cap is not None and size > cap:
         raise EventRefused(
             "too_large",
-            f"The payload is {len(text.encode()):,} bytes of JSON, over "
-            f"REST_HOOKS['MAX_PAYLOAD_BYTES'] ({cap:,}). Send less (e.g. an id the receiver "
-            "fetches the rest with), or raise the cap.",
+            f"The payload is {size:,} bytes of JSON, over REST_HOOKS['MAX_PAYLOAD_BYTES'] "
+            f"({cap:,}). Send less (e.g. an id the receiver fetches the rest with), or "
+            "raise the cap.",
         )
     return text
 
