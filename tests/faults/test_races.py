@@ -67,7 +67,6 @@ class Relays:
 def test_two_relays_and_duplicate_dispatches_send_each_delivery_once(user, receiver, start_workers):
     for i in range(HOOKS):
         Hook.objects.create(user=user, event="book.added", target=receiver.url(f"/{i}"))
-    start_workers(processes=2, threads=4, **RACY)
 
     relays = Relays(2)
     try:
@@ -76,6 +75,9 @@ def test_two_relays_and_duplicate_dispatches_send_each_delivery_once(user, recei
             event = Event.objects.get(instance_pk=str(book.pk))
             for _ in range(DUPLICATE_DISPATCHES):
                 tasks.dispatch.send(event.pk)
+        # The relays re-send the pending events while the workers start, and everything
+        # pending while they fan out and deliver.
+        start_workers(processes=2, threads=4, **RACY)
         wait_until(
             lambda: Delivery.objects.filter(status="success").count() == EVENTS * HOOKS,
             what=f"{EVENTS * HOOKS} successful deliveries",
@@ -84,9 +86,7 @@ def test_two_relays_and_duplicate_dispatches_send_each_delivery_once(user, recei
     finally:
         relays.stop()
 
-    # The relays ran all along, and re-sent events and deliveries in flight.
-    assert relays.rounds > 2 * EVENTS
-    assert relays.events > 0
+    assert relays.events > EVENTS
     assert relays.deliveries > 0
     assert not Event.objects.exclude(status="dispatched").exists()
     assert Delivery.objects.count() == EVENTS * HOOKS
