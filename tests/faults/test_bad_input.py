@@ -24,7 +24,7 @@ from standardwebhooks.webhooks import Webhook
 from bookstore.models import Book
 from rest_hooks import tasks
 from rest_hooks.models import Delivery, Event, Hook
-from rest_hooks.signals import raw_hook_event
+from rest_hooks.signals import hook_event, raw_hook_event
 from tests.helpers import scraped, tally, wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
@@ -202,26 +202,40 @@ def test_no_cap_or_a_positive_cap_passes_the_checks(cap):
         assert not [e for e in run_checks() if e.id == "rest_hooks.E005"]
 
 
-def test_unicode_event_names_and_payloads_arrive_intact(user, receiver, start_workers):
+def test_unicode_event_names_and_payloads_arrive_intact(
+    user, receiver, start_workers, settings, client
+):
+    routed, raw = "livre.relu·本", "livre.ajouté·本"
+    settings.HOOK_EVENTS = {**settings.HOOK_EVENTS, routed: "bookstore.Book.relu", raw: None}
     start_workers()
-    name = "livre.ajouté·本"
-    hook = Hook.objects.create(user=user, event=name, target=receiver.url("/crochets/été"))
-    payload = {"titre": "Le Seigneur des Anneaux — 指輪物語 🧝", "clé": "\u2028\u0000"}
-
-    raw_hook_event.send(sender=None, event_name=name, payload=payload, user=user)
-
-    (request,) = receiver.wait_for(1)
-    assert request.path == "/crochets/%C3%A9t%C3%A9"
-    assert Webhook(hook.secret).verify(request.body, request.headers) == {
-        "hook": hook.dict(),
-        "data": payload,
+    hooks = {
+        name: Hook.objects.create(user=user, event=name, target=receiver.url("/crochets/été"))
+        for name in (routed, raw)
     }
-    # Header values are bytes on the wire: the event name goes as UTF-8 (which a receiver
-    # parsing headers as ISO-8859-1, as http.server does, reads back like this).
-    assert request.headers["x-hook-event"].encode("latin-1").decode() == name
-    deliveries = delivered(1)
-    assert deliveries[0].status == "success"
-    tally("bad input: unicode event name, payload and path", 1, [deliveries[0].pk], [request])
+    title = "Le Seigneur des Anneaux — 指輪物語 🧝"
+    before = scraped(client, "rest_hooks_events_captured_total", event=routed)
+
+    book = Book.objects.create(user=user, title=title, pages=1, fiction=True)
+    hook_event.send(sender=Book, action="relu", instance=book)
+    payload = {"titre": title, "clé": "\u2028\u0000"}
+    raw_hook_event.send(sender=None, event_name=raw, payload=payload, user=user)
+
+    book_data = {"id": book.pk, "title": title, "pages": 1, "fiction": True}
+    requests = receiver.wait_for(2)
+    assert scraped(client, "rest_hooks_events_captured_total", event=routed) == before + 1
+    for request in requests:
+        # Header values are bytes on the wire: the event name goes as UTF-8 (which a
+        # receiver parsing headers as ISO-8859-1, as http.server does, reads like this).
+        name = request.headers["x-hook-event"].encode("latin-1").decode()
+        received = Webhook(hooks[name].secret).verify(request.body, request.headers)
+        assert received["hook"] == hooks[name].dict()
+        assert received["data"] == (payload if name == raw else book_data)
+        assert request.path == "/crochets/%C3%A9t%C3%A9"
+    deliveries = delivered(2)
+    assert {d.status for d in deliveries} == {"success"}
+    tally(
+        "bad input: unicode event names, payloads and path", 2, [d.pk for d in deliveries], requests
+    )
 
 
 def test_an_idn_target_is_resolved_and_sent_as_punycode(user, receiver, run_pipeline, monkeypatch):
