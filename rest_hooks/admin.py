@@ -136,6 +136,7 @@ class EventAdmin(ReadOnlyAdmin):
         "instance_pk",
         "created_at",
         "dispatched_at",
+        "error",
         "payload_pretty",
     )
     readonly_fields = fields

@@ -212,6 +212,16 @@ def check_rest_hooks_setting(app_configs: Any = None, **kwargs: Any) -> list[Err
                     id="rest_hooks.E005",
                 )
             )
+    cap = hook_settings.MAX_PAYLOAD_BYTES
+    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap <= 0):
+        errors.append(
+            Error(
+                f"REST_HOOKS['MAX_PAYLOAD_BYTES'] must be a positive whole number of bytes "
+                f"or None, not {cap!r}.",
+                hint=f"The default is {DEFAULTS['MAX_PAYLOAD_BYTES']} (256 KiB); None: no cap.",
+                id="rest_hooks.E005",
+            )
+        )
     keys = hook_settings.SECRET_KEYS
     if keys is not None:
         try:

@@ -60,6 +60,9 @@ DEFAULTS: dict[str, Any] = {
     "SECRET_KEYS": None,
     # After Hook.rotate_secret(), deliveries are signed with the old secret too for this long.
     "SECRET_ROTATION_GRACE": 86400,
+    # An event whose JSON payload is larger than this many bytes is refused at capture
+    # (kept as a "refused" Event row, counted in /metrics). None: no cap.
+    "MAX_PAYLOAD_BYTES": 256 * 1024,
     # Fire hooks for fixture loading (post_save with raw=True)?
     "FIRE_ON_RAW_SAVE": False,
     # Outbox relay: pending events/deliveries older than this many seconds are re-enqueued,

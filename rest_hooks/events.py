@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -27,6 +28,8 @@ from rest_hooks.conf import hook_model_label, hook_settings, on_reload
 logger = logging.getLogger(__name__)
 
 BUILT_IN_ACTIONS = ("created", "updated", "deleted")
+#: The longest event name an Event and a hook can hold (their columns).
+EVENT_NAME_MAX_LENGTH = 64
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,12 @@ def parse_hook_events(
     routes: dict[tuple[str, str], Route] = {}
     problems: list[str] = []
     for event_name, spec in hook_events.items():
+        if len(str(event_name)) > EVENT_NAME_MAX_LENGTH:
+            problems.append(
+                f"HOOK_EVENTS[{event_name!r}]: the event name is longer than the "
+                f"{EVENT_NAME_MAX_LENGTH} characters a hook and an event can hold."
+            )
+            continue
         if spec is None:
             continue  # a custom event, fired with raw_hook_event
         if not isinstance(spec, str) or spec.count(".") < 2:
@@ -179,6 +188,88 @@ def placeholder_hook(event_name: str, owner_id: str | None) -> Any:
 # -- capture -------------------------------------------------------------------------------
 
 
+class EventRefused(Exception):
+    """An event that is not captured; ``reason`` is the bounded label of the metric."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def encode_event(event_name: str, payload: Any) -> str:
+    """The payload as the JSON text every subscriber receives.
+
+    Raises :class:`EventRefused` for a name longer than a hook can subscribe to, when
+    strict JSON cannot encode the payload (a set, an object, NaN; dates, ``Decimal`` and
+    ``UUID`` are encoded by ``DjangoJSONEncoder``), or when it is larger than
+    ``MAX_PAYLOAD_BYTES``.
+    """
+    if len(event_name) > EVENT_NAME_MAX_LENGTH:
+        raise EventRefused(
+            "name_too_long",
+            f"The event name is {len(event_name)} characters, over the "
+            f"{EVENT_NAME_MAX_LENGTH} a hook can subscribe to. Use a shorter name.",
+        )
+    try:
+        # allow_nan=False: NaN and Infinity are not JSON, and receivers' parsers refuse them.
+        text = json.dumps(payload, cls=DjangoJSONEncoder, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise EventRefused(
+            "unencodable",
+            f"JSON cannot encode {_unencodable_part(payload)} ({exc}). Return only what "
+            "DjangoJSONEncoder encodes (dicts with string keys, lists, strings, finite "
+            "numbers, booleans, None, dates, Decimal, UUID) from serialize_hook, "
+            "HOOK_SERIALIZER or the raw_hook_event payload.",
+        ) from exc
+    cap = hook_settings.MAX_PAYLOAD_BYTES
+    size = len(text)  # in bytes too: json.dumps escapes every character beyond ASCII
+    if cap is not None and size > cap:
+        raise EventRefused(
+            "too_large",
+            f"The payload is {size:,} bytes of JSON, over REST_HOOKS['MAX_PAYLOAD_BYTES'] "
+            f"({cap:,}). Send less (e.g. an id the receiver fetches the rest with), or "
+            "raise the cap.",
+        )
+    return text
+
+
+def _unencodable_part(payload: Any) -> str:
+    """Where the first value JSON cannot encode sits: ``payload['data']['tags']``."""
+    encoder = DjangoJSONEncoder()
+    seen: set[int] = set()
+
+    def find(value: Any, path: str) -> str | None:
+        if value is None or isinstance(value, str | int):
+            return None
+        if isinstance(value, float):
+            return None if math.isfinite(value) else path
+        if id(value) in seen:
+            return f"{path} (a circular reference)"
+        seen.add(id(value))
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if not (key is None or isinstance(key, str | int | float)):
+                    return f"the key {key!r} of {path}"
+                if (found := find(item, f"{path}[{key!r}]")) is not None:
+                    return found
+            return None
+        if isinstance(value, list | tuple):
+            for index, item in enumerate(value):
+                if (found := find(item, f"{path}[{index}]")) is not None:
+                    return found
+            return None
+        try:
+            encoder.default(value)
+        except TypeError:
+            return path
+        return None
+
+    try:
+        return find(payload, "payload") or "the payload"
+    except RecursionError:
+        return "the payload (nested too deeply)"
+
+
 def capture(
     *,
     event_name: str,
@@ -195,19 +286,40 @@ def capture(
     ``names_hook``: the payload's ``"hook"`` member (if any) describes the hook; each
     delivery replaces it with its own hook's ``dict()``. False for payloads that are the
     caller's own (``raw_hook_event`` with ``send_hook_meta=False``).
+
+    An event that cannot be captured (:func:`encode_event`) never breaks the save that
+    caused it: it is written ``refused``, with the reason, logged and counted, and
+    delivered to no one.
     """
     from rest_hooks.models import Event
 
-    has_hook_member = names_hook and isinstance(payload, dict) and "hook" in payload
+    described = {
+        "name": event_name[:EVENT_NAME_MAX_LENGTH],
+        "action": action,
+        "owner_id": owner_id,
+        "hook": hook,
+        "instance_model": model_label(instance) if isinstance(instance, models.Model) else "",
+        "instance_pk": str(instance.pk) if isinstance(instance, models.Model) else "",
+    }
+    try:
+        text = encode_event(event_name, payload)
+    except EventRefused as exc:
+        event = Event.objects.using(using).create(
+            **described, payload="", status=Event.Status.REFUSED, error=str(exc)
+        )
+        logger.error(
+            "Event %s (%s) refused: %s",
+            event.pk,
+            event_name,
+            exc,
+            extra={"event_id": event.pk, "event": event_name, "reason": exc.reason},
+        )
+        metrics.event_refused(event_name, exc.reason, using)
+        return event
     event = Event.objects.using(using).create(
-        name=event_name,
-        action=action,
-        payload=json.dumps(payload, cls=DjangoJSONEncoder),
-        has_hook_member=has_hook_member,
-        owner_id=owner_id,
-        hook=hook,
-        instance_model=model_label(instance) if isinstance(instance, models.Model) else "",
-        instance_pk=str(instance.pk) if isinstance(instance, models.Model) else "",
+        **described,
+        payload=text,
+        has_hook_member=names_hook and isinstance(payload, dict) and "hook" in payload,
     )
     transaction.on_commit(partial(enqueue_dispatch, event.pk), using=using)
     metrics.event_captured(event_name, using)

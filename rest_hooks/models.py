@@ -200,6 +200,8 @@ class Event(models.Model):
     class Status(models.TextChoices):
         PENDING = "pending"
         DISPATCHED = "dispatched"
+        # Its payload could not be captured (see ``error``): it is never delivered.
+        REFUSED = "refused"
 
     id = models.BigAutoField(primary_key=True)
     name = models.CharField(max_length=64)
@@ -221,6 +223,8 @@ class Event(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     enqueued_at = models.DateTimeField(default=timezone.now)
     dispatched_at = models.DateTimeField(null=True, blank=True)
+    # Why a refused event was refused.
+    error = models.TextField(blank=True, default="")
 
     class Meta:
         indexes = [

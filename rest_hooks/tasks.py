@@ -372,14 +372,9 @@ def deliver_claimed(claimed: list[Delivery], reservation: float | None = None) -
     a claim that waited for a database lock after it would bunch up requests the gate had
     spaced.
     """
-    disabled = [d.pk for d in claimed if not d.hook.is_active]
+    disabled = [d for d in claimed if not d.hook.is_active]
     if disabled:
-        Delivery.objects.filter(pk__in=disabled).update(
-            status=Delivery.Status.CANCELLED,
-            finished_at=timezone.now(),
-            next_attempt_at=None,
-            last_error="The hook is disabled.",
-        )
+        _cancel(disabled, "The hook is disabled.")
         claimed = [d for d in claimed if d.hook.is_active]
         if not claimed:
             return
@@ -430,6 +425,23 @@ def deliver_claimed(claimed: list[Delivery], reservation: float | None = None) -
         _give_back(untried)
     if attempts:
         _record(attempts, instances)
+
+
+def _cancel(deliveries: list[Delivery], reason: str) -> None:
+    """End claimed deliveries that are not to be attempted, with the reason in the log."""
+    Delivery.objects.filter(pk__in=[d.pk for d in deliveries]).update(
+        status=Delivery.Status.CANCELLED,
+        finished_at=timezone.now(),
+        next_attempt_at=None,
+        last_error=reason,
+    )
+    logger.info(
+        "Deliveries %s (hooks %s) cancelled: %s",
+        [str(d.pk) for d in deliveries],
+        sorted({d.hook_id for d in deliveries}),
+        reason,
+        extra={"delivery_id": str(deliveries[0].pk), "hook_id": deliveries[0].hook_id},
+    )
 
 
 def claim(delivery_ids: list[str]) -> list[Delivery]:

@@ -5,6 +5,7 @@ Fixtures live in ``conftest.py``; everything a test module imports lives here.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -20,8 +21,10 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import h11
 import redis
 from django.db import connection
+from prometheus_client.parser import text_string_to_metric_families
 
 from rest_hooks import metrics
 from rest_hooks.metrics.collectors import COLLECTORS
@@ -157,6 +160,7 @@ class Workers:
 #: family -> (type, label names) of every family /metrics shows.
 FAMILIES = {
     "rest_hooks_events_captured": ("counter", {"event"}),
+    "rest_hooks_events_refused": ("counter", {"event", "reason"}),
     "rest_hooks_delivery_attempts": ("counter", {"event", "outcome", "status_class", "host"}),
     "rest_hooks_delivery_duration_seconds": ("histogram", {"event", "host"}),
     "rest_hooks_delivery_lag_seconds": ("histogram", {"event"}),
@@ -327,3 +331,110 @@ def time_to_deliver(
     while not arrived() and time.monotonic() - started < timeout:
         time.sleep(0.05)
     return time.monotonic() - started
+
+
+# -- the fault suite: races, soak, bad input ----------------------------------------------
+
+
+def scraped(client: Any, sample: str, **labels: str) -> float:
+    """One sample of this process's /metrics, as Prometheus reads it (0 when absent)."""
+    exposition = client.get("/metrics").content.decode()
+    samples = (s for f in text_string_to_metric_families(exposition) for s in f.samples)
+    return next((float(s.value) for s in samples if s.name == sample and s.labels == labels), 0.0)
+
+
+def note(line: str) -> None:
+    """A line of figures beside the tally lines (worker memory, rates), printed with them."""
+    TALLIES.append(f"  {line}")
+
+
+class Arrival:
+    """What :class:`CountingReceiver` keeps of a request: its ``X-Hook-Id``."""
+
+    __slots__ = ("headers",)
+
+    def __init__(self, hook_id: str) -> None:
+        self.headers = {"x-hook-id": hook_id}
+
+
+class CountingReceiver:
+    """An HTTP/1.1 receiver on 127.0.0.1 that keeps up with thousands of requests a
+    second: one asyncio loop in a thread, h11 for the protocol, ``204`` to every request,
+    and only each request's ``X-Hook-Id`` kept (``example/bookstore/receiver.py`` keeps
+    whole requests, a thread per connection)."""
+
+    def __init__(self) -> None:
+        self.requests: list[Arrival] = []
+        self._connections: set[_CountingConnection] = set()
+        self._loop = asyncio.new_event_loop()
+        server = self._loop.run_until_complete(
+            self._loop.create_server(lambda: _CountingConnection(self), "127.0.0.1", 0)
+        )
+        self.port = server.sockets[0].getsockname()[1]
+        self._server = server
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+
+    def url(self, path: str = "/hook") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def close(self) -> None:
+        def shut() -> None:
+            self._server.close()
+            for open_connection in list(self._connections):
+                open_connection.transport.close()
+            self._loop.stop()
+
+        self._loop.call_soon_threadsafe(shut)
+        self._thread.join(timeout=5)
+        self._loop.close()
+
+
+class _CountingConnection(asyncio.Protocol):
+    def __init__(self, receiver: CountingReceiver) -> None:
+        self.receiver = receiver
+        self.http = h11.Connection(h11.SERVER)
+        self.hook_id = ""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.receiver._connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.receiver._connections.discard(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.http.receive_data(data)
+        try:
+            while (event := self.http.next_event()) not in (h11.NEED_DATA, h11.PAUSED):
+                if isinstance(event, h11.Request):
+                    self.hook_id = dict(event.headers).get(b"x-hook-id", b"").decode()
+                elif isinstance(event, h11.EndOfMessage):
+                    self.receiver.requests.append(Arrival(self.hook_id))
+                    answer = self.http.send(h11.Response(status_code=204, headers=[]))
+                    self.transport.write(
+                        (answer or b"") + (self.http.send(h11.EndOfMessage()) or b"")
+                    )
+                    self.http.start_next_cycle()
+                elif isinstance(event, h11.ConnectionClosed):
+                    self.transport.close()
+                    return
+        except h11.ProtocolError:
+            self.transport.close()
+
+    def eof_received(self) -> None:
+        self.data_received(b"")
+
+
+def worker_rss_mib(workers: Workers) -> list[float]:
+    """The resident memory (MiB) of each worker process of a ``rundramatiq`` (Linux)."""
+    children = Path(f"/proc/{workers.proc.pid}/task/{workers.proc.pid}/children")
+    sizes = []
+    for pid in children.read_text().split():
+        status = Path(f"/proc/{pid}/status").read_text()
+        if "dramatiq" not in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
+            continue
+        kib = next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))
+        sizes.append(int(kib) / 1024)
+    return sizes

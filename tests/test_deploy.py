@@ -48,7 +48,7 @@ def test_prometheus_config_is_valid(tmp_path):
     shutil.copytree(PROMETHEUS, config)
     (config / "rest_hooks_metrics_token").write_text("a-token\n")
     out = promtool("check", "config", str(config / "prometheus.yml"))
-    assert "SUCCESS: 5 rules found" in out
+    assert "SUCCESS: 6 rules found" in out
 
 
 def test_alert_rules_are_valid():

@@ -65,7 +65,8 @@ def add_book(user: Any, fail: bool = False) -> Book:
 def test_metrics_shows_every_family_with_bounded_labels(
     client, user, receiver, run_pipeline, django_capture_on_commit_callbacks
 ):
-    """Every family, after a capture, a success, a 410, a deferral, a 500 and a breaker."""
+    """Every family, after a capture, a refusal, a success, a 410, a deferral, a 500 and a
+    breaker."""
     down = Receiver()  # a second target, whose breaker opens
     down.default = Answer(500)
     make_hook(user, receiver, "/ok")
@@ -74,6 +75,7 @@ def test_metrics_shows_every_family_with_bounded_labels(
     receiver.answer("/gone", Answer(410))
     with django_capture_on_commit_callbacks(execute=True):
         add_book(user)
+        raw_hook_event.send(sender=None, event_name="user.logged_in", payload={1j}, user=user)
     flow = {"RETRY_SCHEDULE": [60], "BREAKER_FAILURES": 1}
     try:
         # One of the two deliveries to `receiver` goes, the other is deferred (rate_limit).

@@ -47,6 +47,13 @@ events_captured = Counter(
     ["event"],
     registry=None,
 )
+events_refused = Counter(
+    "rest_hooks_events_refused",
+    "Events refused at capture and never delivered, by event and reason (unencodable: "
+    "JSON cannot encode the payload; too_large: over MAX_PAYLOAD_BYTES; name_too_long).",
+    ["event", "reason"],
+    registry=None,
+)
 delivery_attempts = Counter(
     "rest_hooks_delivery_attempts",
     "Delivery attempts by event, outcome (success, retry, failed, blocked) and status class.",
@@ -103,6 +110,7 @@ hooks_disabled = Counter(
 #: Every family above: what a scrape of this process exposes.
 FAMILIES = (
     events_captured,
+    events_refused,
     delivery_attempts,
     delivery_duration,
     delivery_lag,
@@ -137,6 +145,12 @@ def status_class(result: HttpResult | None) -> str:
 def event_captured(event_name: str, using: str) -> None:
     """Count an outbox event once its transaction commits (a rollback counts nothing)."""
     counter = events_captured.labels(event=event_label(event_name))
+    transaction.on_commit(partial(counter.inc), using=using)
+
+
+def event_refused(event_name: str, reason: str, using: str) -> None:
+    """Count an event refused at capture, once its transaction commits."""
+    counter = events_refused.labels(event=event_label(event_name), reason=reason)
     transaction.on_commit(partial(counter.inc), using=using)
 
 

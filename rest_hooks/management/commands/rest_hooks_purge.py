@@ -15,8 +15,9 @@ BATCH = 1000
 
 class Command(BaseCommand):
     help = (
-        "Delete finished deliveries and dispatched events older than the retention "
-        "(REST_HOOKS['RETENTION_DAYS'], default 30 days). Pending work is never deleted."
+        "Delete finished deliveries, and dispatched and refused events, older than the "
+        "retention (REST_HOOKS['RETENTION_DAYS'], default 30 days). Pending work is never "
+        "deleted."
     )
 
     def add_arguments(self, parser: ArgumentParser) -> None:
@@ -34,7 +35,7 @@ class Command(BaseCommand):
             status=Delivery.Status.PENDING
         )
         events = Event.objects.filter(
-            created_at__lt=cutoff, status=Event.Status.DISPATCHED
+            created_at__lt=cutoff, status__in=[Event.Status.DISPATCHED, Event.Status.REFUSED]
         ).exclude(
             # Deleting an event cascades to its deliveries: keep those pending or newer.
             Exists(
