@@ -31,7 +31,7 @@ from typing import Any
 
 import dramatiq
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import router, transaction
+from django.db import router
 from django.db.models import F
 from django.utils import timezone
 
@@ -46,7 +46,7 @@ from rest_hooks.models import Delivery, Event
 from rest_hooks.security.network import AddressPolicy
 from rest_hooks.security.signing import signature_headers
 from rest_hooks.signals import hook_disabled, hook_sent_event
-from rest_hooks.sql import Expression, Table
+from rest_hooks.sql import Expression, Table, write_transaction
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ def _next_chunk(
     hooks = Table.of(get_hook_model(), using)
     chunk_size = int(hook_settings.FANOUT_CHUNK_SIZE)
     now = timezone.now()
-    with transaction.atomic(using=using):
+    with write_transaction(using):
         found = events.select({"pk": event_id})
         if not found or found[0].status != Event.Status.PENDING:
             return None

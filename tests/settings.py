@@ -8,6 +8,8 @@ addresses through the environment:
 - ``REST_HOOKS_TEST_REDIS_URL``: the redis-server, e.g. ``redis://127.0.0.1:6390/0``.
 - ``REST_HOOKS_TEST_DB_NAME``: set by the test fixtures for the worker processes they
   start, so that those processes use the test database pytest-django created.
+- ``REST_HOOKS_TEST_SQLITE_OPTIONS``: the SQLite database's ``OPTIONS`` (JSON) instead of
+  the suite's, for worker processes a test starts with a user's settings.
 """
 
 import json
@@ -73,7 +75,8 @@ else:
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": _db_name or _sqlite_path,
             "TEST": {"NAME": _db_name or _sqlite_path},
-            "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
+            "OPTIONS": json.loads(os.environ.get("REST_HOOKS_TEST_SQLITE_OPTIONS", "null"))
+            or {"timeout": 20, "transaction_mode": "IMMEDIATE"},
         }
     }
 
