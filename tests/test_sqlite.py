@@ -16,6 +16,7 @@ from django.db import connection
 
 from bookstore.models import Book
 from rest_hooks.models import Delivery, Hook
+from tests.helpers import Workers
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -31,21 +32,25 @@ CHUNK = 50
 NO_RELAY = {"RELAY_AFTER": 3600, "RELAY_INTERVAL": 3600, "FANOUT_CHUNK_SIZE": CHUNK}
 
 
-@pytest.fixture
-def journal_mode(request: pytest.FixtureRequest) -> Iterator[str]:
-    """The journal mode the workers' ``init_command`` sets; the suite's afterwards."""
-    yield request.param
+@pytest.fixture(params=["WAL", "DELETE"])
+def workers(request, start_workers, monkeypatch) -> Iterator[Workers]:
+    """2 worker processes of 8 threads on SQLite with the OPTIONS most Django projects
+    have: a ``timeout``, this journal mode, no ``transaction_mode``.
+
+    Stopped, and the suite's journal mode set back, before the test database is flushed:
+    WAL stays with the file, not with a connection.
+    """
+    options = {"timeout": 20, "init_command": f"PRAGMA journal_mode={request.param};"}
+    monkeypatch.setenv("REST_HOOKS_TEST_SQLITE_OPTIONS", json.dumps(options))
+    workers = start_workers(processes=2, threads=8, **NO_RELAY)
+    yield workers
+    workers.stop()
+    connection.close()
     with connection.cursor() as cursor:
         cursor.execute("PRAGMA journal_mode = DELETE")
 
 
-@pytest.mark.parametrize("journal_mode", ["WAL", "DELETE"], indirect=True)
-def test_user_settings_deliver_an_event_to_hundreds_of_hooks_at_once(
-    journal_mode, user, receiver, start_workers, monkeypatch
-):
-    options = {"timeout": 20, "init_command": f"PRAGMA journal_mode={journal_mode};"}
-    monkeypatch.setenv("REST_HOOKS_TEST_SQLITE_OPTIONS", json.dumps(options))
-    workers = start_workers(processes=2, threads=8, **NO_RELAY)
+def test_user_settings_deliver_an_event_to_hundreds_of_hooks_at_once(workers, user, receiver):
     Hook.objects.bulk_create(
         Hook(user=user, event="book.added", target=receiver.url(f"/{i}")) for i in range(HOOKS)
     )
