@@ -54,6 +54,8 @@ WARM_UP_HOOKS = 100
 WARM_UP_EVENTS = 50
 #: py-spy's samples a second.
 PROFILE_RATE = 250
+#: The SQLite database's ``OPTIONS`` (JSON), unless ``--sqlite-options`` says otherwise.
+SQLITE_OPTIONS = '{"timeout": 30, "transaction_mode": "IMMEDIATE"}'
 
 
 # -- the database -----------------------------------------------------------------------
@@ -96,6 +98,7 @@ def worker_env(args: argparse.Namespace) -> dict[str, str]:
         "BENCH_REDIS_URL": args.redis_url,
         "BENCH_MAX_IN_FLIGHT": str(max(1000, 4 * max(args.threads) * max(args.processes))),
         "BENCH_CONN_MAX_AGE": str(args.conn_max_age),
+        "BENCH_SQLITE_OPTIONS": args.sqlite_options,
         "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "example")]),
     }
 
@@ -505,6 +508,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-events", type=int, default=1000)
     parser.add_argument("--memory", type=numbers, default=[10_000, 50_000, 100_000])
     parser.add_argument("--conn-max-age", type=int, default=60)
+    parser.add_argument("--sqlite-options", default=SQLITE_OPTIONS)
     parser.add_argument("--profile", default="")
     args = parser.parse_args(argv)
     parts = [p for p in args.parts.split(",") if p]

@@ -212,6 +212,8 @@ def ours_command(
     command += ["--latency-rate", str(args.latency_rate)]
     command += ["--latency-events", str(args.latency_events), "--memory", csv(args.memory)]
     command += ["--conn-max-age", str(args.conn_max_age)]
+    if args.sqlite_options:
+        command += ["--sqlite-options", args.sqlite_options]
     if args.profile:
         command += ["--profile", str(Path(args.profile) / db_name)]
     return command
@@ -245,6 +247,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--memory", type=numbers, default=[10_000, 50_000, 100_000], help="deliveries")
     p.add_argument("--memory-db", default="postgres", help="the database of the memory part")
     p.add_argument("--conn-max-age", type=int, default=60, help="Django's CONN_MAX_AGE")
+    p.add_argument("--sqlite-options", default="", help="the SQLite DATABASES OPTIONS, as JSON")
     p.add_argument("--gate-n", type=int, default=20_000)
     p.add_argument("--gate-threads", type=numbers, default=[1, 4])
     p.add_argument("--old-venv", type=Path, default=HERE / ".venv-old")

@@ -9,13 +9,15 @@
   worker threads so that it never throttles (every hook points at the same receiver);
 - ``BENCH_CONN_MAX_AGE``: Django's ``CONN_MAX_AGE`` (``ours.py`` passes 60 by default;
   Django's own default, 0, means a new database connection per message, as
-  django-dramatiq's middleware closes it after each: see benchmarks/README.md).
+  django-dramatiq's middleware closes it after each: see benchmarks/README.md);
+- ``BENCH_SQLITE_OPTIONS``: the SQLite database's ``OPTIONS``, as JSON.
 
 Everything a delivery does in production is on: signing, the gate (rate limit, breaker,
 in-flight cap), metrics (multiprocess mode when ``PROMETHEUS_MULTIPROC_DIR`` is set), the
 delivery log and one INFO log line per delivery.
 """
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -48,7 +50,7 @@ if _db.scheme == "sqlite":
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": _db.path,
             "CONN_MAX_AGE": _conn_max_age,
-            "OPTIONS": {"timeout": 30, "transaction_mode": "IMMEDIATE"},
+            "OPTIONS": json.loads(os.environ.get("BENCH_SQLITE_OPTIONS", "{}")),
         }
     }
 else:

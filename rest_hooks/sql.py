@@ -13,18 +13,22 @@ and a custom hook model (``HOOK_CUSTOM_MODEL``) is read like ``rest_hooks.Hook``
 
 It knows four lookups (``exact``, ``in``, ``lte``, ``gt``) and nothing of relations:
 whatever needs more stays with the ORM, which is the right tool everywhere else.
+
+A transaction that reads before it writes is opened with :func:`write_transaction`, which
+on SQLite takes the write lock at its BEGIN.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from django.db import connections, models, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-__all__ = ["Expression", "Table"]
+__all__ = ["Expression", "Table", "write_transaction"]
 
 #: The converters of one column, and the column they are given.
 Converters = tuple[list[Any], Any]
@@ -34,6 +38,39 @@ _OPERATORS = {"exact": "=", "lte": "<=", "gt": ">"}
 # Per thread, and rebuilt for a new connection object, because the converters are the
 # connection's own methods.
 _local = threading.local()
+
+
+@contextlib.contextmanager
+def write_transaction(using: str) -> Iterator[None]:
+    """``transaction.atomic`` for a transaction that reads, then writes.
+
+    On SQLite it begins with ``BEGIN IMMEDIATE`` whatever the database's
+    ``transaction_mode``: the write lock is taken up front, waiting for it as long as the
+    connection's ``timeout`` says. Django's default, a deferred BEGIN, takes it at the
+    first write, and SQLite answers that upgrade with "database is locked" at once, with
+    no wait, whenever another connection writes meanwhile (waiting could deadlock, and the
+    rows read may be stale). Inside another transaction it is a savepoint, as ``atomic``.
+    """
+    connection = connections[using]
+    with _lock_at_begin(connection), transaction.atomic(using=using):
+        yield
+
+
+@contextlib.contextmanager
+def _lock_at_begin(connection: Any) -> Iterator[None]:
+    """SQLite's transactions begun in the block take the write lock at their BEGIN."""
+    if connection.vendor != "sqlite" or connection.in_atomic_block:
+        yield
+        return
+    # Django reads the mode as it begins a transaction, and sets it again at each connect.
+    connection.ensure_connection()
+    configured = connection.transaction_mode
+    if configured != "EXCLUSIVE":  # which takes the lock up front too
+        connection.transaction_mode = "IMMEDIATE"
+    try:
+        yield
+    finally:
+        connection.transaction_mode = configured
 
 
 class Table:
@@ -128,7 +165,7 @@ class Table:
         pk = self._column(self._field("pk"))
         chosen, params = self._select(pk, where, order_by, limit, lock=True)
         if not self._returns_from_update():
-            with transaction.atomic(using=self.using):
+            with write_transaction(self.using):
                 pks = [row[0] for row in self._fetch(chosen, params, [])]
                 if not pks:
                     return []

@@ -31,7 +31,7 @@ from typing import Any
 
 import dramatiq
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import router, transaction
+from django.db import router
 from django.db.models import F
 from django.utils import timezone
 
@@ -47,7 +47,7 @@ from rest_hooks.security.encryption import DecryptionError
 from rest_hooks.security.network import TargetRefused
 from rest_hooks.security.signing import signature_headers
 from rest_hooks.signals import hook_disabled, hook_sent_event
-from rest_hooks.sql import Expression, Table
+from rest_hooks.sql import Expression, Table, write_transaction
 
 logger = logging.getLogger(__name__)
 
@@ -97,26 +97,34 @@ def fan_out(event_id: int, *, deliver_here: bool = False) -> int:
     once it has committed. Memory stays bounded by the chunk size whatever the number of
     hooks. With ``deliver_here`` (the dispatch actor), the first batch is not sent but
     created claimed and delivered by this thread once the fan-out is done: an event with
-    few subscribers reaches them one broker round trip and a few queries sooner. (Should
-    this worker die first, the relay sends that batch once its lease is over.)
+    few subscribers reaches them one broker round trip and a few queries sooner. Should a
+    later chunk fail (the message is then retried), that batch is given back at once, due
+    and enqueued; should this worker die, the relay sends it once its lease is over.
     """
     total = 0
     held: list[Delivery] = []
-    while (chunk := _next_chunk(event_id, hold=deliver_here and not held)) is not None:
-        event, batches, kept, done = chunk
-        held = held or kept
-        _send_each(deliver, batches, "delivery")
-        total += sum(map(len, batches)) + len(kept)
-        if done:
-            metrics.fanned_out(event.name, total)
-            logger.info(
-                "Event %s (%s) fanned out to %d hooks.",
-                event_id,
-                event.name,
-                total,
-                extra={"event_id": event_id, "fanout": total},
-            )
-            break
+    try:
+        while (chunk := _next_chunk(event_id, hold=deliver_here and not held)) is not None:
+            event, batches, kept, done = chunk
+            held = held or kept
+            _send_each(deliver, batches, "delivery")
+            total += sum(map(len, batches)) + len(kept)
+            if done:
+                metrics.fanned_out(event.name, total)
+                logger.info(
+                    "Event %s (%s) fanned out to %d hooks.",
+                    event_id,
+                    event.name,
+                    total,
+                    extra={"event_id": event_id, "fanout": total},
+                )
+                break
+    except BaseException:
+        # Whatever the error (a database, the broker, a time limit), the held batch must
+        # not wait for its lease: the retried message resumes after it.
+        if held:
+            _give_back(held)
+        raise
     if held:
         deliver_claimed(held)
     return total
@@ -138,7 +146,7 @@ def _next_chunk(
     hooks = Table.of(get_hook_model(), using)
     chunk_size = int(hook_settings.FANOUT_CHUNK_SIZE)
     now = timezone.now()
-    with transaction.atomic(using=using):
+    with write_transaction(using):
         found = events.select({"pk": event_id})
         if not found or found[0].status != Event.Status.PENDING:
             return None

@@ -111,6 +111,19 @@ def fresh_flow_control() -> None:
     gatekeeper._forget()
 
 
+def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
+    """The suite runs once per database (``REST_HOOKS_TEST_DB``): a test marked
+    ``only_on("sqlite")`` is of that database's behaviour, and the other leg deselects it."""
+    leg = os.environ.get("REST_HOOKS_TEST_DB", "sqlite")
+    kept, other = [], []
+    for item in items:
+        marker = item.get_closest_marker("only_on")
+        (other if marker is not None and leg not in marker.args else kept).append(item)
+    if other:
+        config.hook.pytest_deselected(items=other)
+        items[:] = kept
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """The fault suite's tally lines, one per fault, whether its test passed or not."""
     if TALLIES:

@@ -10,6 +10,8 @@ addresses through the environment:
   start, so that those processes use the test database pytest-django created.
 - ``REST_HOOKS_TEST_SQLITE_TIMEOUT``: seconds a SQLite statement waits for a lock (20);
   the fault suite gives its workers less, to lock them out for real.
+- ``REST_HOOKS_TEST_SQLITE_OPTIONS``: the SQLite database's ``OPTIONS`` (JSON) instead of
+  the suite's, for worker processes a test starts with a user's settings.
 """
 
 import json
@@ -75,7 +77,8 @@ else:
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": _db_name or _sqlite_path,
             "TEST": {"NAME": _db_name or _sqlite_path},
-            "OPTIONS": {
+            "OPTIONS": json.loads(os.environ.get("REST_HOOKS_TEST_SQLITE_OPTIONS", "null"))
+            or {
                 "timeout": float(os.environ.get("REST_HOOKS_TEST_SQLITE_TIMEOUT", 20)),
                 "transaction_mode": "IMMEDIATE",
             },

@@ -322,25 +322,58 @@ def test_stub_broker_needs_no_redis_url(use_broker):
         assert rest_hooks_messages() == []
 
 
-def test_embedded_worker_on_sqlite_without_immediate(use_broker, monkeypatch):
-    use_broker(StubBroker(middleware=[]))
+@pytest.fixture
+def sqlite_databases(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Make the checks see these SQLite databases (alias -> OPTIONS) and a PostgreSQL one."""
     connections["default"]  # created with the real settings before the patch
-    sqlite = "django.db.backends.sqlite3"
-    monkeypatch.setattr(
-        connections,
-        "settings",
-        {
-            "default": {"ENGINE": sqlite, "OPTIONS": {}},
-            "fine": {"ENGINE": sqlite, "OPTIONS": {"transaction_mode": "IMMEDIATE"}},
-            "pg": {"ENGINE": "django.db.backends.postgresql", "OPTIONS": {}},
-        },
+
+    def use(**options: dict[str, Any]) -> None:
+        databases = {
+            alias: {"ENGINE": "django.db.backends.sqlite3", "OPTIONS": opts, "CONN_MAX_AGE": 0}
+            for alias, opts in options.items()
+        }
+        pg = {"ENGINE": "django.db.backends.postgresql", "OPTIONS": {}, "CONN_MAX_AGE": 60}
+        monkeypatch.setattr(connections, "settings", {**databases, "pg": pg})
+
+    return use
+
+
+@pytest.mark.parametrize("embedded", [True, False])
+def test_workers_on_sqlite_without_immediate(use_broker, sqlite_databases, embedded):
+    if embedded:
+        use_broker(StubBroker(middleware=[]))
+    else:
+        use_broker(RedisBroker(url=UNUSED_REDIS, middleware=full_middleware()))
+    sqlite_databases(
+        default={"timeout": 20},
+        fine={"transaction_mode": "IMMEDIATE"},
+        lower={"transaction_mode": "exclusive"},
     )
-    with override_settings(REST_HOOKS={"EMBEDDED_WORKER": True}):
+    with rest_hooks_setting(EMBEDDED_WORKER=True, REDIS_URL=UNUSED_REDIS):
         (warning,) = only("rest_hooks.W001")
     assert "DATABASES['default']" in warning.msg
     assert "DATABASES['default']['OPTIONS']['transaction_mode'] = 'IMMEDIATE'" in warning.hint
+
+
+def test_no_worker_no_sqlite_checks(use_broker, sqlite_databases):
+    use_broker(StubBroker(middleware=[]))
+    sqlite_databases(default={"timeout": 0})
     with override_settings(REST_HOOKS={"EMBEDDED_WORKER": False}):
         assert rest_hooks_messages() == []
+
+
+@pytest.mark.parametrize("timeout", [0, 2.5])
+def test_sqlite_without_a_busy_timeout(use_broker, sqlite_databases, timeout):
+    use_broker(RedisBroker(url=UNUSED_REDIS, middleware=full_middleware()))
+    sqlite_databases(
+        default={"timeout": timeout, "transaction_mode": "IMMEDIATE"},
+        unset={"transaction_mode": "IMMEDIATE"},
+        waits={"timeout": 5, "transaction_mode": "IMMEDIATE"},
+    )
+    with rest_hooks_setting(REDIS_URL=UNUSED_REDIS):
+        (error,) = only("rest_hooks.E016")
+    assert f"DATABASES['default']['OPTIONS']['timeout'] is {timeout}" in error.msg
+    assert "DATABASES['default']['OPTIONS']['timeout'] = 20" in error.hint
 
 
 def test_workers_without_persistent_database_connections(use_broker, monkeypatch):
@@ -354,7 +387,11 @@ def test_workers_without_persistent_database_connections(use_broker, monkeypatch
             "default": {"ENGINE": pg, "CONN_MAX_AGE": 0},
             "kept": {"ENGINE": pg, "CONN_MAX_AGE": 60},
             "forever": {"ENGINE": pg, "CONN_MAX_AGE": None},
-            "local": {"ENGINE": "django.db.backends.sqlite3", "CONN_MAX_AGE": 0},
+            "local": {
+                "ENGINE": "django.db.backends.sqlite3",
+                "CONN_MAX_AGE": 0,
+                "OPTIONS": {"transaction_mode": "IMMEDIATE"},
+            },
         },
     )
     with override_settings(REST_HOOKS={"REDIS_URL": UNUSED_REDIS}):

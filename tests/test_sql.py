@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import uuid
 from datetime import datetime, timedelta
@@ -17,7 +18,7 @@ from django.utils import timezone
 
 from rest_hooks.models import Delivery, Event, Hook
 from rest_hooks.security.encryption import is_token
-from rest_hooks.sql import Expression, Table
+from rest_hooks.sql import Expression, Table, write_transaction
 
 pytestmark = pytest.mark.django_db
 
@@ -546,9 +547,8 @@ def test_claim_where_an_update_returns_no_rows(table, deliveries, monkeypatch, n
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.only_on("postgres")  # SQLite has no row locks to skip
 def test_claim_passes_over_rows_another_transaction_holds(table, deliveries):
-    if not connection.features.has_select_for_update_skip_locked:
-        pytest.skip(f"{connection.vendor} has no row locks to skip")
     held = deliveries[1]
     locked, release = threading.Event(), threading.Event()
     errors: list[BaseException] = []
@@ -585,6 +585,46 @@ def test_claim_passes_over_rows_another_transaction_holds(table, deliveries):
     assert sorted(pks(claimed)) == [deliveries[0].pk, deliveries[2].pk]
     # Once released, the row is there to take.
     assert pks(table.claim({"pk": held.pk}, {"last_error": "mine"})) == [held.pk]
+
+
+# -- transactions ---------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.only_on("sqlite")
+@pytest.mark.parametrize(("configured", "begin"), [(None, "IMMEDIATE"), ("EXCLUSIVE", "EXCLUSIVE")])
+def test_write_transaction_takes_the_sqlite_write_lock_at_begin(monkeypatch, configured, begin):
+    """Whatever the database's transaction_mode (Django's default: a deferred BEGIN), and
+    only for itself: the application's next transaction begins as configured."""
+    db = connections["default"]  # the connection itself: the proxy passes delattr on
+    db.ensure_connection()
+    monkeypatch.setattr(db, "transaction_mode", configured)
+    with CaptureQueriesContext(db) as queries:
+        with write_transaction("default"):
+            Event.objects.exists()
+            with write_transaction("default"):  # nested: a savepoint, as atomic()
+                Event.objects.exists()
+        with transaction.atomic():
+            Event.objects.exists()
+    begins = [q["sql"] for q in queries if q["sql"].startswith(("BEGIN", "SAVEPOINT"))]
+    assert [sql.split('"')[0].strip() for sql in begins] == [
+        f"BEGIN {begin}",
+        "SAVEPOINT",
+        f"BEGIN {configured}" if configured else "BEGIN",
+    ]
+    assert db.transaction_mode == configured
+
+
+@pytest.mark.django_db(transaction=True)
+def test_write_transaction_commits_and_rolls_back_as_atomic(user):
+    hook = make_hook(user)
+    hooks = Table.of(Hook, "default")
+    with write_transaction("default"):
+        hooks.update({"event": "book.changed"}, {"pk": hook.pk})
+    with contextlib.suppress(ZeroDivisionError), write_transaction("default"):
+        hooks.update({"event": "book.removed"}, {"pk": hook.pk})
+        1 / 0  # noqa: B018
+    assert Hook.objects.get(pk=hook.pk).event == "book.changed"
 
 
 # -- connections ----------------------------------------------------------------------

@@ -54,9 +54,14 @@ DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": os.environ.get("BOOKSTORE_DB", str(BASE_DIR / "bookstore.sqlite3")),
-        # IMMEDIATE: the embedded worker's threads write too, and SQLite's default
-        # (deferred) transactions deadlock when two of them upgrade to a write lock.
-        "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
+        # The hook workers write beside the site: a transaction of the site's that reads,
+        # then writes, waits for the lock with IMMEDIATE (SQLite refuses a deferred one's
+        # upgrade at once while another connection writes). See the README's "SQLite".
+        "OPTIONS": {
+            "timeout": 20,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL;",
+        },
     }
 }
 
