@@ -125,7 +125,9 @@ def test_fan_out_duration_and_lag_are_observed(client, user, receiver, run_pipel
     for path in ("/a", "/b", "/c"):
         make_hook(user, receiver, path)
     add_book(user)
+    # The event happened 40 s ago, to the hooks that existed then.
     Event.objects.update(created_at=timezone.now() - timedelta(seconds=40))
+    Hook.objects.update(created=timezone.now() - timedelta(seconds=41))
     names = [
         "rest_hooks_fanout_size_count",
         "rest_hooks_fanout_size_sum",
