@@ -224,7 +224,7 @@ def test_prometheus_scrapes_what_the_workers_delivered(
         ),
         "the alert rules to evaluate",
     )
-    assert [len(g["rules"]) for g in groups] == [5]
+    assert [len(g["rules"]) for g in groups] == [6]
 
     # A worker process that stops takes its live gauge (requests in flight) with it;
     # what it counted stays. Stopped as Dramatiq's docs say: SIGTERM to the main process.
