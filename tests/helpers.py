@@ -261,6 +261,20 @@ class RawListener:
 # -- the fault suite: the processes and servers a fault stops, kills or restarts ---------
 
 
+#: The fault suite's short retries, leases and relay (the README's Guarantees quote
+#: figures taken with them): a dead worker's deliveries go again within seconds.
+SHORT_LEASES: dict[str, Any] = {
+    "RETRY_SCHEDULE": [0.5] * 5,
+    "RETRY_JITTER": 0,
+    "DEADLINE": 4,
+    "READ_TIMEOUT": 4,
+    "BATCH_BUDGET": 2,
+    "LEASE_MARGIN": 1,
+    "RELAY_AFTER": 1,
+    "RELAY_INTERVAL": 0.5,
+}
+
+
 def free_port() -> int:
     """A TCP port of 127.0.0.1 nobody listens on (now)."""
     with socket.socket() as s:

@@ -18,20 +18,10 @@ from django.db import connection
 from bookstore.models import Book
 from bookstore.receiver import Answer
 from rest_hooks.models import Delivery, Hook
-from tests.helpers import tally, time_to_deliver, wait_until, worker_processes
+from tests.helpers import SHORT_LEASES, tally, time_to_deliver, wait_until, worker_processes
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
 
-SHORT = {
-    "RETRY_SCHEDULE": [0.5] * 5,
-    "RETRY_JITTER": 0,
-    "DEADLINE": 4,
-    "READ_TIMEOUT": 4,
-    "BATCH_BUDGET": 2,
-    "LEASE_MARGIN": 1,
-    "RELAY_AFTER": 1,
-    "RELAY_INTERVAL": 0.5,
-}
 #: A batch claimed when its worker lost the database goes again after its lease and
 #: RELAY_AFTER; Dramatiq retries a failed message after 1 to 2 s. Plus a slow VM.
 BOUND = 25
@@ -68,7 +58,7 @@ def test_database_unreachable_inside_workers(user, receiver, start_workers, monk
         Hook(user=user, event="book.added", target=receiver.url(f"/{n}")) for n in range(3)
     )
     receiver.default = Answer(200, delay=0.2)  # deliveries are in flight at each outage
-    workers = start_workers(processes=2, threads=2, **SHORT)
+    workers = start_workers(processes=2, threads=2, **SHORT_LEASES)
     processes = worker_processes(workers)
     events = 24
     for n in range(events):

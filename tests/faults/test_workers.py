@@ -27,28 +27,25 @@ import pytest
 from bookstore.models import Book
 from bookstore.receiver import Answer
 from rest_hooks.models import Delivery, Event, Hook
-from tests.helpers import Workers, tally, time_to_deliver, wait_until, worker_processes
+from tests.helpers import (
+    SHORT_LEASES,
+    Workers,
+    tally,
+    time_to_deliver,
+    wait_until,
+    worker_processes,
+)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
 
-SHORT = {
-    "RETRY_SCHEDULE": [0.5] * 5,
-    "RETRY_JITTER": 0,
-    "DEADLINE": 4,
-    "READ_TIMEOUT": 4,
-    "BATCH_BUDGET": 2,
-    "LEASE_MARGIN": 1,
-    "RELAY_AFTER": 1,
-    "RELAY_INTERVAL": 0.5,
-}
 #: The README's bound after a kill, for a batch claimed at the kill: its lease, then
 #: RELAY_AFTER, then the next relay (at most 1.5 RELAY_INTERVAL later).
 BOUND = (
-    SHORT["DEADLINE"]
-    + SHORT["BATCH_BUDGET"]
-    + SHORT["LEASE_MARGIN"]
-    + SHORT["RELAY_AFTER"]
-    + 1.5 * SHORT["RELAY_INTERVAL"]
+    SHORT_LEASES["DEADLINE"]
+    + SHORT_LEASES["BATCH_BUDGET"]
+    + SHORT_LEASES["LEASE_MARGIN"]
+    + SHORT_LEASES["RELAY_AFTER"]
+    + 1.5 * SHORT_LEASES["RELAY_INTERVAL"]
 )
 #: What a slow shared VM may add to the bound: the delivering itself, a busy machine.
 SLACK = 10
@@ -68,8 +65,8 @@ def test_killed_mid_batch(user, receiver, start_workers):
         Hook(user=user, event="book.added", target=receiver.url(f"/{n}")) for n in range(12)
     )
     # Two slots: the 12 deliveries go in two batches of 6, one a worker thread.
-    victim, survivor = victim_and_survivor(start_workers, **SHORT, MAX_IN_FLIGHT=2)
-    receiver.default = Answer(200, delay=SHORT["DEADLINE"])  # held until the kill
+    victim, survivor = victim_and_survivor(start_workers, **SHORT_LEASES, MAX_IN_FLIGHT=2)
+    receiver.default = Answer(200, delay=SHORT_LEASES["DEADLINE"])  # held until the kill
     Book.objects.create(user=user, title="Mid-batch", pages=1, fiction=True)
     wait_until(lambda: receiver.arrived == 2, what="both batches in flight")
     receiver.default = Answer(200)
@@ -99,7 +96,7 @@ def test_killed_mid_fan_out(user, receiver, start_workers):
         Hook(user=user, event="book.added", target=receiver.url(f"/{n}")) for n in range(150)
     )
     # One transaction a hook: a long fan-out.
-    victim, survivor = victim_and_survivor(start_workers, **SHORT, FANOUT_CHUNK_SIZE=1)
+    victim, survivor = victim_and_survivor(start_workers, **SHORT_LEASES, FANOUT_CHUNK_SIZE=1)
     Book.objects.create(user=user, title="Mid-fan-out", pages=1, fiction=True)
     event = Event.objects.get()
     wait_until(
@@ -116,7 +113,7 @@ def test_killed_mid_fan_out(user, receiver, start_workers):
     wait_until(
         lambda: Event.objects.exclude(fanout_cursor=event.fanout_cursor).filter(pk=event.pk),
         what="the fan-out going on",
-        timeout=SHORT["RELAY_AFTER"] + 1.5 * SHORT["RELAY_INTERVAL"] + SLACK,
+        timeout=SHORT_LEASES["RELAY_AFTER"] + 1.5 * SHORT_LEASES["RELAY_INTERVAL"] + SLACK,
     )
     resumed = time.monotonic() - killed_at
     # What is left is fanned out and delivered at the pace of one process of 2 threads.
