@@ -1,0 +1,392 @@
+"""The delivery client of the event loop: one attempt, as :class:`DeliveryClient`'s, awaited.
+
+:class:`AsyncDeliveryClient` keeps every property of the threaded client
+(:mod:`rest_hooks.delivery.http`, whose options, results and errors it shares) while a
+request in flight costs a coroutine instead of a thread. It is ``httpx.AsyncClient`` over
+:class:`AiohttpTransport`, an httpx transport on an aiohttp session of its own:
+
+* **No SSRF through DNS.** aiohttp asks :class:`CheckedResolver` for the addresses of a
+  host name once per new connection (its own DNS cache is off, so nothing answers
+  without the check); the resolver looks the name up through the process's
+  :class:`~rest_hooks.delivery.resolver.BoundedResolver`, checks every address with the
+  :class:`~rest_hooks.security.network.AddressPolicy` (any refused address refuses the
+  name, as in :class:`~rest_hooks.delivery.http.PinnedBackend`) and hands aiohttp the
+  checked addresses, which it connects to; TLS still uses the host name for SNI and
+  certificate verification. aiohttp connects to a literal IP without asking any resolver,
+  so literal hosts are checked before the request, read as the kernel reads them; the
+  legacy spellings (``2130706433``, ``127.1``) that aiohttp will not connect to are
+  refused as unusable URLs whatever their address.
+* **A hard deadline per attempt**: one ``asyncio.timeout`` around everything (the lookup,
+  connect, TLS, sending, the headers and the body), which no slow drip can stretch; within
+  it, aiohttp's limits of single operations (a connect, a read).
+* **Bounded memory**: at most ``max_response_bytes`` of the body are read, then the
+  connection is dropped (aiohttp closes a connection whose body was not read to its end).
+* **Nothing from the environment or earlier requests**: no proxy or ``.netrc``
+  (``trust_env=False``), no redirects, no cookies kept (by httpx or aiohttp), no content
+  decoding.
+
+Keep-alive, the cap on connections (``max_connections``) and on those of one origin
+(``max_connections_per_host``) are aiohttp's connector's. A client belongs to one event
+loop (:mod:`rest_hooks.delivery.loop`); used on another (a forked child's), it starts
+afresh there.
+
+Why not the ``httpx-aiohttp`` package's transport: it sends header names lowercased
+(receivers that match ``X-Hook-Signature`` case-sensitively exist, and the threaded
+client keeps the case), it turns a refused connection into a ``ConnectTimeout`` and
+aiohttp's protocol errors into no httpx error at all, and it reads bodies in fixed
+16 KiB pieces. Ours is the same idea, sixty lines, with those right.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import http.cookiejar
+import logging
+import socket
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from types import TracebackType
+
+import aiohttp
+import httpx
+import yarl
+from aiohttp.abc import AbstractResolver, ResolveResult
+from multidict import CIMultiDict
+
+from rest_hooks.delivery.http import (
+    DeliveryError,
+    HttpOptions,
+    HttpResult,
+    attempt_failed,
+    check_addresses,
+)
+from rest_hooks.delivery.resolver import (
+    BoundedResolver,
+    ResolutionFailed,
+    Resolver,
+    ResolverBusy,
+    literal_addresses,
+    resolve_host,
+)
+from rest_hooks.security.network import AddressPolicy, IPAddress, TargetRefused, check_url
+
+__all__ = ["AiohttpTransport", "AsyncDeliveryClient", "CheckedResolver"]
+
+logger = logging.getLogger(__name__)
+
+
+# -- resolution ------------------------------------------------------------------------------
+
+
+class CheckedResolver(AbstractResolver):
+    """aiohttp's resolver hook: look the name up (bounded), check every address.
+
+    The lookup waits at most ``lookup_timeout`` (the connect timeout; the attempt's
+    deadline bounds it too) and is cancelled when nobody waits for it any more, which is
+    how the :class:`BoundedResolver` tells a hanging lookup. Its errors are httpx's (as
+    :class:`~rest_hooks.delivery.http.PinnedBackend`'s are httpcore's), or
+    :class:`TargetRefused` and :class:`ResolverBusy`; aiohttp lets them all through (none
+    is an ``OSError``).
+    """
+
+    def __init__(
+        self, policy: AddressPolicy, resolver: BoundedResolver, lookup_timeout: float
+    ) -> None:
+        self._policy = policy
+        self._resolver = resolver
+        self._lookup_timeout = lookup_timeout
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        lookup = asyncio.wrap_future(self._resolver.start(host, port))
+        try:
+            addresses = await asyncio.wait_for(lookup, self._lookup_timeout)
+        except TimeoutError as exc:
+            raise httpx.ConnectTimeout(f"resolving {host!r} timed out") from exc
+        except ResolutionFailed as exc:
+            raise httpx.ConnectError(str(exc)) from exc
+        check_addresses(self._policy, host, addresses)
+        return [
+            {
+                "hostname": host,
+                "host": str(address),
+                "port": port,
+                "family": socket.AF_INET6 if address.version == 6 else socket.AF_INET,
+                "proto": socket.IPPROTO_TCP,
+                "flags": socket.AI_NUMERICHOST,
+            }
+            for address in addresses
+        ]
+
+    async def close(self) -> None:
+        """Nothing to release: lookups in progress end on their own."""
+
+
+# -- the transport ---------------------------------------------------------------------------
+
+#: aiohttp's errors as httpx's, the first that matches: what the client sorts them by.
+_ERRORS: tuple[tuple[type[BaseException], type[Exception]], ...] = (
+    (aiohttp.ConnectionTimeoutError, httpx.ConnectTimeout),
+    (TimeoutError, httpx.ReadTimeout),  # aiohttp's other timeouts: a read
+    (aiohttp.InvalidURL, httpx.InvalidURL),
+    (aiohttp.ServerDisconnectedError, httpx.RemoteProtocolError),  # closed before answering
+    (aiohttp.ClientPayloadError, httpx.RemoteProtocolError),  # a body cut short or misframed
+    (aiohttp.ClientResponseError, httpx.RemoteProtocolError),  # not HTTP/1.1
+    (aiohttp.ClientConnectorError, httpx.ConnectError),  # refused, unreachable, TLS
+    (aiohttp.ClientError, httpx.NetworkError),  # reset, broken while sending or reading
+    (OSError, httpx.NetworkError),
+)
+
+
+@contextlib.contextmanager
+def _as_httpx_errors() -> Iterator[None]:
+    try:
+        yield
+    except (aiohttp.ClientError, OSError) as exc:
+        for aiohttp_error, httpx_error in _ERRORS:
+            if isinstance(exc, aiohttp_error):
+                raise httpx_error(str(exc) or type(exc).__name__) from exc
+        raise  # pragma: no cover - OSError, the last row, matches everything left
+
+
+@functools.lru_cache(maxsize=16)
+def _timeouts(
+    connect: float | None, read: float | None, pool: float | None
+) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(sock_connect=connect, sock_read=read, connect=pool)
+
+
+class _Body(httpx.AsyncByteStream):
+    """An aiohttp response's body, as it arrives."""
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        with _as_httpx_errors():
+            async for chunk in self._response.content.iter_any():
+                yield chunk
+
+    async def aclose(self) -> None:
+        # Back to the pool once read to its end; closed if not, so that unread data never
+        # reaches the next request.
+        self._response.release()
+
+
+class AiohttpTransport(httpx.AsyncBaseTransport):
+    """An httpx transport that sends through ``session`` (aiohttp's pooling, keep-alive
+    and limits), HTTP/1.1 only, never following redirects, header names as given.
+
+    httpx's timeouts map onto aiohttp's: ``connect`` bounds each TCP connect and TLS
+    handshake, ``read`` each read, ``pool`` waiting for a free connection *and* making it
+    (aiohttp's ``connect``); aiohttp has no write timeout.
+    """
+
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self._session = session
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        timeout = request.extensions.get("timeout", {})
+        with _as_httpx_errors():
+            response = await self._session.request(
+                request.method,
+                yarl.URL(str(request.url), encoded=True),
+                headers=CIMultiDict(
+                    (name.decode("latin-1"), value.decode("latin-1"))
+                    for name, value in request.headers.raw
+                ),
+                data=await request.aread() or None,
+                allow_redirects=False,
+                timeout=_timeouts(timeout.get("connect"), timeout.get("read"), timeout.get("pool")),
+            )
+        return httpx.Response(
+            status_code=response.status,
+            headers=response.raw_headers,
+            stream=_Body(response),
+            request=request,
+            extensions={
+                "http_version": b"HTTP/1.1",
+                "reason_phrase": (response.reason or "").encode(),
+            },
+        )
+
+    async def aclose(self) -> None:
+        await self._session.close()
+
+
+# -- the client ------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_target(url: str, https_only: bool) -> tuple[httpx.URL, list[IPAddress] | None]:
+    """The URL as httpx sends it, and its host's addresses if it is a literal IP.
+
+    Raises ValueError (``check_url``) or ``httpx.InvalidURL``. Remembered, as in
+    :mod:`rest_hooks.delivery.http`: the busiest targets get request after request.
+    """
+    check_url(url, https_only=https_only)
+    parsed = httpx.URL(url)  # IDNA and percent-encoding
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    return parsed, literal_addresses(parsed.host, port)
+
+
+def _refusing_jar() -> http.cookiejar.CookieJar:
+    """A cookie jar that keeps none: a receiver's cookie must never reach another.
+
+    (A jar, not ``httpx.Cookies``: httpx copies those into a jar of its own.)"""
+    return http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+
+
+class AsyncDeliveryClient:
+    """POSTs webhook bodies from an event loop; one instance per process, for all its
+    coroutines (not thread-safe: use it on its loop only).
+
+    ``resolver`` replaces ``getaddrinfo`` (tests, custom DNS), as for
+    :class:`~rest_hooks.delivery.http.DeliveryClient`.
+    """
+
+    def __init__(self, options: HttpOptions, *, resolver: Resolver | None = None) -> None:
+        self.options = options
+        self._resolver = BoundedResolver(
+            resolver or resolve_host,
+            max_lookups=options.max_lookups,
+            max_hung_per_domain=options.max_hung_lookups_per_domain,
+        )
+        self._ssl_context = (
+            httpx.create_ssl_context(trust_env=False)
+            if options.ssl_context is None
+            else options.ssl_context
+        )
+        self._client: httpx.AsyncClient | None = None
+        self._client_loop: asyncio.AbstractEventLoop | None = None
+
+    def _http(self) -> httpx.AsyncClient:
+        """The httpx client of the running loop (aiohttp's session is bound to one)."""
+        running = asyncio.get_running_loop()
+        if self._client is None or self._client_loop is not running:
+            self._client = self._new_client()
+            self._client_loop = running
+        return self._client
+
+    def _new_client(self) -> httpx.AsyncClient:
+        options = self.options
+        connector = aiohttp.TCPConnector(
+            resolver=CheckedResolver(options.policy, self._resolver, options.connect_timeout),
+            use_dns_cache=False,
+            ssl=self._ssl_context,
+            limit=options.max_connections,
+            limit_per_host=options.max_connections_per_host,
+            keepalive_timeout=options.keepalive_expiry,
+        )
+        session = aiohttp.ClientSession(
+            connector=connector,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            trust_env=False,
+            auto_decompress=False,
+            # The caller's Content-Type, or none: not aiohttp's guess.
+            skip_auto_headers=("Content-Type",),
+        )
+        return httpx.AsyncClient(
+            transport=AiohttpTransport(session),
+            trust_env=False,
+            follow_redirects=False,
+            cookies=_refusing_jar(),
+            headers={"User-Agent": options.user_agent, "Accept-Encoding": "identity"},
+            timeout=httpx.Timeout(
+                connect=options.connect_timeout,
+                read=options.read_timeout,
+                write=options.write_timeout,
+                pool=options.pool_timeout + options.connect_timeout,
+            ),
+        )
+
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> HttpResult:
+        """Make one attempt: POST ``body`` to ``url`` and return the (capped) response.
+
+        Raises :class:`DeliveryError` when there is no HTTP response to return, of the
+        kinds :class:`~rest_hooks.delivery.http.DeliveryClient` raises. Redirects are
+        returned as results, never followed.
+        """
+        try:
+            target, literal = _parse_target(url, self.options.https_only)
+        except ValueError as exc:
+            raise DeliveryError("refused", str(exc)) from exc
+        except httpx.InvalidURL as exc:
+            raise DeliveryError("refused", f"invalid URL: {exc}") from exc
+        host = target.host
+        started = time.monotonic()
+        try:
+            if literal is not None:
+                check_addresses(self.options.policy, host, literal)
+            async with asyncio.timeout(self.options.deadline):
+                client = self._http()
+                request = client.build_request("POST", target, content=body, headers=headers)
+                response = await client.send(request, stream=True)
+                try:
+                    content, truncated = await self._read_capped(response)
+                finally:
+                    await response.aclose()
+        except TargetRefused as exc:
+            raise DeliveryError("refused", exc.reason) from exc
+        except ResolverBusy as exc:
+            raise DeliveryError("busy", str(exc)) from exc
+        except httpx.InvalidURL as exc:  # a literal IPv4 in a legacy spelling, say
+            raise DeliveryError("refused", f"invalid URL: {exc}") from exc
+        except TimeoutError as exc:  # only the deadline's: aiohttp's come as httpx's
+            overdue = TimeoutError(f"the attempt deadline of {self.options.deadline}s passed")
+            raise attempt_failed("timeout", host, overdue, started) from exc
+        except httpx.TimeoutException as exc:
+            raise attempt_failed("timeout", host, exc, started) from exc
+        except httpx.NetworkError as exc:
+            raise attempt_failed("connect", host, exc, started) from exc
+        except (httpx.ProtocolError, httpx.UnsupportedProtocol) as exc:
+            raise attempt_failed("protocol", host, exc, started) from exc
+        duration = time.monotonic() - started
+        logger.debug(
+            "POST to %s: HTTP %d, %d bytes%s in %.3fs.",
+            host,
+            response.status_code,
+            len(content),
+            " (truncated)" if truncated else "",
+            duration,
+        )
+        return HttpResult(
+            status_code=response.status_code,
+            headers=response.headers,
+            body=content,
+            duration=duration,
+            truncated=truncated,
+        )
+
+    async def _read_capped(self, response: httpx.Response) -> tuple[bytes, bool]:
+        """Read at most ``max_response_bytes`` of the raw body; say whether there was more."""
+        limit = self.options.max_response_bytes
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_raw():
+            if size + len(chunk) > limit:
+                chunks.append(chunk[: limit - size])
+                return b"".join(chunks), True
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks), False
+
+    async def aclose(self) -> None:
+        """Close the kept-alive connections (on the loop the client was used on)."""
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def __aenter__(self) -> AsyncDeliveryClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
