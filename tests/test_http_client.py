@@ -376,6 +376,57 @@ def test_keep_alive_and_one_resolution_per_connection(
     assert all(r.headers["Host"] == f"hook.test:{listener.port}" for r in listener.requests)
 
 
+def test_proxies_in_the_environment_are_ignored(
+    make_client: MakeClient,
+    make_listener: Callable[..., Listener],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    target, proxy = make_listener(), make_listener()
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.setenv(name, proxy.url("/"))
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    client = make_client()
+    assert post(client, target.url()).status_code == 200
+    assert len(target.requests) == 1
+    assert proxy.connections == 0
+
+
+def test_a_name_rebound_to_a_refused_address_is_refused_on_the_next_connection(
+    make_client: MakeClient, listener: Listener
+) -> None:
+    answers = iter([["127.0.0.1"], ["10.0.0.1"]])
+    calls: list[str] = []
+
+    def rebinding(host: str, port: int) -> list[IPAddress]:
+        calls.append(host)
+        return [ipaddress.ip_address(a) for a in next(answers)]
+
+    client = make_client(resolver=rebinding)
+    assert post(client, listener.url("/then-hang-up", host="rebind.test")).status_code == 200
+    wait_until(lambda: listener.closed == 1, "the receiver to hang up", timeout=2.0)
+    # A new connection, a new lookup, a new check: the loopback_only fixture fails the
+    # test if anything connects to 10.0.0.1.
+    error = expect_error(client, listener.url(host="rebind.test"))
+    assert error.kind == "refused"
+    assert (
+        str(error) == "rebind.test resolves to 10.0.0.1: 10.0.0.1 is a private address (RFC 1918)"
+    )
+    assert calls == ["rebind.test", "rebind.test"]
+    assert listener.connections == 1
+
+
+def test_an_idn_host_is_looked_up_and_sent_in_its_ascii_form(
+    make_client: MakeClient, listener: Listener
+) -> None:
+    calls: list[str] = []
+    client = make_client(resolver=fake_resolver({"xn--bcher-kva.test": ["127.0.0.1"]}, calls))
+    assert post(client, listener.url(host="bücher.test")).status_code == 200
+    assert calls == ["xn--bcher-kva.test"]
+    [request] = listener.requests
+    assert request.headers["Host"] == f"xn--bcher-kva.test:{listener.port}"
+
+
 def test_no_cookies_are_kept(make_client: MakeClient, listener: Listener) -> None:
     client = make_client()
     post(client, listener.url("/cookie"))
