@@ -16,7 +16,7 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -108,6 +108,16 @@ class Interrupted(Exception):
     """Raised into a waiting thread, as Dramatiq raises its Interrupt at a time limit."""
 
 
+def _is_in(thread: threading.Thread, function: Callable[..., object]) -> bool:
+    """Whether ``thread`` is running ``function`` now (somewhere down its stack)."""
+    frame = sys._current_frames().get(thread.ident or 0)
+    while frame is not None:
+        if frame.f_code is function.__code__:
+            return True
+        frame = frame.f_back
+    return False
+
+
 def test_an_exception_raised_into_a_waiting_thread_cancels_its_coroutine() -> None:
     started, cancelled = threading.Event(), threading.Event()
     caught: list[BaseException] = []
@@ -130,6 +140,7 @@ def test_an_exception_raised_into_a_waiting_thread_cancels_its_coroutine() -> No
     thread.start()
     assert started.wait(5)
     assert thread.ident is not None
+    wait_until(lambda: _is_in(thread, loop.wait), "the worker thread waiting")
     ctypes.pythonapi.PyThreadState_SetAsyncExc(
         ctypes.c_ulong(thread.ident), ctypes.py_object(Interrupted)
     )

@@ -42,7 +42,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import http.cookiejar
 import logging
 import socket
 import time
@@ -233,19 +232,18 @@ def _parse_target(url: str, https_only: bool) -> tuple[httpx.URL, list[IPAddress
     return parsed, literal_addresses(parsed.host, port)
 
 
-def _refusing_jar() -> http.cookiejar.CookieJar:
-    """A cookie jar that keeps none: a receiver's cookie must never reach another.
-
-    (A jar, not ``httpx.Cookies``: httpx copies those into a jar of its own.)"""
-    return http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
-
-
 class AsyncDeliveryClient:
     """POSTs webhook bodies from an event loop; one instance per process, for all its
     coroutines (not thread-safe: use it on its loop only).
 
     ``resolver`` replaces ``getaddrinfo`` (tests, custom DNS), as for
     :class:`~rest_hooks.delivery.http.DeliveryClient`.
+
+    It hands httpx requests to :class:`AiohttpTransport` itself, not through an
+    ``httpx.AsyncClient``, for the reason the threaded client uses httpcore without
+    ``httpx.Client``: the client's cookie jar, header merging, auth and redirect logic
+    cost more CPU than the rest of the request (``benchmarks/http_clients.py``), and a
+    delivery wants none of them.
     """
 
     def __init__(self, options: HttpOptions, *, resolver: Resolver | None = None) -> None:
@@ -260,18 +258,27 @@ class AsyncDeliveryClient:
             if options.ssl_context is None
             else options.ssl_context
         )
-        self._client: httpx.AsyncClient | None = None
-        self._client_loop: asyncio.AbstractEventLoop | None = None
+        self._transport: AiohttpTransport | None = None
+        self._transport_loop: asyncio.AbstractEventLoop | None = None
+        self._headers = [("User-Agent", options.user_agent), ("Accept-Encoding", "identity")]
+        self._extensions = {
+            "timeout": {
+                "connect": options.connect_timeout,
+                "read": options.read_timeout,
+                "write": options.write_timeout,
+                "pool": options.pool_timeout + options.connect_timeout,
+            }
+        }
 
-    def _http(self) -> httpx.AsyncClient:
-        """The httpx client of the running loop (aiohttp's session is bound to one)."""
+    def _transport_here(self) -> AiohttpTransport:
+        """The transport of the running loop (aiohttp's session is bound to one)."""
         running = asyncio.get_running_loop()
-        if self._client is None or self._client_loop is not running:
-            self._client = self._new_client()
-            self._client_loop = running
-        return self._client
+        if self._transport is None or self._transport_loop is not running:
+            self._transport = self._new_transport()
+            self._transport_loop = running
+        return self._transport
 
-    def _new_client(self) -> httpx.AsyncClient:
+    def _new_transport(self) -> AiohttpTransport:
         options = self.options
         connector = aiohttp.TCPConnector(
             resolver=CheckedResolver(options.policy, self._resolver, options.connect_timeout),
@@ -289,19 +296,7 @@ class AsyncDeliveryClient:
             # The caller's Content-Type, or none: not aiohttp's guess.
             skip_auto_headers=("Content-Type",),
         )
-        return httpx.AsyncClient(
-            transport=AiohttpTransport(session),
-            trust_env=False,
-            follow_redirects=False,
-            cookies=_refusing_jar(),
-            headers={"User-Agent": options.user_agent, "Accept-Encoding": "identity"},
-            timeout=httpx.Timeout(
-                connect=options.connect_timeout,
-                read=options.read_timeout,
-                write=options.write_timeout,
-                pool=options.pool_timeout + options.connect_timeout,
-            ),
-        )
+        return AiohttpTransport(session)
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> HttpResult:
         """Make one attempt: POST ``body`` to ``url`` and return the (capped) response.
@@ -322,9 +317,14 @@ class AsyncDeliveryClient:
             if literal is not None:
                 check_addresses(self.options.policy, host, literal)
             async with asyncio.timeout(self.options.deadline):
-                client = self._http()
-                request = client.build_request("POST", target, content=body, headers=headers)
-                response = await client.send(request, stream=True)
+                request = httpx.Request(
+                    "POST",
+                    target,
+                    headers=[*self._headers, *headers.items()],
+                    content=body,
+                    extensions=self._extensions,
+                )
+                response = await self._transport_here().handle_async_request(request)
                 try:
                     content, truncated = await self._read_capped(response)
                 finally:
@@ -376,9 +376,9 @@ class AsyncDeliveryClient:
 
     async def aclose(self) -> None:
         """Close the kept-alive connections (on the loop the client was used on)."""
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        if self._transport is not None:
+            await self._transport.aclose()
+            self._transport = None
 
     async def __aenter__(self) -> AsyncDeliveryClient:
         return self
