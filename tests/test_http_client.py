@@ -17,6 +17,7 @@ import http.server
 import ipaddress
 import socket
 import ssl
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -601,6 +602,40 @@ def test_connection_refused_is_connect(make_client: MakeClient) -> None:
     error = expect_error(make_client(), f"http://127.0.0.1:{port}/")
     assert error.kind == "connect"
     assert error.retryable
+
+
+def _not_http(conn: socket.socket, stop: threading.Event) -> None:
+    conn.recv(65536)
+    conn.sendall(b"SSH-2.0-OpenSSH_9.6\r\n\r\n")
+
+
+def _hang_up(conn: socket.socket, stop: threading.Event) -> None:
+    """Read the request, close without a word."""
+    conn.recv(65536)
+
+
+def _reset(conn: socket.socket, stop: threading.Event) -> None:
+    """Read the request, then reset the connection (RST, not FIN)."""
+    conn.recv(65536)
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "kind"),
+    [(_not_http, "protocol"), (_hang_up, "protocol"), (_reset, "connect")],
+    ids=["not HTTP", "hangs up", "resets"],
+)
+def test_receivers_that_break_the_exchange(
+    make_client: MakeClient,
+    raw_listener: Callable[..., RawListener],
+    behaviour: Callable[[socket.socket, threading.Event], None],
+    kind: str,
+) -> None:
+    raw = raw_listener(behaviour)
+    error = expect_error(make_client(), f"http://127.0.0.1:{raw.port}/")
+    assert error.kind == kind
+    assert error.retryable
+    assert raw.accepted == 1  # a POST is never sent again on a connection of its own
 
 
 def test_unresolvable_name_is_connect(make_client: MakeClient) -> None:

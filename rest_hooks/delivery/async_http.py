@@ -2,7 +2,7 @@
 
 :class:`AsyncDeliveryClient` keeps every property of the threaded client
 (:mod:`rest_hooks.delivery.http`, whose options, results and errors it shares) while a
-request in flight costs a coroutine instead of a thread. It is ``httpx.AsyncClient`` over
+request in flight costs a coroutine instead of a thread. It sends httpx requests through
 :class:`AiohttpTransport`, an httpx transport on an aiohttp session of its own:
 
 * **No SSRF through DNS.** aiohttp asks :class:`CheckedResolver` for the addresses of a
@@ -22,8 +22,8 @@ request in flight costs a coroutine instead of a thread. It is ``httpx.AsyncClie
 * **Bounded memory**: at most ``max_response_bytes`` of the body are read, then the
   connection is dropped (aiohttp closes a connection whose body was not read to its end).
 * **Nothing from the environment or earlier requests**: no proxy or ``.netrc``
-  (``trust_env=False``), no redirects, no cookies kept (by httpx or aiohttp), no content
-  decoding.
+  (``trust_env=False``), no redirects, no cookies kept (aiohttp's jar is a dummy, and no
+  ``httpx.AsyncClient`` with a jar of its own is involved), no content decoding.
 
 Keep-alive, the cap on connections (``max_connections``) and on those of one origin
 (``max_connections_per_host``) are aiohttp's connector's. A client belongs to one event
@@ -34,7 +34,7 @@ Why not the ``httpx-aiohttp`` package's transport: it sends header names lowerca
 (receivers that match ``X-Hook-Signature`` case-sensitively exist, and the threaded
 client keeps the case), it turns a refused connection into a ``ConnectTimeout`` and
 aiohttp's protocol errors into no httpx error at all, and it reads bodies in fixed
-16 KiB pieces. Ours is the same idea, sixty lines, with those right.
+16 KiB pieces. Ours is the same idea, a page long, with those right.
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ class CheckedResolver(AbstractResolver):
 
 # -- the transport ---------------------------------------------------------------------------
 
-#: aiohttp's errors as httpx's, the first that matches: what the client sorts them by.
+#: aiohttp's errors as httpx's, the first row that matches (the client sorts httpx's).
 _ERRORS: tuple[tuple[type[BaseException], type[Exception]], ...] = (
     (aiohttp.ConnectionTimeoutError, httpx.ConnectTimeout),
     (TimeoutError, httpx.ReadTimeout),  # aiohttp's other timeouts: a read
@@ -135,8 +135,6 @@ _ERRORS: tuple[tuple[type[BaseException], type[Exception]], ...] = (
     (aiohttp.ClientPayloadError, httpx.RemoteProtocolError),  # a body cut short or misframed
     (aiohttp.ClientResponseError, httpx.RemoteProtocolError),  # not HTTP/1.1
     (aiohttp.ClientConnectorError, httpx.ConnectError),  # refused, unreachable, TLS
-    (aiohttp.ClientError, httpx.NetworkError),  # reset, broken while sending or reading
-    (OSError, httpx.NetworkError),
 )
 
 
@@ -145,10 +143,9 @@ def _as_httpx_errors() -> Iterator[None]:
     try:
         yield
     except (aiohttp.ClientError, OSError) as exc:
-        for aiohttp_error, httpx_error in _ERRORS:
-            if isinstance(exc, aiohttp_error):
-                raise httpx_error(str(exc) or type(exc).__name__) from exc
-        raise  # pragma: no cover - OSError, the last row, matches everything left
+        # Anything else: reset, or broken while sending or reading.
+        httpx_error = next((h for a, h in _ERRORS if isinstance(exc, a)), httpx.NetworkError)
+        raise httpx_error(str(exc) or type(exc).__name__) from exc
 
 
 @functools.lru_cache(maxsize=16)
