@@ -201,3 +201,30 @@ def test_a_slow_origin_does_not_hold_up_another(holding: list[HoldingReceiver]) 
     assert [loop.wait(future).status_code for future in waiting] == [200] * 80
     assert slow.most_held == 40
     loop.wait(loop.submit(client.aclose()))
+
+
+def test_lookups_that_hang_do_not_hold_up_the_loop(holding: list[HoldingReceiver]) -> None:
+    receiver = HoldingReceiver(hold=False)
+    holding.append(receiver)
+    release = threading.Event()
+
+    def dns(host: str, port: int) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+        if host.startswith("hang"):
+            release.wait(20)
+        return [ipaddress.ip_address("127.0.0.1")]
+
+    options = HttpOptions(policy=LOOPBACK_ONLY, connect_timeout=15, deadline=20)
+    client = AsyncDeliveryClient(options, resolver=dns)
+    try:
+        hanging = [
+            loop.submit(client.post(f"http://hang-{n}.test:{receiver.port}/", b"{}", {}))
+            for n in range(20)
+        ]
+        healthy = f"http://healthy.test:{receiver.port}/"
+        results = loop.run_all(client.post(healthy, b"{}", {}) for _ in range(10))
+        assert [getattr(result, "status_code", result) for result in results] == [200] * 10
+        assert not any(future.done() for future in hanging)
+    finally:
+        release.set()
+    assert [loop.wait(future).status_code for future in hanging] == [200] * 20
+    loop.wait(loop.submit(client.aclose()))

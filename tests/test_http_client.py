@@ -664,6 +664,29 @@ def test_slow_resolver_is_bounded(make_client: MakeClient) -> None:
     assert time.monotonic() - started < 1
 
 
+def test_a_name_no_lookup_can_start_for_is_busy(
+    make_client: MakeClient, listener: Listener
+) -> None:
+    release = threading.Event()
+
+    def hangs_on_one_name(host: str, port: int) -> list[IPAddress]:
+        if host == "hang.test":
+            release.wait(5)
+        return [ipaddress.ip_address("127.0.0.1")]
+
+    client = make_client(resolver=hangs_on_one_name, connect_timeout=0.3, max_lookups=1)
+    try:
+        assert expect_error(client, "http://hang.test/").kind == "timeout"
+        # The lookup of hang.test goes on, holding the only one the client may run.
+        error = expect_error(client, listener.url(host="other.test"))
+        assert error.kind == "busy"
+        assert not error.counts_against_target
+        assert listener.requests == []
+        assert post(client, listener.url()).status_code == 200  # a literal IP: no lookup
+    finally:
+        release.set()
+
+
 # -- TLS: the connection is pinned to the IP, the name is still verified ---------------------------
 
 
