@@ -167,6 +167,14 @@ def test_at_exit_the_loop_cancels_what_still_runs() -> None:
     assert done.stdout == "cancelled\n"
 
 
+def test_a_stopped_loop_is_replaced_when_next_used() -> None:
+    first = loop.get_loop()
+    loop.stop()
+    assert first.is_closed()
+    assert loop.run_all([_double(4)]) == [8]
+    assert loop.get_loop() is not first
+
+
 # -- many requests at once -------------------------------------------------------------------
 
 

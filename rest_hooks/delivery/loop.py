@@ -9,14 +9,16 @@ The loop starts on first use, so a process that never delivers (a web server) ha
 thread; a child process forked from one that had a loop starts its own (threads do not
 survive a fork); at exit the loop cancels what is still running and closes.
 
-Why not Dramatiq's ``AsyncIO`` middleware: it starts its loop in ``before_worker_boot``
-and closes it in ``after_worker_shutdown``. Deliveries are also made where no Dramatiq
-worker booted (``run_pipeline`` in the tests, the embedded worker's drain at exit, the
-management commands), and a process may run more than one worker (the embedded worker
-beside ``rundramatiq``'s): a loop tied to one worker's life is closed under the other.
-Its ``async_to_sync`` waits in slices to notice Dramatiq's ``Interrupt`` (a time limit,
-a shutdown); :func:`wait` does the same for any exception raised into the waiting thread,
-and cancels the coroutine, without tying this module to Dramatiq.
+Why not Dramatiq's ``AsyncIO`` middleware (which ``rest_hooks.broker.setup_broker`` could
+add as it adds its own): its loop lives from a worker's ``before_worker_boot`` to its
+``after_worker_shutdown``, so a delivery made where no worker booted (the tests'
+``run_pipeline`` calls the worker's functions in-process) or after the worker shut down
+finds no loop, and its ``async_to_sync`` hands over one coroutine a call, not a batch.
+Here the loop exists wherever a delivery is made: started on first use, replaced after a
+fork or once stopped. ``async_to_sync`` waits in slices to notice Dramatiq's
+``Interrupt`` (a time limit, a shutdown); :func:`wait` does the same for any exception
+raised into the waiting thread, and cancels the coroutine, without tying this module to
+Dramatiq.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import threading
 from collections.abc import Coroutine, Iterable
 from typing import Any, Final, TypeVar
 
-__all__ = ["get_loop", "run_all", "submit", "wait"]
+__all__ = ["get_loop", "run_all", "stop", "submit", "wait"]
 
 logger = logging.getLogger(__name__)
 
@@ -83,9 +85,11 @@ def get_loop() -> asyncio.AbstractEventLoop:
     """This process's delivery loop, started if it is not running yet."""
     global _current
     with _lock:
-        if _current is None or _current.pid != os.getpid():
+        if _current is None or _current.pid != os.getpid() or not _current.thread.is_alive():
             # A loop inherited through fork() has no thread here: it is left alone (its
-            # thread, and its selector, belong to the parent).
+            # thread, and its selector, belong to the parent). One stopped already (an
+            # exit handler registered before this module's delivers after it ran) is
+            # replaced too.
             _current = _LoopThread()
             logger.debug("Started the delivery event loop of process %d.", _current.pid)
         assert _current.loop is not None
@@ -129,8 +133,10 @@ def run_all(coroutines: Iterable[Coroutine[Any, Any, T]]) -> list[T | BaseExcept
 
 
 @atexit.register
-def _stop_at_exit() -> None:
+def stop(timeout: float = 5.0) -> None:
+    """Stop this process's loop, cancelling what still runs on it; wait at most
+    ``timeout`` seconds. Done at exit; a later :func:`get_loop` starts a new loop."""
     with _lock:
         current = _current
     if current is not None and current.pid == os.getpid():
-        current.stop(timeout=5.0)
+        current.stop(timeout)
