@@ -320,6 +320,31 @@ def test_2xx_with_body(make_client: MakeClient, listener: Listener) -> None:
     assert request.headers["Accept-Encoding"] == "identity"
 
 
+def test_the_request_head_carries_the_headers_given_in_their_case_and_no_others(
+    make_client: MakeClient, raw_listener: Callable[..., RawListener]
+) -> None:
+    heads: list[bytes] = []
+
+    def record(conn: socket.socket, stop: threading.Event) -> None:
+        heads.append(conn.recv(65536))
+        conn.sendall(b"HTTP/1.1 204 No Content\r\n\r\n")
+
+    raw = raw_listener(record)
+    headers = {"Content-Type": "application/json", "X-Hook-Signature": "v1,abc"}
+    make_client().post(f"http://127.0.0.1:{raw.port}/p?q=1", b"{}", headers)
+    [head] = heads
+    request_line, *lines = head.split(b"\r\n\r\n")[0].decode().split("\r\n")
+    assert request_line == "POST /p?q=1 HTTP/1.1"
+    assert sorted(line.split(":")[0] for line in lines) == [
+        "Accept-Encoding",
+        "Content-Length",
+        "Content-Type",
+        "Host",
+        "User-Agent",
+        "X-Hook-Signature",
+    ]
+
+
 def test_500_is_a_result(make_client: MakeClient, listener: Listener) -> None:
     result = post(make_client(), listener.url("/500"))
     assert (result.status_code, result.body, result.ok) == (500, b"boom", False)

@@ -290,8 +290,9 @@ class AsyncDeliveryClient:
             cookie_jar=aiohttp.DummyCookieJar(),
             trust_env=False,
             auto_decompress=False,
-            # The caller's Content-Type, or none: not aiohttp's guess.
-            skip_auto_headers=("Content-Type",),
+            # The headers the threaded client sends, no more: not aiohttp's guess of a
+            # Content-Type, nor its "Accept: */*".
+            skip_auto_headers=("Content-Type", "Accept"),
         )
         return AiohttpTransport(session)
 
