@@ -453,6 +453,16 @@ def test_an_idn_host_is_looked_up_and_sent_in_its_ascii_form(
     assert request.headers["Host"] == f"xn--bcher-kva.test:{listener.port}"
 
 
+def test_a_literal_ip_is_never_looked_up(make_client: MakeClient, listener: Listener) -> None:
+    calls: list[str] = []
+    client = make_client(resolver=fake_resolver({}, calls))
+    for host in ("127.0.0.1", "2130706433"):  # the legacy spelling goes where it spells
+        assert post(client, listener.url(host=host)).status_code == 200
+    assert calls == []
+    hosts = [request.headers["Host"] for request in listener.requests]
+    assert hosts == [f"127.0.0.1:{listener.port}", f"2130706433:{listener.port}"]
+
+
 def test_no_cookies_are_kept(make_client: MakeClient, listener: Listener) -> None:
     client = make_client()
     post(client, listener.url("/cookie"))

@@ -13,9 +13,8 @@ request in flight costs a coroutine instead of a thread. It sends httpx requests
   name, as in :class:`~rest_hooks.delivery.http.PinnedBackend`) and hands aiohttp the
   checked addresses, which it connects to; TLS still uses the host name for SNI and
   certificate verification. aiohttp connects to a literal IP without asking any resolver,
-  so literal hosts are checked before the request, read as the kernel reads them; the
-  legacy spellings (``2130706433``, ``127.1``) that aiohttp will not connect to are
-  refused as unusable URLs whatever their address.
+  so literal hosts are checked before the request, read as the kernel reads them (the
+  legacy spellings, ``2130706433``, ``127.1``, are sent to the address they spell).
 * **A hard deadline per attempt**: one ``asyncio.timeout`` around everything (the lookup,
   connect, TLS, sending, the headers and the body), which no slow drip can stretch; within
   it, aiohttp's limits of single operations (a connect, a read).
@@ -46,6 +45,7 @@ import logging
 import socket
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass
 from types import TracebackType
 
 import aiohttp
@@ -216,17 +216,34 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 # -- the client ------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=256)
-def _parse_target(url: str, https_only: bool) -> tuple[httpx.URL, list[IPAddress] | None]:
-    """The URL as httpx sends it, and its host's addresses if it is a literal IP.
+@dataclass(frozen=True)
+class _Target:
+    url: httpx.URL  # where to send to
+    netloc: str  # the Host header
+    host: str  # for the address policy's reasons and log lines
+    literal: list[IPAddress] | None  # the host's address if it is a literal IP
 
-    Raises ValueError (``check_url``) or ``httpx.InvalidURL``. Remembered, as in
-    :mod:`rest_hooks.delivery.http`: the busiest targets get request after request.
+
+@functools.lru_cache(maxsize=256)
+def _parse_target(url: str, https_only: bool) -> _Target:
+    """Where to send a request for ``url``.
+
+    A literal IP in a legacy spelling (``2130706433``, ``127.1``) is sent to its address
+    in the standard one, which is all aiohttp connects to; the Host header keeps what the
+    subscriber wrote, as with the threaded client. Raises ValueError (``check_url``) or
+    ``httpx.InvalidURL``. Remembered, as in :mod:`rest_hooks.delivery.http`: the busiest
+    targets get request after request.
     """
     check_url(url, https_only=https_only)
     parsed = httpx.URL(url)  # IDNA and percent-encoding
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    return parsed, literal_addresses(parsed.host, port)
+    literal = literal_addresses(parsed.host, port)
+    return _Target(
+        url=parsed if not literal else parsed.copy_with(host=str(literal[0])),
+        netloc=parsed.netloc.decode("ascii"),
+        host=parsed.host,
+        literal=literal,
+    )
 
 
 class AsyncDeliveryClient:
@@ -304,7 +321,7 @@ class AsyncDeliveryClient:
         returned as results, never followed.
         """
         try:
-            target, literal = _parse_target(url, self.options.https_only)
+            target = _parse_target(url, self.options.https_only)
         except ValueError as exc:
             raise DeliveryError("refused", str(exc)) from exc
         except httpx.InvalidURL as exc:
@@ -312,13 +329,13 @@ class AsyncDeliveryClient:
         host = target.host
         started = time.monotonic()
         try:
-            if literal is not None:
-                check_addresses(self.options.policy, host, literal)
+            if target.literal is not None:
+                check_addresses(self.options.policy, host, target.literal)
             async with asyncio.timeout(self.options.deadline):
                 request = httpx.Request(
                     "POST",
-                    target,
-                    headers=[*self._headers, *headers.items()],
+                    target.url,
+                    headers=[("Host", target.netloc), *self._headers, *headers.items()],
                     content=body,
                     extensions=self._extensions,
                 )
@@ -331,7 +348,7 @@ class AsyncDeliveryClient:
             raise DeliveryError("refused", exc.reason) from exc
         except ResolverBusy as exc:
             raise DeliveryError("busy", str(exc)) from exc
-        except httpx.InvalidURL as exc:  # a literal IPv4 in a legacy spelling, say
+        except httpx.InvalidURL as exc:  # one httpx took and aiohttp does not
             raise DeliveryError("refused", f"invalid URL: {exc}") from exc
         except TimeoutError as exc:  # only the deadline's: aiohttp's come as httpx's
             overdue = TimeoutError(f"the attempt deadline of {self.options.deadline}s passed")
