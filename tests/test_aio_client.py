@@ -187,7 +187,7 @@ def test_two_hundred_requests_in_flight_from_one_loop(holding: list[HoldingRecei
     futures = [loop.submit(client.post(receiver.url(f"/{n}"), b"{}", {})) for n in range(200)]
     wait_until(lambda: receiver.held == 200, "200 requests held at once", timeout=30)
     # All 200 open at once, and not one thread more for them.
-    assert threading.active_count() == threads_before
+    assert threading.active_count() <= threads_before
     receiver.release()
     assert [loop.wait(future).status_code for future in futures] == [200] * 200
     assert receiver.connections == 200
