@@ -256,8 +256,8 @@ class AsyncDeliveryClient:
     It hands httpx requests to :class:`AiohttpTransport` itself, not through an
     ``httpx.AsyncClient``, for the reason the threaded client uses httpcore without
     ``httpx.Client``: the client's cookie jar, header merging, auth and redirect logic
-    cost more CPU than the rest of the request (``benchmarks/http_clients.py``), and a
-    delivery wants none of them.
+    took two fifths of its CPU (``benchmarks/README.md``), and a delivery wants none of
+    them.
     """
 
     def __init__(self, options: HttpOptions, *, resolver: Resolver | None = None) -> None:
