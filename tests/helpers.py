@@ -389,6 +389,74 @@ class CountingReceiver:
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
 
+
+# -- a receiver that holds thousands of requests at once -------------------------------
+
+
+class HoldingReceiver:
+    """An HTTP/1.1 receiver on 127.0.0.1 that holds every request until :meth:`release`
+    (or answers at once with ``hold=False``), counting what it holds.
+
+    asyncio and h11 in a thread of its own: each connection a coroutine, so it holds
+    thousands at once where ``http.server`` would need as many threads.
+    """
+
+    def __init__(self, *, hold: bool = True) -> None:
+        self.held = 0  # requests read and not answered yet
+        self.most_held = 0
+        self.connections = 0
+        self.answered = 0
+        self._hold = hold
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=asyncio.run, args=(self._main(),), daemon=True)
+        self._thread.start()
+        self._ready.wait(5)
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._released = asyncio.Event()
+        self._closing = asyncio.Event()
+        server = await asyncio.start_server(self._serve, "127.0.0.1", 0, backlog=4096)
+        self.port = int(server.sockets[0].getsockname()[1])
+        self._ready.set()
+        async with server:
+            await self._closing.wait()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        connection = h11.Connection(h11.SERVER)
+        try:
+            while True:
+                event = connection.next_event()
+                if event is h11.NEED_DATA:
+                    data = await reader.read(65536)
+                    connection.receive_data(data)
+                    if not data:
+                        return
+                elif isinstance(event, h11.EndOfMessage):
+                    await self._answer(connection, writer)
+                    connection.start_next_cycle()
+                elif isinstance(event, h11.ConnectionClosed):
+                    return
+        except (h11.ProtocolError, ConnectionError):
+            return
+        finally:
+            writer.close()
+
+    async def _answer(self, connection: h11.Connection, writer: asyncio.StreamWriter) -> None:
+        if self._hold:
+            self.held += 1
+            self.most_held = max(self.most_held, self.held)
+            try:
+                await self._released.wait()
+            finally:
+                self.held -= 1
+        response = h11.Response(status_code=200, headers=[("Content-Length", "2")])
+        writer.write(connection.send(response) + connection.send(h11.Data(data=b"ok")))
+        writer.write(connection.send(h11.EndOfMessage()))
+        await writer.drain()
+        self.answered += 1
+
     def url(self, path: str = "/hook") -> str:
         return f"http://127.0.0.1:{self.port}{path}"
 
@@ -452,3 +520,12 @@ def worker_rss_mib(workers: Workers) -> list[float]:
         kib = next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))
         sizes.append(int(kib) / 1024)
     return sizes
+
+    def release(self) -> None:
+        """Answer every request held, and from now on every request at once."""
+        self._loop.call_soon_threadsafe(self._released.set)
+
+    def close(self) -> None:
+        self._loop.call_soon_threadsafe(self._released.set)
+        self._loop.call_soon_threadsafe(self._closing.set)
+        self._thread.join(timeout=5)

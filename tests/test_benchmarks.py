@@ -87,6 +87,24 @@ def test_gate_benchmark_starts_its_own_redis(capsys):
     assert table_rows(printed) == [*ROWS[:4], ("throughput", "RedisGate", 2)]
 
 
+@pytest.mark.integration
+def test_http_clients_benchmark(tmp_path, capsys):
+    http_clients = load("http_clients")
+    out = tmp_path / "http_clients.json"
+    http_clients.main(["--n", "40", "--repeat", "2", "--concurrency", "1,4", "--json", str(out)])
+    expected = [(name, c) for c in (1, 4) for name in http_clients.CLIENTS]
+    report = json.loads(out.read_text())
+    assert [(row["client"], row["concurrency"]) for row in report["rows"]] == expected
+    for row in report["rows"]:
+        assert row["cpu_ms"]["n"] == row["per_s"]["n"] == 2
+        assert 0 < row["cpu_ms"]["min"] <= row["cpu_ms"]["median"] <= row["cpu_ms"]["max"]
+        assert row["per_s"]["min"] > 0
+    printed = capsys.readouterr().out
+    assert "| client | concurrency | CPU ms / request | requests/s |" in printed
+    clients = [line.split(" | ")[0].removeprefix("| ") for line in printed.splitlines()]
+    assert [name for name in clients if name in http_clients.CLIENTS] == [n for n, _ in expected]
+
+
 # -- common.py: the order of the timed calls (pure Python, a fake clock) ---------------
 
 

@@ -1,4 +1,8 @@
-"""The delivery HTTP client and the address policy, against real sockets on 127.0.0.1.
+"""The delivery HTTP clients and the address policy, against real sockets on 127.0.0.1.
+
+Every behaviour test runs against both clients: the threaded one and the event loop's
+(``make_client`` is parametrised); the tests of the threaded client's own connection pool
+use ``make_threaded_client``.
 
 Every listener is a thread in this process bound to 127.0.0.1. The autouse
 ``loopback_only`` fixture makes any attempt to connect elsewhere fail the test, so the
@@ -13,17 +17,20 @@ import http.server
 import ipaddress
 import socket
 import ssl
+import struct
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rest_hooks.delivery.http import DeliveryClient, DeliveryError, HttpOptions
+from rest_hooks.delivery import loop
+from rest_hooks.delivery.async_http import AsyncDeliveryClient
+from rest_hooks.delivery.http import DeliveryClient, DeliveryError, HttpOptions, HttpResult
 from rest_hooks.delivery.resolver import resolve_host
 from rest_hooks.security.network import AddressPolicy, IPAddress, TargetRefused, check_url
 from tests.helpers import RawListener, wait_until
@@ -237,13 +244,33 @@ def fake_resolver(names: dict[str, list[str]], calls: list[str] | None = None) -
     return resolve
 
 
-@pytest.fixture
-def make_client() -> Iterator[Callable[..., DeliveryClient]]:
-    clients: list[DeliveryClient] = []
+class OnTheLoop:
+    """The event loop's client, called as the threaded one is: each post a coroutine on
+    the process's delivery loop, waited for."""
 
-    def make(resolver: Any = None, **options: Any) -> DeliveryClient:
+    def __init__(self, client: AsyncDeliveryClient) -> None:
+        self.client = client
+
+    def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> HttpResult:
+        return loop.wait(loop.submit(self.client.post(url, body, headers)))
+
+    def close(self) -> None:
+        loop.wait(loop.submit(self.client.aclose()))
+
+
+Client: TypeAlias = DeliveryClient | OnTheLoop
+MakeClient: TypeAlias = Callable[..., Client]
+
+
+def _clients(kind: type[DeliveryClient] | type[AsyncDeliveryClient]) -> Iterator[MakeClient]:
+    clients: list[Client] = []
+
+    def make(resolver: Any = None, **options: Any) -> Client:
         options.setdefault("policy", LOOPBACK_ONLY)
-        client = DeliveryClient(HttpOptions(**options), resolver=resolver)
+        if kind is DeliveryClient:
+            client: Client = DeliveryClient(HttpOptions(**options), resolver=resolver)
+        else:
+            client = OnTheLoop(AsyncDeliveryClient(HttpOptions(**options), resolver=resolver))
         clients.append(client)
         return client
 
@@ -252,11 +279,23 @@ def make_client() -> Iterator[Callable[..., DeliveryClient]]:
         client.close()
 
 
-def post(client: DeliveryClient, url: str, body: bytes = b"{}") -> Any:
+@pytest.fixture(params=[DeliveryClient, AsyncDeliveryClient])
+def make_client(request: pytest.FixtureRequest) -> Iterator[MakeClient]:
+    """Clients of either kind: every behaviour test runs against both."""
+    yield from _clients(request.param)
+
+
+@pytest.fixture
+def make_threaded_client() -> Iterator[MakeClient]:
+    """Threaded clients only, for the tests of their own connection pool."""
+    yield from _clients(DeliveryClient)
+
+
+def post(client: Client, url: str, body: bytes = b"{}") -> Any:
     return client.post(url, body, {"Content-Type": "application/json"})
 
 
-def expect_error(client: DeliveryClient, url: str, body: bytes = b"{}") -> DeliveryError:
+def expect_error(client: Client, url: str, body: bytes = b"{}") -> DeliveryError:
     with pytest.raises(DeliveryError) as info:
         post(client, url, body)
     return info.value
@@ -265,7 +304,7 @@ def expect_error(client: DeliveryClient, url: str, body: bytes = b"{}") -> Deliv
 # -- plain HTTP behaviour --------------------------------------------------------------------------
 
 
-def test_2xx_with_body(make_client: Callable[..., DeliveryClient], listener: Listener) -> None:
+def test_2xx_with_body(make_client: MakeClient, listener: Listener) -> None:
     client = make_client(user_agent="hooks-test/1")
     result = client.post(listener.url(), b'{"event": 1}', {"X-Hook-Event": "book.added"})
     assert result.status_code == 200
@@ -281,13 +320,38 @@ def test_2xx_with_body(make_client: Callable[..., DeliveryClient], listener: Lis
     assert request.headers["Accept-Encoding"] == "identity"
 
 
-def test_500_is_a_result(make_client: Callable[..., DeliveryClient], listener: Listener) -> None:
+def test_the_request_head_carries_the_headers_given_in_their_case_and_no_others(
+    make_client: MakeClient, raw_listener: Callable[..., RawListener]
+) -> None:
+    heads: list[bytes] = []
+
+    def record(conn: socket.socket, stop: threading.Event) -> None:
+        heads.append(conn.recv(65536))
+        conn.sendall(b"HTTP/1.1 204 No Content\r\n\r\n")
+
+    raw = raw_listener(record)
+    headers = {"Content-Type": "application/json", "X-Hook-Signature": "v1,abc"}
+    make_client().post(f"http://127.0.0.1:{raw.port}/p?q=1", b"{}", headers)
+    [head] = heads
+    request_line, *lines = head.split(b"\r\n\r\n")[0].decode().split("\r\n")
+    assert request_line == "POST /p?q=1 HTTP/1.1"
+    assert sorted(line.split(":")[0] for line in lines) == [
+        "Accept-Encoding",
+        "Content-Length",
+        "Content-Type",
+        "Host",
+        "User-Agent",
+        "X-Hook-Signature",
+    ]
+
+
+def test_500_is_a_result(make_client: MakeClient, listener: Listener) -> None:
     result = post(make_client(), listener.url("/500"))
     assert (result.status_code, result.body, result.ok) == (500, b"boom", False)
 
 
 def test_redirect_is_not_followed(
-    make_client: Callable[..., DeliveryClient], make_listener: Callable[..., Listener]
+    make_client: MakeClient, make_listener: Callable[..., Listener]
 ) -> None:
     first, target = make_listener(), make_listener()
     first.redirect_to = target.url("/ok")
@@ -299,7 +363,7 @@ def test_redirect_is_not_followed(
 
 
 def test_huge_body_is_truncated_and_connection_dropped(
-    make_client: Callable[..., DeliveryClient], listener: Listener
+    make_client: MakeClient, listener: Listener
 ) -> None:
     client = make_client(max_response_bytes=1000)
     started = time.monotonic()
@@ -314,7 +378,7 @@ def test_huge_body_is_truncated_and_connection_dropped(
 
 
 def test_keep_alive_and_one_resolution_per_connection(
-    make_client: Callable[..., DeliveryClient],
+    make_client: MakeClient,
     listener: Listener,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -338,9 +402,68 @@ def test_keep_alive_and_one_resolution_per_connection(
     assert all(r.headers["Host"] == f"hook.test:{listener.port}" for r in listener.requests)
 
 
-def test_no_cookies_are_kept(
-    make_client: Callable[..., DeliveryClient], listener: Listener
+def test_proxies_in_the_environment_are_ignored(
+    make_client: MakeClient,
+    make_listener: Callable[..., Listener],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    target, proxy = make_listener(), make_listener()
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.setenv(name, proxy.url("/"))
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    client = make_client()
+    assert post(client, target.url()).status_code == 200
+    assert len(target.requests) == 1
+    assert proxy.connections == 0
+
+
+def test_a_name_rebound_to_a_refused_address_is_refused_on_the_next_connection(
+    make_client: MakeClient, listener: Listener
+) -> None:
+    answers = iter([["127.0.0.1"], ["10.0.0.1"]])
+    calls: list[str] = []
+
+    def rebinding(host: str, port: int) -> list[IPAddress]:
+        calls.append(host)
+        return [ipaddress.ip_address(a) for a in next(answers)]
+
+    client = make_client(resolver=rebinding)
+    assert post(client, listener.url("/then-hang-up", host="rebind.test")).status_code == 200
+    wait_until(lambda: listener.closed == 1, "the receiver to hang up", timeout=2.0)
+    # A new connection, a new lookup, a new check: the loopback_only fixture fails the
+    # test if anything connects to 10.0.0.1.
+    error = expect_error(client, listener.url(host="rebind.test"))
+    assert error.kind == "refused"
+    assert (
+        str(error) == "rebind.test resolves to 10.0.0.1: 10.0.0.1 is a private address (RFC 1918)"
+    )
+    assert calls == ["rebind.test", "rebind.test"]
+    assert listener.connections == 1
+
+
+def test_an_idn_host_is_looked_up_and_sent_in_its_ascii_form(
+    make_client: MakeClient, listener: Listener
+) -> None:
+    calls: list[str] = []
+    client = make_client(resolver=fake_resolver({"xn--bcher-kva.test": ["127.0.0.1"]}, calls))
+    assert post(client, listener.url(host="bücher.test")).status_code == 200
+    assert calls == ["xn--bcher-kva.test"]
+    [request] = listener.requests
+    assert request.headers["Host"] == f"xn--bcher-kva.test:{listener.port}"
+
+
+def test_a_literal_ip_is_never_looked_up(make_client: MakeClient, listener: Listener) -> None:
+    calls: list[str] = []
+    client = make_client(resolver=fake_resolver({}, calls))
+    for host in ("127.0.0.1", "2130706433"):  # the legacy spelling goes where it spells
+        assert post(client, listener.url(host=host)).status_code == 200
+    assert calls == []
+    hosts = [request.headers["Host"] for request in listener.requests]
+    assert hosts == [f"127.0.0.1:{listener.port}", f"2130706433:{listener.port}"]
+
+
+def test_no_cookies_are_kept(make_client: MakeClient, listener: Listener) -> None:
     client = make_client()
     post(client, listener.url("/cookie"))
     post(client, listener.url("/ok"))
@@ -348,9 +471,9 @@ def test_no_cookies_are_kept(
 
 
 def test_concurrent_posts_share_one_client(
-    make_client: Callable[..., DeliveryClient], listener: Listener
+    make_threaded_client: MakeClient, listener: Listener
 ) -> None:
-    client = make_client()
+    client = make_threaded_client()
     statuses: list[int] = []
     errors: list[BaseException] = []
 
@@ -375,10 +498,10 @@ def test_concurrent_posts_share_one_client(
 
 
 def test_idle_connections_beyond_the_cap_close_least_recently_used_first(
-    make_client: Callable[..., DeliveryClient], make_listener: Callable[..., Listener]
+    make_threaded_client: MakeClient, make_listener: Callable[..., Listener]
 ) -> None:
     a, b, c = make_listener(), make_listener(), make_listener()
-    client = make_client(max_keepalive_connections=2)
+    client = make_threaded_client(max_keepalive_connections=2)
     for receiver in (a, b, c):
         assert post(client, receiver.url()).status_code == 200
     # The third idle connection pushed a's out.
@@ -389,10 +512,10 @@ def test_idle_connections_beyond_the_cap_close_least_recently_used_first(
 
 
 def test_idle_connections_close_after_the_keepalive_expiry(
-    make_client: Callable[..., DeliveryClient], make_listener: Callable[..., Listener]
+    make_threaded_client: MakeClient, make_listener: Callable[..., Listener]
 ) -> None:
     a, b = make_listener(), make_listener()
-    client = make_client(keepalive_expiry=0.2)
+    client = make_threaded_client(keepalive_expiry=0.2)
     post(client, a.url())
     time.sleep(0.3)
     # a is not asked again: its connection is closed when another goes back to the pool.
@@ -402,7 +525,7 @@ def test_idle_connections_close_after_the_keepalive_expiry(
 
 
 def test_a_connection_the_receiver_closed_is_not_reused(
-    make_client: Callable[..., DeliveryClient], listener: Listener
+    make_client: MakeClient, listener: Listener
 ) -> None:
     client = make_client()
     assert post(client, listener.url("/then-hang-up")).status_code == 200
@@ -412,9 +535,9 @@ def test_a_connection_the_receiver_closed_is_not_reused(
 
 
 def test_requests_beyond_max_connections_wait_for_the_pool_timeout(
-    make_client: Callable[..., DeliveryClient], listener: Listener
+    make_threaded_client: MakeClient, listener: Listener
 ) -> None:
-    client = make_client(max_connections=1, pool_timeout=0.3, read_timeout=1, deadline=1.5)
+    client = make_threaded_client(max_connections=1, pool_timeout=0.3, read_timeout=1, deadline=1.5)
     slow = threading.Thread(target=expect_error, args=(client, listener.url("/drip-body")))
     slow.start()
     wait_until(lambda: listener.connections == 1, "the slow request", timeout=2.0)
@@ -431,9 +554,7 @@ def test_requests_beyond_max_connections_wait_for_the_pool_timeout(
 # -- timeouts and the attempt deadline -------------------------------------------------------------
 
 
-def test_slow_drip_body_stops_at_deadline(
-    make_client: Callable[..., DeliveryClient], listener: Listener
-) -> None:
+def test_slow_drip_body_stops_at_deadline(make_client: MakeClient, listener: Listener) -> None:
     client = make_client(read_timeout=1.0, deadline=1.5)
     started = time.monotonic()
     error = expect_error(client, listener.url("/drip-body"))
@@ -444,7 +565,7 @@ def test_slow_drip_body_stops_at_deadline(
 
 
 def test_slow_drip_headers_stop_at_deadline(
-    make_client: Callable[..., DeliveryClient], raw_listener: Callable[..., RawListener]
+    make_client: MakeClient, raw_listener: Callable[..., RawListener]
 ) -> None:
     raw = raw_listener(_drip_headers)
     client = make_client(read_timeout=1.0, deadline=1.5)
@@ -456,7 +577,7 @@ def test_slow_drip_headers_stop_at_deadline(
 
 
 def test_receiver_that_never_answers_times_out(
-    make_client: Callable[..., DeliveryClient], raw_listener: Callable[..., RawListener]
+    make_client: MakeClient, raw_listener: Callable[..., RawListener]
 ) -> None:
     raw = raw_listener(_silent)
     client = make_client(read_timeout=0.5, deadline=5)
@@ -467,7 +588,7 @@ def test_receiver_that_never_answers_times_out(
 
 
 def test_receiver_that_never_reads_cannot_stretch_the_write(
-    make_client: Callable[..., DeliveryClient], raw_listener: Callable[..., RawListener]
+    make_client: MakeClient, raw_listener: Callable[..., RawListener]
 ) -> None:
     raw = raw_listener(_silent)
     client = make_client(write_timeout=5, deadline=1.0)
@@ -478,7 +599,7 @@ def test_receiver_that_never_reads_cannot_stretch_the_write(
 
 
 def test_listener_that_never_accepts_is_a_connect_timeout(
-    make_client: Callable[..., DeliveryClient],
+    make_client: MakeClient,
 ) -> None:
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
@@ -508,7 +629,7 @@ def test_listener_that_never_accepts_is_a_connect_timeout(
         server.close()
 
 
-def test_connection_refused_is_connect(make_client: Callable[..., DeliveryClient]) -> None:
+def test_connection_refused_is_connect(make_client: MakeClient) -> None:
     closed = socket.socket()
     closed.bind(("127.0.0.1", 0))
     port = closed.getsockname()[1]
@@ -518,7 +639,41 @@ def test_connection_refused_is_connect(make_client: Callable[..., DeliveryClient
     assert error.retryable
 
 
-def test_unresolvable_name_is_connect(make_client: Callable[..., DeliveryClient]) -> None:
+def _not_http(conn: socket.socket, stop: threading.Event) -> None:
+    conn.recv(65536)
+    conn.sendall(b"SSH-2.0-OpenSSH_9.6\r\n\r\n")
+
+
+def _hang_up(conn: socket.socket, stop: threading.Event) -> None:
+    """Read the request, close without a word."""
+    conn.recv(65536)
+
+
+def _reset(conn: socket.socket, stop: threading.Event) -> None:
+    """Read the request, then reset the connection (RST, not FIN)."""
+    conn.recv(65536)
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "kind"),
+    [(_not_http, "protocol"), (_hang_up, "protocol"), (_reset, "connect")],
+    ids=["not HTTP", "hangs up", "resets"],
+)
+def test_receivers_that_break_the_exchange(
+    make_client: MakeClient,
+    raw_listener: Callable[..., RawListener],
+    behaviour: Callable[[socket.socket, threading.Event], None],
+    kind: str,
+) -> None:
+    raw = raw_listener(behaviour)
+    error = expect_error(make_client(), f"http://127.0.0.1:{raw.port}/")
+    assert error.kind == kind
+    assert error.retryable
+    assert raw.accepted == 1  # a POST is never sent again on a connection of its own
+
+
+def test_unresolvable_name_is_connect(make_client: MakeClient) -> None:
     def fail(host: str, port: int) -> list[IPAddress]:
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
 
@@ -527,7 +682,7 @@ def test_unresolvable_name_is_connect(make_client: Callable[..., DeliveryClient]
     assert "nowhere.test" in str(error)
 
 
-def test_slow_resolver_is_bounded(make_client: Callable[..., DeliveryClient]) -> None:
+def test_slow_resolver_is_bounded(make_client: MakeClient) -> None:
     release = threading.Event()
 
     def stuck(host: str, port: int) -> list[IPAddress]:
@@ -542,6 +697,29 @@ def test_slow_resolver_is_bounded(make_client: Callable[..., DeliveryClient]) ->
         release.set()
     assert error.kind == "timeout"
     assert time.monotonic() - started < 1
+
+
+def test_a_name_no_lookup_can_start_for_is_busy(
+    make_client: MakeClient, listener: Listener
+) -> None:
+    release = threading.Event()
+
+    def hangs_on_one_name(host: str, port: int) -> list[IPAddress]:
+        if host == "hang.test":
+            release.wait(5)
+        return [ipaddress.ip_address("127.0.0.1")]
+
+    client = make_client(resolver=hangs_on_one_name, connect_timeout=0.3, max_lookups=1)
+    try:
+        assert expect_error(client, "http://hang.test/").kind == "timeout"
+        # The lookup of hang.test goes on, holding the only one the client may run.
+        error = expect_error(client, listener.url(host="other.test"))
+        assert error.kind == "busy"
+        assert not error.counts_against_target
+        assert listener.requests == []
+        assert post(client, listener.url()).status_code == 200  # a literal IP: no lookup
+    finally:
+        release.set()
 
 
 # -- TLS: the connection is pinned to the IP, the name is still verified ---------------------------
@@ -577,7 +755,7 @@ def _self_signed(name: str) -> tuple[bytes, bytes]:
 
 
 def test_tls_uses_the_host_name_for_sni_and_verification(
-    make_client: Callable[..., DeliveryClient],
+    make_client: MakeClient,
     make_listener: Callable[..., Listener],
     tmp_path: Any,
 ) -> None:
@@ -659,7 +837,7 @@ HOSTILE_OTHER_URLS = [
 
 @pytest.mark.parametrize("host", HOSTILE_LOOPBACK_HOSTS)
 def test_hostile_loopback_targets_are_refused(
-    make_client: Callable[..., DeliveryClient],
+    make_client: MakeClient,
     listener: Listener,
     loopback_only: list[Any],
     host: str,
@@ -675,7 +853,7 @@ def test_hostile_loopback_targets_are_refused(
 
 @pytest.mark.parametrize("url", HOSTILE_OTHER_URLS)
 def test_hostile_internal_targets_are_refused_before_connecting(
-    make_client: Callable[..., DeliveryClient], loopback_only: list[Any], url: str
+    make_client: MakeClient, loopback_only: list[Any], url: str
 ) -> None:
     client = make_client(resolver=HOSTILE_RESOLVER, policy=AddressPolicy())
     error = expect_error(client, url)
@@ -684,7 +862,7 @@ def test_hostile_internal_targets_are_refused_before_connecting(
     assert loopback_only == []
 
 
-def test_refusal_reasons_are_readable(make_client: Callable[..., DeliveryClient]) -> None:
+def test_refusal_reasons_are_readable(make_client: MakeClient) -> None:
     client = make_client(resolver=HOSTILE_RESOLVER, policy=AddressPolicy())
     assert str(expect_error(client, "http://127.0.0.1:9/")) == "127.0.0.1 is a loopback address"
     assert str(expect_error(client, "http://metadata.test/")) == (
@@ -696,7 +874,7 @@ def test_refusal_reasons_are_readable(make_client: Callable[..., DeliveryClient]
 
 
 def test_allowed_networks_let_the_listener_through(
-    make_client: Callable[..., DeliveryClient], listener: Listener
+    make_client: MakeClient, listener: Listener
 ) -> None:
     client = make_client(resolver=HOSTILE_RESOLVER, policy=LOOPBACK_ONLY)
     assert post(client, listener.url(host="127.0.0.1")).status_code == 200
@@ -710,9 +888,7 @@ def test_allowed_networks_let_the_listener_through(
     assert listener.connections == 2  # one per origin, none for the refused name
 
 
-def test_allow_private_allows_loopback(
-    make_client: Callable[..., DeliveryClient], listener: Listener
-) -> None:
+def test_allow_private_allows_loopback(make_client: MakeClient, listener: Listener) -> None:
     client = make_client(policy=AddressPolicy(allow_private=True))
     assert post(client, listener.url(host="localhost")).status_code == 200
 

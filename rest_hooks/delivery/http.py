@@ -62,6 +62,8 @@ __all__ = [
     "HttpOptions",
     "HttpResult",
     "PinnedBackend",
+    "attempt_failed",
+    "check_addresses",
 ]
 
 logger = logging.getLogger(__name__)
@@ -91,7 +93,11 @@ class HttpOptions:
     servers drop idle connections after a few seconds, and reusing one they have
     just closed fails the attempt. ``max_connections`` bounds the requests in flight at
     once (a worker process has fewer threads), ``max_keepalive_connections`` the idle
-    connections kept (:mod:`rest_hooks.delivery.pool`). ``max_lookups`` bounds the host
+    connections kept (:mod:`rest_hooks.delivery.pool`); the event loop's client
+    (:mod:`rest_hooks.delivery.async_http`) also bounds those of one origin by
+    ``max_connections_per_host`` (0: no bound of its own; the flow-control gate bounds
+    each target's requests in flight) and keeps idle connections until they expire.
+    ``max_lookups`` bounds the host
     name lookups running at once (a thread each), ``max_hung_lookups_per_domain`` those of
     one registered domain that nobody waits for any more (:mod:`rest_hooks.delivery.resolver`).
     """
@@ -106,6 +112,7 @@ class HttpOptions:
     user_agent: str = "rest-hooks"
     max_connections: int = 100
     max_keepalive_connections: int = 20
+    max_connections_per_host: int = 0
     keepalive_expiry: float = 5.0
     max_lookups: int = 64
     max_hung_lookups_per_domain: int = 4
@@ -188,6 +195,17 @@ class DeliveryError(Exception):
         return self.kind not in ("refused", "busy")
 
 
+def attempt_failed(
+    kind: DeliveryErrorKind, host: str, exc: BaseException, started: float
+) -> DeliveryError:
+    """The :class:`DeliveryError` for ``exc``, which ended an attempt to ``host`` begun at
+    ``started`` (monotonic), logged."""
+    elapsed = time.monotonic() - started
+    detail = str(exc) or type(exc).__name__
+    logger.debug("POST to %s failed (%s) after %.3fs: %s", host, kind, elapsed, detail)
+    return DeliveryError(kind, f"{type(exc).__name__}: {detail}")
+
+
 # -- resolution and connection ---------------------------------------------------------------
 
 
@@ -197,6 +215,20 @@ def _is_literal(host: str, address: IPAddress) -> bool:
         return ipaddress.ip_address(host) == address
     except ValueError:
         return False
+
+
+def check_addresses(policy: AddressPolicy, host: str, addresses: Iterable[IPAddress]) -> None:
+    """Raise :class:`TargetRefused` if ``policy`` refuses any of the addresses ``host``
+    resolved to; its reason names the host when the host is a name."""
+    for address in addresses:
+        try:
+            policy.check(address)
+        except TargetRefused as exc:
+            reason = exc.reason
+            if not _is_literal(host, address):
+                reason = f"{host} resolves to {address}: {reason}"
+            logger.warning("Refused to connect to %s: %s", host, reason)
+            raise TargetRefused(reason, address) from exc
 
 
 def _bounded(timeout: float | None, expired: type[httpcore.TimeoutException]) -> float | None:
@@ -377,15 +409,7 @@ class PinnedBackend(httpcore.NetworkBackend):
             raise httpcore.ConnectTimeout(str(exc)) from exc
         except ResolutionError as exc:
             raise httpcore.ConnectError(str(exc)) from exc
-        for address in addresses:
-            try:
-                self._policy.check(address)
-            except TargetRefused as exc:
-                reason = exc.reason
-                if not _is_literal(host, address):
-                    reason = f"{host} resolves to {address}: {reason}"
-                logger.warning("Refused to connect to %s: %s", host, reason)
-                raise TargetRefused(reason, address) from exc
+        check_addresses(self._policy, host, addresses)
         return addresses
 
     def connect_tcp(
@@ -530,11 +554,11 @@ class DeliveryClient:
         except ResolverBusy as exc:
             raise DeliveryError("busy", str(exc)) from exc
         except httpcore.TimeoutException as exc:
-            raise self._error("timeout", host, exc, started) from exc
+            raise attempt_failed("timeout", host, exc, started) from exc
         except httpcore.NetworkError as exc:
-            raise self._error("connect", host, exc, started) from exc
+            raise attempt_failed("connect", host, exc, started) from exc
         except (httpcore.ProtocolError, httpcore.UnsupportedProtocol) as exc:
-            raise self._error("protocol", host, exc, started) from exc
+            raise attempt_failed("protocol", host, exc, started) from exc
         finally:
             _ATTEMPT_DEADLINE.reset(token)
         duration = time.monotonic() - started
@@ -568,14 +592,6 @@ class DeliveryClient:
             if time.monotonic() >= deadline:
                 raise httpcore.ReadTimeout("the attempt deadline has passed")
         return b"".join(chunks), False
-
-    def _error(
-        self, kind: DeliveryErrorKind, host: str, exc: Exception, started: float
-    ) -> DeliveryError:
-        elapsed = time.monotonic() - started
-        detail = str(exc) or type(exc).__name__
-        logger.debug("POST to %s failed (%s) after %.3fs: %s", host, kind, elapsed, detail)
-        return DeliveryError(kind, f"{type(exc).__name__}: {detail}")
 
     def close(self) -> None:
         """Close pooled connections (a lookup in progress ends on its own)."""
