@@ -389,6 +389,70 @@ class CountingReceiver:
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
 
+    def url(self, path: str = "/hook") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def close(self) -> None:
+        def shut() -> None:
+            self._server.close()
+            for open_connection in list(self._connections):
+                open_connection.transport.close()
+            self._loop.stop()
+
+        self._loop.call_soon_threadsafe(shut)
+        self._thread.join(timeout=5)
+        self._loop.close()
+
+
+class _CountingConnection(asyncio.Protocol):
+    def __init__(self, receiver: CountingReceiver) -> None:
+        self.receiver = receiver
+        self.http = h11.Connection(h11.SERVER)
+        self.hook_id = ""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.receiver._connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.receiver._connections.discard(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.http.receive_data(data)
+        try:
+            while (event := self.http.next_event()) not in (h11.NEED_DATA, h11.PAUSED):
+                if isinstance(event, h11.Request):
+                    self.hook_id = dict(event.headers).get(b"x-hook-id", b"").decode()
+                elif isinstance(event, h11.EndOfMessage):
+                    self.receiver.requests.append(Arrival(self.hook_id))
+                    answer = self.http.send(h11.Response(status_code=204, headers=[]))
+                    self.transport.write(
+                        (answer or b"") + (self.http.send(h11.EndOfMessage()) or b"")
+                    )
+                    self.http.start_next_cycle()
+                elif isinstance(event, h11.ConnectionClosed):
+                    self.transport.close()
+                    return
+        except h11.ProtocolError:
+            self.transport.close()
+
+    def eof_received(self) -> None:
+        self.data_received(b"")
+
+
+def worker_rss_mib(workers: Workers) -> list[float]:
+    """The resident memory (MiB) of each worker process of a ``rundramatiq`` (Linux)."""
+    children = Path(f"/proc/{workers.proc.pid}/task/{workers.proc.pid}/children")
+    sizes = []
+    for pid in children.read_text().split():
+        status = Path(f"/proc/{pid}/status").read_text()
+        if "dramatiq" not in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
+            continue
+        kib = next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))
+        sizes.append(int(kib) / 1024)
+    return sizes
+
 
 # -- a receiver that holds thousands of requests at once -------------------------------
 
@@ -459,67 +523,6 @@ class HoldingReceiver:
 
     def url(self, path: str = "/hook") -> str:
         return f"http://127.0.0.1:{self.port}{path}"
-
-    def close(self) -> None:
-        def shut() -> None:
-            self._server.close()
-            for open_connection in list(self._connections):
-                open_connection.transport.close()
-            self._loop.stop()
-
-        self._loop.call_soon_threadsafe(shut)
-        self._thread.join(timeout=5)
-        self._loop.close()
-
-
-class _CountingConnection(asyncio.Protocol):
-    def __init__(self, receiver: CountingReceiver) -> None:
-        self.receiver = receiver
-        self.http = h11.Connection(h11.SERVER)
-        self.hook_id = ""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        self.receiver._connections.add(self)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.receiver._connections.discard(self)
-
-    def data_received(self, data: bytes) -> None:
-        self.http.receive_data(data)
-        try:
-            while (event := self.http.next_event()) not in (h11.NEED_DATA, h11.PAUSED):
-                if isinstance(event, h11.Request):
-                    self.hook_id = dict(event.headers).get(b"x-hook-id", b"").decode()
-                elif isinstance(event, h11.EndOfMessage):
-                    self.receiver.requests.append(Arrival(self.hook_id))
-                    answer = self.http.send(h11.Response(status_code=204, headers=[]))
-                    self.transport.write(
-                        (answer or b"") + (self.http.send(h11.EndOfMessage()) or b"")
-                    )
-                    self.http.start_next_cycle()
-                elif isinstance(event, h11.ConnectionClosed):
-                    self.transport.close()
-                    return
-        except h11.ProtocolError:
-            self.transport.close()
-
-    def eof_received(self) -> None:
-        self.data_received(b"")
-
-
-def worker_rss_mib(workers: Workers) -> list[float]:
-    """The resident memory (MiB) of each worker process of a ``rundramatiq`` (Linux)."""
-    children = Path(f"/proc/{workers.proc.pid}/task/{workers.proc.pid}/children")
-    sizes = []
-    for pid in children.read_text().split():
-        status = Path(f"/proc/{pid}/status").read_text()
-        if "dramatiq" not in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
-            continue
-        kib = next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))
-        sizes.append(int(kib) / 1024)
-    return sizes
 
     def release(self) -> None:
         """Answer every request held, and from now on every request at once."""
