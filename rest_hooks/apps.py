@@ -2,6 +2,7 @@ from typing import Any
 
 from django.apps import AppConfig
 from django.conf import settings
+from django.db.models.signals import post_save, pre_delete
 
 
 class RestHooksConfig(AppConfig):
@@ -23,8 +24,6 @@ class RestHooksConfig(AppConfig):
         The imports are here, not at the top, because they import the models, which
         Django loads only after every app's config (this module) is imported.
         """
-        from django.db.models.signals import post_save, pre_delete
-
         from rest_hooks import checks, events, signals, tasks  # noqa: F401 (checks, actors)
         from rest_hooks.metrics.collectors import BREAKERS
         from rest_hooks.worker.gate import breaker_state

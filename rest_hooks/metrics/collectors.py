@@ -44,6 +44,9 @@ class OutboxCollector(Collector):
         )
 
     def collect(self) -> Iterator[Metric]:
+        # Not at the top: the broker imports the metrics, and settings may import the
+        # broker (DRAMATIQ_BROKER) before Django has loaded the models. No circle: the
+        # models import nothing of the metrics.
         from rest_hooks.models import Event
 
         try:

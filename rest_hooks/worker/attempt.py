@@ -16,6 +16,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from django.apps import apps
 from django.core.serializers.json import DjangoJSONEncoder
 from django.utils import timezone
 
@@ -238,8 +239,6 @@ def _headers(delivery: Delivery, event: Event, hook: Any, body: bytes) -> dict[s
 def instance_of(event: Event, instances: dict[int, Any]) -> Any:
     """The event's model instance, re-read once a batch (None when it is gone or the event
     is raw)."""
-    from django.apps import apps
-
     if not event.instance_model:
         return None
     if event.pk not in instances:
