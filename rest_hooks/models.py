@@ -179,13 +179,12 @@ class AbstractHook(models.Model):
 
         django-rest-hooks' ``HOOK_FINDER`` functions call this for each hook they found.
         It posts nothing in the caller's request: it writes an outbox event aimed at this
-        hook, and a worker delivers it.
+        hook, and a worker delivers it. The capture that writes it (``rest_hooks.events``)
+        receives ``hook_delivery_requested``: it uses the models, so they do not call it.
         """
-        answered = hook_delivery_requested.send(
+        hook_delivery_requested.send(
             sender=type(self), hook=self, instance=instance, payload_override=payload_override
         )
-        if not answered:  # nothing would ever deliver it
-            raise RuntimeError("rest_hooks is not ready: is it in INSTALLED_APPS?")
 
 
 class Hook(AbstractHook):

@@ -51,8 +51,8 @@ class Relays:
             while not self._stop.wait(0.05):
                 events, deliveries = relay_pending(everything=True)
                 self.rounds += 1
-                self.events += events
-                self.deliveries += deliveries
+                self.events += len(events)
+                self.deliveries += len(deliveries)
         except BaseException as exc:  # reported by stop(), not lost in the thread
             self.errors.append(exc)
         finally:
