@@ -28,26 +28,29 @@ from typing import Any
 #: pattern "a&b" needs both), so the order matters: the gate's calls are Redis calls and
 #: must count as the gate's.
 STEPS: list[tuple[str, tuple[str, ...]]] = [
-    ("gate acquire (EVALSHA)", ("admit (rest_hooks/gatekeeper.py",)),
-    ("gate release (EVALSHA)", ("report (rest_hooks/gatekeeper.py",)),
-    ("SQL: claim (SELECT due deliveries, UPDATE lease)", ("claim (rest_hooks/tasks.py",)),
-    ("SQL: UPDATE finish (delivery log)", ("Table.save (rest_hooks/sql.py",)),
-    ("signing + headers", ("_headers (rest_hooks/tasks.py",)),
+    ("gate acquire (EVALSHA)", ("admit (rest_hooks/worker/gate.py",)),
+    ("gate release (EVALSHA)", ("report (rest_hooks/worker/gate.py",)),
+    ("SQL: claim (SELECT due deliveries, UPDATE lease)", ("claim (rest_hooks/worker/batch.py",)),
+    ("SQL: UPDATE finish (delivery log)", ("Table.save (rest_hooks/worker/tables.py",)),
+    ("signing + headers", ("_headers (rest_hooks/worker/attempt.py",)),
     (
         "body (JSON)",
-        ("build_body (rest_hooks/tasks.py", "_around_hook (rest_hooks/tasks.py"),
+        ("build_body (rest_hooks/worker/attempt.py", "_around_hook (rest_hooks/worker/attempt.py"),
     ),
     ("HTTP POST (httpx/httpcore, pinned DNS)", ("DeliveryClient.post",)),
     ("metrics (prometheus_client)", ("prometheus_client/",)),
     ("log line (logging)", ("Logger.info (logging",)),
     ("hook_sent_event / hook bookkeeping", ("_hook_succeeded", "send_robust")),
-    ("SQL: SELECT hooks + events", ("attempt (rest_hooks/tasks.py&rest_hooks/sql.py",)),
+    (
+        "SQL: SELECT hooks + events",
+        ("deliver_batch (rest_hooks/worker/batch.py&rest_hooks/worker/tables.py",),
+    ),
     (
         "fan-out (dispatch actor: hook ids, bulk INSERT, enqueue)",
-        ("fan_out (rest_hooks/tasks.py",),
+        ("fan_out (rest_hooks/worker/fanout.py",),
     ),
     ("relay (every 30 s)", ("relay_pending", "RelayMiddleware")),
-    ("rest of attempt()", ("attempt (rest_hooks/tasks.py",)),
+    ("rest of deliver_batch()", ("deliver_batch (rest_hooks/worker/batch.py",)),
     ("Dramatiq: close_old_connections (middleware)", ("DbConnectionsMiddleware",)),
     ("Dramatiq: other middleware", ("dramatiq/middleware/",)),
     ("Dramatiq: fetch messages (consumer thread)", ("_RedisConsumer.__next__",)),

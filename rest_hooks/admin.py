@@ -17,9 +17,8 @@ from django.template.response import TemplateResponse
 from django.utils.html import format_html
 
 from rest_hooks.conf import hook_settings
-from rest_hooks.events import get_hook_model
-from rest_hooks.models import Delivery, Event
-from rest_hooks.tasks import redeliver
+from rest_hooks.models import Delivery, Event, get_hook_model
+from rest_hooks.worker.relay import redeliver
 
 
 class HookForm(forms.ModelForm):  # type: ignore[type-arg]

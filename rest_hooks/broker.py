@@ -15,12 +15,15 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import dramatiq
 import redis
+from django.db import close_old_connections, connections
+from django_dramatiq.middleware import DbConnectionsMiddleware
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.common import current_millis
@@ -41,22 +44,25 @@ def is_embedded(broker: dramatiq.Broker | None = None) -> bool:
     return isinstance(broker or current_broker(), StubBroker)
 
 
-def setup_broker() -> dramatiq.Broker:
-    """Make sure a broker exists before the actors are declared, and equip it."""
+def setup_broker(relay: Callable[[], object]) -> dramatiq.Broker:
+    """Make sure a broker exists before the actors are declared, and equip it.
+
+    ``relay`` is what the relay middleware runs in each worker process
+    (``rest_hooks.worker.relay.relay_pending``): handed down by ``rest_hooks.tasks``, so
+    that the broker imports nothing of the worker.
+    """
     broker = current_broker()
     if broker is None:
-        from django_dramatiq.middleware import DbConnectionsMiddleware
-
         broker = StubBroker(middleware=[m() for m in default_middleware])
         broker.add_middleware(DbConnectionsMiddleware())
         dramatiq.set_broker(broker)
         logger.debug("rest_hooks: no Dramatiq broker configured; using the embedded one.")
-    wanted: list[type[Middleware]] = [RelayMiddleware, PromptDelays, MetricsMiddleware]
+    wanted: list[Middleware] = [RelayMiddleware(relay), PromptDelays(), MetricsMiddleware()]
     if is_embedded(broker) and hook_settings.EMBEDDED_WORKER:
-        wanted.append(EmbeddedWorker)
+        wanted.append(EmbeddedWorker())
     for middleware in wanted:
-        if not any(isinstance(m, middleware) for m in broker.middleware):
-            broker.add_middleware(middleware())
+        if not any(isinstance(m, type(middleware)) for m in broker.middleware):
+            broker.add_middleware(middleware)
     return broker
 
 
@@ -204,7 +210,8 @@ class RelayMiddleware(Middleware):
     every actor is idempotent); it only costs two small queries per interval each.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, relay: Callable[[], object]) -> None:
+        self._relay = relay
         self._stop = threading.Event()
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
@@ -215,10 +222,6 @@ class RelayMiddleware(Middleware):
         self._stop.set()
 
     def _run(self) -> None:
-        from django.db import close_old_connections, connections
-
-        from rest_hooks.tasks import relay_pending
-
         while True:
             interval = float(hook_settings.RELAY_INTERVAL)
             # Jitter spreads the processes' relays over the interval.
@@ -226,7 +229,7 @@ class RelayMiddleware(Middleware):
                 return
             close_old_connections()
             try:
-                relay_pending()
+                self._relay()
             except Exception:
                 logger.exception("rest_hooks relay failed; it will run again.")
             finally:

@@ -12,13 +12,16 @@ from typing import Any
 from django.apps import apps
 from django.conf import settings
 from django.core.checks import Error, Warning, register
+from django.db import connections
 from django.utils.module_loading import import_string
+from prometheus_client import values
 
 from rest_hooks.broker import current_broker, is_embedded
 from rest_hooks.conf import DEFAULTS, hook_model_label, hook_settings
 from rest_hooks.delivery.flow import parse_rate
 from rest_hooks.events import BUILT_IN_ACTIONS, parse_hook_events
 from rest_hooks.metrics.exposition import multiprocess_dir
+from rest_hooks.models import AbstractHook
 from rest_hooks.security.encryption import SecretBox
 from rest_hooks.security.network import IPNetwork
 
@@ -326,8 +329,6 @@ def check_extension_points(app_configs: Any = None, **kwargs: Any) -> list[Error
                     id="rest_hooks.E008",
                 )
             )
-    from rest_hooks.models import AbstractHook
-
     label = hook_model_label()
     try:
         model = apps.get_model(label)
@@ -386,8 +387,6 @@ def _check_worker_connections() -> list[Error | Warning]:
     """django-dramatiq closes a worker's database connections after every message unless
     they may live longer (CONN_MAX_AGE): with a server database, every batch of deliveries
     would pay for a new connection (a PostgreSQL backend is a new process)."""
-    from django.db import connections
-
     warnings: list[Error | Warning] = []
     for alias in connections:
         db = connections.settings[alias]
@@ -422,8 +421,6 @@ def check_sqlite(app_configs: Any = None, **kwargs: Any) -> list[Error | Warning
     they write take it only at their first write, and SQLite refuses that at once, with
     no wait, while a worker writes: ``transaction_mode`` IMMEDIATE makes them wait too.
     """
-    from django.db import connections
-
     broker = current_broker()
     if (broker is None or is_embedded(broker)) and not hook_settings.EMBEDDED_WORKER:
         return []  # no worker writes alongside this process
@@ -573,8 +570,6 @@ def _host_bits_errors(
 @register()
 def check_metrics_multiprocess(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
     """The multiprocess set-up of prometheus-client, whose mistakes lose counts silently."""
-    from prometheus_client import values
-
     path = multiprocess_dir()
     if path is None:
         return []

@@ -3,7 +3,7 @@
 This is the only part of rest_hooks that runs in the request that changed the data, so it
 does a fixed amount of work whatever the number of subscribers: one dict lookup to route,
 one serialisation of the payload, one INSERT of an ``Event``. Finding the hooks and calling
-them happens later, in workers (``rest_hooks.tasks``).
+them happens later, in workers (``rest_hooks.tasks`` and ``rest_hooks.worker``).
 """
 
 from __future__ import annotations
@@ -16,14 +16,13 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from django.apps import apps
 from django.contrib.auth import get_user_model
-from django.core import serializers
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models, router, transaction
 
-from rest_hooks import metrics
-from rest_hooks.conf import hook_model_label, hook_settings, on_reload
+from rest_hooks import metrics, tasks
+from rest_hooks.conf import hook_settings, on_reload
+from rest_hooks.models import Event, get_hook_model, model_payload
 
 logger = logging.getLogger(__name__)
 
@@ -98,11 +97,6 @@ def _forget_routes() -> None:
     _routes = None
 
 
-def get_hook_model() -> type[models.Model]:
-    """The hook model in use: ``rest_hooks.Hook`` or the one named in HOOK_CUSTOM_MODEL."""
-    return apps.get_model(hook_model_label(), require_ready=False)
-
-
 def model_label(instance: models.Model) -> str:
     return instance._meta.concrete_model._meta.label  # type: ignore[union-attr]
 
@@ -147,34 +141,6 @@ def owner_of(instance: Any, user: Any) -> str | None:
 
 
 # -- payloads ------------------------------------------------------------------------------
-
-
-def default_data(instance: models.Model) -> dict[str, Any]:
-    """Django's "python" serialisation: ``{"model", "pk", "fields"}``.
-
-    A hook routed as an event of its own never shows its secret.
-    """
-    from rest_hooks.models import AbstractHook
-
-    fields = None
-    if isinstance(instance, AbstractHook):
-        fields = [f.name for f in instance._meta.local_fields if f.name != "secret"]
-    data: dict[str, Any] = serializers.serialize("python", [instance], fields=fields)[0]
-    data["fields"] = dict(data["fields"])
-    return dict(data)
-
-
-def model_payload(instance: models.Model, hook: Any) -> Any:
-    """The payload of a model event, as django-rest-hooks built it, for ``hook``."""
-    from rest_hooks.models import AbstractHook
-
-    serialize_hook = getattr(instance, "serialize_hook", None)
-    # A hook's own serialize_hook(instance) is the old API for the reverse direction.
-    if callable(serialize_hook) and not isinstance(instance, AbstractHook):
-        return serialize_hook(hook=hook)
-    if hook_settings.HOOK_SERIALIZER is not None:
-        return hook_settings.HOOK_SERIALIZER(instance, hook=hook)
-    return {"hook": hook.dict(), "data": default_data(instance)}
 
 
 def placeholder_hook(event_name: str, owner_id: str | None) -> Any:
@@ -291,8 +257,6 @@ def capture(
     caused it: it is written ``refused``, with the reason, logged and counted, and
     delivered to no one.
     """
-    from rest_hooks.models import Event
-
     described = {
         "name": event_name[:EVENT_NAME_MAX_LENGTH],
         "action": action,
@@ -328,8 +292,6 @@ def capture(
 
 def enqueue_dispatch(event_id: int) -> None:
     """Send the dispatch message; if the broker is down the event waits for the relay."""
-    from rest_hooks import tasks
-
     try:
         tasks.dispatch.send(event_id)
     except Exception:
@@ -351,8 +313,11 @@ def capture_model_event(
     find_and_fire_hook(route.event_name, instance, user_override, action=action, using=using)
 
 
-def capture_for_hook(hook: Any, instance: Any, payload_override: Any = None) -> None:
-    """An event for one given hook (``Hook.deliver_hook``)."""
+def capture_for_hook(
+    sender: Any, hook: Any, instance: Any, payload_override: Any = None, **kwargs: Any
+) -> None:
+    """An event for one given hook: the receiver of ``hook_delivery_requested``, which
+    ``Hook.deliver_hook`` sends."""
     placeholder = placeholder_hook(hook.event, None)
     payload = (
         payload_override if payload_override is not None else model_payload(instance, placeholder)
@@ -404,8 +369,6 @@ def find_and_fire_hook(
 
 
 def _db_for(instance: Any) -> str:
-    from rest_hooks.models import Event
-
     if isinstance(instance, models.Model) and instance._state.db:
         return instance._state.db
     return router.db_for_write(Event)

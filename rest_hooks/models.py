@@ -13,7 +13,9 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
+from django.apps import apps
 from django.conf import settings
+from django.core import serializers
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
@@ -24,6 +26,7 @@ from rest_hooks.fields import EncryptedSecretField
 from rest_hooks.security.encryption import DecryptionError, is_token
 from rest_hooks.security.network import TargetRefused, check_url
 from rest_hooks.security.signing import generate_secret, generate_signing_key, public_key_for
+from rest_hooks.signals import hook_delivery_requested
 
 #: The column of django-rest-hooks 1.5.
 TARGET_MAX_LENGTH = 255
@@ -169,8 +172,6 @@ class AbstractHook(models.Model):
 
     def serialize_hook(self, instance: models.Model) -> Any:
         """The payload this hook would receive for ``instance`` (django-rest-hooks API)."""
-        from rest_hooks.events import model_payload
-
         return model_payload(instance, self)
 
     def deliver_hook(self, instance: Any, payload_override: Any = None) -> None:
@@ -178,16 +179,46 @@ class AbstractHook(models.Model):
 
         django-rest-hooks' ``HOOK_FINDER`` functions call this for each hook they found.
         It posts nothing in the caller's request: it writes an outbox event aimed at this
-        hook, and a worker delivers it.
+        hook, and a worker delivers it. The capture that writes it (``rest_hooks.events``)
+        receives ``hook_delivery_requested``: it uses the models, so they do not call it.
         """
-        from rest_hooks.events import capture_for_hook
-
-        capture_for_hook(self, instance, payload_override)
+        hook_delivery_requested.send(
+            sender=type(self), hook=self, instance=instance, payload_override=payload_override
+        )
 
 
 class Hook(AbstractHook):
     class Meta(AbstractHook.Meta):
         swappable = "HOOK_CUSTOM_MODEL"
+
+
+def get_hook_model() -> type[models.Model]:
+    """The hook model in use: ``rest_hooks.Hook`` or the one named in HOOK_CUSTOM_MODEL."""
+    return apps.get_model(hook_model_label(), require_ready=False)
+
+
+def default_data(instance: models.Model) -> dict[str, Any]:
+    """Django's "python" serialisation: ``{"model", "pk", "fields"}``.
+
+    A hook routed as an event of its own never shows its secret.
+    """
+    fields = None
+    if isinstance(instance, AbstractHook):
+        fields = [f.name for f in instance._meta.local_fields if f.name != "secret"]
+    data: dict[str, Any] = serializers.serialize("python", [instance], fields=fields)[0]
+    data["fields"] = dict(data["fields"])
+    return dict(data)
+
+
+def model_payload(instance: models.Model, hook: Any) -> Any:
+    """The payload of a model event, as django-rest-hooks built it, for ``hook``."""
+    serialize_hook = getattr(instance, "serialize_hook", None)
+    # A hook's own serialize_hook(instance) is the old API for the reverse direction.
+    if callable(serialize_hook) and not isinstance(instance, AbstractHook):
+        return serialize_hook(hook=hook)
+    if hook_settings.HOOK_SERIALIZER is not None:
+        return hook_settings.HOOK_SERIALIZER(instance, hook=hook)
+    return {"hook": hook.dict(), "data": default_data(instance)}
 
 
 class Event(models.Model):

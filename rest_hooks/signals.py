@@ -11,6 +11,10 @@
   for longer than ``REST_HOOKS["DISABLE_AFTER"]``).
 - ``breaker_changed(sender=None, origin, state)``: a target's circuit breaker went to
   ``"open"``, ``"half_open"`` or ``"closed"``.
+- ``hook_delivery_requested(sender, hook, instance, payload_override)``: sent by
+  ``Hook.deliver_hook`` (the call of django-rest-hooks' ``HOOK_FINDER`` functions);
+  rest_hooks captures the event in its receiver (``rest_hooks.events``), so that the
+  models, which the capture uses, import nothing of it.
 """
 
 from django.dispatch import Signal
@@ -20,3 +24,4 @@ raw_hook_event = Signal()
 hook_sent_event = Signal()
 hook_disabled = Signal()
 breaker_changed = Signal()
+hook_delivery_requested = Signal()

@@ -80,15 +80,16 @@ def run_pipeline() -> Callable[[], list[Any]]:
     """
     from django.utils import timezone
 
-    from rest_hooks import tasks
     from rest_hooks.models import Delivery, Event
+    from rest_hooks.worker.batch import deliver_batch
+    from rest_hooks.worker.fanout import fan_out
 
     def run() -> list[Any]:
         for event_id in Event.objects.filter(status="pending").values_list("pk", flat=True):
-            tasks.fan_out(event_id)
+            fan_out(event_id)
         due = Delivery.objects.filter(status="pending", next_attempt_at__lte=timezone.now())
         for delivery_id in due.values_list("pk", flat=True):
-            tasks.attempt([str(delivery_id)])
+            deliver_batch([str(delivery_id)])
         return list(Delivery.objects.select_related("event", "hook").order_by("created_at"))
 
     return run
@@ -98,7 +99,7 @@ def run_pipeline() -> Callable[[], list[Any]]:
 def fresh_flow_control() -> None:
     """Each test starts with closed breakers and empty rate limits (state is per origin,
     and receivers' ports may be reused across tests)."""
-    from rest_hooks import gatekeeper
+    from rest_hooks.worker import gate
 
     url = os.environ.get("REST_HOOKS_TEST_REDIS_URL")
     if url:
@@ -108,7 +109,7 @@ def fresh_flow_control() -> None:
         keys = list(client.scan_iter(match="rest_hooks:{*"))
         if keys:
             client.delete(*keys)
-    gatekeeper._forget()
+    gate._forget()
 
 
 def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:

@@ -21,10 +21,12 @@ from hypothesis import strategies as st
 
 from bookstore.models import Book
 from bookstore.receiver import Answer
-from rest_hooks import gatekeeper, tasks
 from rest_hooks.delivery.flow import Result
 from rest_hooks.delivery.retry import parse_retry_after
 from rest_hooks.models import Delivery, Event, Hook
+from rest_hooks.worker import gate
+from rest_hooks.worker.batch import deliver_batch
+from rest_hooks.worker.fanout import fan_out
 
 pytestmark = pytest.mark.django_db
 
@@ -165,9 +167,9 @@ def test_whatever_a_receiver_answers_the_attempt_is_recorded(user, raw_listener)
         Hook.objects.filter(pk=hook.pk).update(is_active=True)  # after a 410
         add_book(user)
         (event_id,) = Event.objects.filter(status=Event.Status.PENDING).values_list("pk", flat=True)
-        tasks.fan_out(event_id)
+        fan_out(event_id)
         delivery = Delivery.objects.get(event_id=event_id)
-        tasks.attempt([str(delivery.pk)])
+        deliver_batch([str(delivery.pk)])
 
         delivery.refresh_from_db()
         assert delivery.attempts == 1
@@ -177,9 +179,9 @@ def test_whatever_a_receiver_answers_the_attempt_is_recorded(user, raw_listener)
         else:
             assert delivery.status in (Delivery.Status.SUCCESS, Delivery.Status.FAILED)
             assert delivery.finished_at is not None
-        admission = gatekeeper.admit(hook)
-        assert isinstance(admission, gatekeeper.Admission), admission
-        gatekeeper.report(admission, Result.NEUTRAL, None)
+        admission = gate.admit(hook)
+        assert isinstance(admission, gate.Admission), admission
+        gate.report(admission, Result.NEUTRAL, None)
 
     with override_settings(REST_HOOKS=overrides):
         attempt()

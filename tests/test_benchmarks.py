@@ -323,7 +323,8 @@ def test_the_report_shows_a_profile_of_the_latency_run(tmp_path, monkeypatch):
     report = importlib.import_module("report")
     samples = tmp_path / "latency-1.txt"
     samples.write_text(
-        "run (a.py:1);fan_out (rest_hooks/tasks.py:100);get (django/db/models/query.py:631) 30\n"
+        "run (a.py:1);fan_out (rest_hooks/worker/fanout.py:100);"
+        "get (django/db/models/query.py:631) 30\n"
         "run (a.py:1);DeliveryClient.post (rest_hooks/delivery/http.py:433) 10\n"
     )
     summary = profile_report.summarise([samples], deliveries=10, rate=250)

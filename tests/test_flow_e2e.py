@@ -19,9 +19,10 @@ import redis
 
 from bookstore.models import Book
 from bookstore.receiver import Answer, Receiver
-from rest_hooks import gatekeeper
+from rest_hooks.conf import hook_settings
 from rest_hooks.delivery.flow import origin_of
 from rest_hooks.models import Delivery, Hook
+from rest_hooks.worker.gate import current_gate
 from tests.helpers import wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
@@ -116,7 +117,7 @@ class BreakerWatch:
     def __init__(self, origin: str) -> None:
         self.origin = origin
         self.changes: list[tuple[float, str]] = []
-        self._gate = gatekeeper.gate()
+        self._gate = current_gate()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -265,7 +266,7 @@ def test_429_retry_after_pauses_the_target_for_every_worker(user, receiver, star
     add_book(user, "first")
     (throttled,) = receiver.wait_for(1)
     state_key = f"rest_hooks:{{{origin_of(receiver.url())}}}:state"
-    with redis.Redis.from_url(gatekeeper.hook_settings.REDIS_URL) as client:
+    with redis.Redis.from_url(hook_settings.REDIS_URL) as client:
         wait_until(lambda: client.hget(state_key, "pause_until"), timeout=5, what="the pause")
         pause_until = float(client.hget(state_key, "pause_until") or 0)
 

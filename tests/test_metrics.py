@@ -19,12 +19,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bookstore.models import Book
 from bookstore.receiver import Answer, Receiver
-from rest_hooks import gatekeeper
 from rest_hooks.delivery.flow import Result, origin_of
 from rest_hooks.metrics import breakers
 from rest_hooks.metrics.middleware import MetricsMiddleware
 from rest_hooks.models import Delivery, Event, Hook
 from rest_hooks.signals import raw_hook_event
+from rest_hooks.worker import gate
 from tests.helpers import FAMILIES
 
 pytestmark = pytest.mark.django_db
@@ -178,10 +178,10 @@ def test_open_breakers_are_counted_from_the_gate(client, user, receiver, redis_u
     ):
         assert value(client, "rest_hooks_breakers", state="open") == 0
         for _ in range(2):
-            admission = gatekeeper.admit(hook)
-            assert isinstance(admission, gatekeeper.Admission)
-            gatekeeper.report(admission, Result.FAILURE, None)
-        assert gatekeeper.gate().state(origin_of(hook.target)).value == "open"
+            admission = gate.admit(hook)
+            assert isinstance(admission, gate.Admission)
+            gate.report(admission, Result.FAILURE, None)
+        assert gate.current_gate().state(origin_of(hook.target)).value == "open"
         assert value(client, "rest_hooks_breakers", state="open") == 1
         assert value(client, "rest_hooks_breaker_transitions_total", to_state="open", host="") >= 1
         # A target remembered as open whose state the gate no longer has counts as closed.
@@ -191,7 +191,7 @@ def test_open_breakers_are_counted_from_the_gate(client, user, receiver, redis_u
 
 
 def test_attempt_log_line_has_structured_fields(user, receiver, run_pipeline, caplog):
-    caplog.set_level(logging.INFO, logger="rest_hooks.tasks")
+    caplog.set_level(logging.INFO, logger="rest_hooks.worker.record")
     hook = make_hook(user, receiver)
     receiver.answer("/hook", Answer(503))
     add_book(user)

@@ -23,11 +23,14 @@ from standardwebhooks.webhooks import Webhook
 
 from bookstore.models import Book
 from bookstore.receiver import Answer, Receiver
-from rest_hooks import tasks
 from rest_hooks.broker import POLL_MS, PromptDelays
 from rest_hooks.delivery.retry import RetryPolicy, parse_retry_after
 from rest_hooks.models import Delivery, Event, Hook
 from rest_hooks.signals import hook_disabled
+from rest_hooks.worker.attempt import build_body
+from rest_hooks.worker.batch import claim, deliver_batch
+from rest_hooks.worker.fanout import CAPTURE_SKEW, fan_out, plan_batches
+from rest_hooks.worker.relay import relay_pending
 from tests.helpers import attempts_metric
 
 pytestmark = pytest.mark.django_db
@@ -185,7 +188,7 @@ def test_succeeded_delivery_is_not_sent_again(user, receiver, run_pipeline):
     make_hook(user, receiver)
     add_book(user)
     (delivery,) = run_pipeline()
-    tasks.attempt([str(delivery.pk)])  # a redelivered message
+    deliver_batch([str(delivery.pk)])  # a redelivered message
     assert len(receiver.requests) == 1
 
 
@@ -193,8 +196,8 @@ def test_event_is_fanned_out_once(user, receiver):
     make_hook(user, receiver)
     add_book(user)
     event = Event.objects.get()
-    assert tasks.fan_out(event.pk) == 1
-    assert tasks.fan_out(event.pk) == 0
+    assert fan_out(event.pk) == 1
+    assert fan_out(event.pk) == 0
     assert Delivery.objects.count() == 1
 
 
@@ -210,7 +213,7 @@ def test_fan_out_in_chunks_reaches_every_active_hook(user, django_user_model, re
     Event.objects.all().delete()
     book.save()  # book.changed is a '+' event: every owner's active hooks
     event = Event.objects.get()
-    assert tasks.fan_out(event.pk) == 18
+    assert fan_out(event.pk) == 18
     event.refresh_from_db()
     assert event.status == Event.Status.DISPATCHED
     hooks = set(Delivery.objects.values_list("hook_id", flat=True))
@@ -236,7 +239,7 @@ def test_an_event_goes_to_the_hooks_that_existed_when_it_was_captured(
     make_hook(other, receiver, "/new", event="book.changed")
     make_hook(user, receiver, "/mine-new", event="book.changed")
 
-    assert tasks.fan_out(event.pk) == 1
+    assert fan_out(event.pk) == 1
     assert list(Delivery.objects.values_list("hook_id", flat=True)) == [old.pk]
 
 
@@ -246,9 +249,9 @@ def test_a_hook_stamped_by_a_clock_a_little_ahead_still_gets_the_event(user, rec
     hook = make_hook(user, receiver)
     add_book(user)
     event = Event.objects.get()
-    ahead = event.created_at + tasks.CAPTURE_SKEW / 2
+    ahead = event.created_at + CAPTURE_SKEW / 2
     Hook.objects.filter(pk=hook.pk).update(created=ahead)
-    assert tasks.fan_out(event.pk) == 1
+    assert fan_out(event.pk) == 1
 
 
 def test_payload_bytes_are_captured_at_event_time(user, receiver, run_pipeline):
@@ -264,13 +267,13 @@ def test_relay_enqueues_overdue_events_and_deliveries(user, receiver):
     add_book(user)
     Event.objects.update(enqueued_at=timezone.now() - timedelta(minutes=5))
     event = Event.objects.get()
-    assert tasks.relay_pending() == ([event.pk], [])
-    assert tasks.relay_pending() == ([], [])  # just relayed: not overdue any more
-    tasks.fan_out(event.pk)
+    assert relay_pending() == ([event.pk], [])
+    assert relay_pending() == ([], [])  # just relayed: not overdue any more
+    fan_out(event.pk)
     delivery = Delivery.objects.get()
     Delivery.objects.update(next_attempt_at=timezone.now() - timedelta(minutes=5))
-    assert tasks.relay_pending() == ([], [delivery.pk])
-    assert tasks.relay_pending(everything=True) == ([], [delivery.pk])
+    assert relay_pending() == ([], [delivery.pk])
+    assert relay_pending(everything=True) == ([], [delivery.pk])
 
 
 def test_retry_policy_schedule_and_jitter():
@@ -301,7 +304,7 @@ def _fan_out_peak(user: Any, hooks: int) -> tuple[int, int]:
     event = Event.objects.get()
     tracemalloc.start()
     try:
-        made = tasks.fan_out(event.pk)
+        made = fan_out(event.pk)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -398,7 +401,7 @@ def test_a_delivery_held_back_by_the_rate_comes_back_for_its_slot(
         # Each comes back at its slot, with it, and goes.
         for delivery in sorted(held, key=lambda d: d.next_attempt_at):
             time.sleep(max((delivery.next_attempt_at - timezone.now()).total_seconds(), 0))
-            tasks.attempt([str(delivery.pk)], **messages[str(delivery.pk)]["kwargs"])
+            deliver_batch([str(delivery.pk)], **messages[str(delivery.pk)]["kwargs"])
     assert len(receiver.requests) == 4
     assert {d.attempts for d in Delivery.objects.all()} == {1}
 
@@ -451,7 +454,7 @@ def test_redis_unreachable_for_flow_control(user, receiver, run_pipeline, mode, 
 
 def batch_sizes(rows: list[tuple[str, str, str]], **settings: Any) -> list[int]:
     with override_settings(REST_HOOKS={**FAST_RETRIES, **settings}):
-        batches = tasks.plan_batches(rows)
+        batches = plan_batches(rows)
     assert sorted(i for batch in batches for i in batch) == sorted(r[0] for r in rows)
     return [len(batch) for batch in batches]
 
@@ -492,7 +495,7 @@ def fan_out_batch(user: Any, receiver: Any, count: int) -> list[Delivery]:
     for i in range(count):
         make_hook(user, receiver, f"/h{i}")
     add_book(user)
-    tasks.fan_out(Event.objects.get().pk)
+    fan_out(Event.objects.get().pk)
     return list(Delivery.objects.select_related("hook").order_by("hook_id"))
 
 
@@ -503,7 +506,7 @@ def test_a_batch_goes_out_in_order_and_stops_at_the_first_failure(user, receiver
         ids = [str(d.pk) for d in deliveries]
         assert queued_batches(redis_url) == [ids]  # one message for the five
         redis.Redis.from_url(redis_url).flushdb()
-        tasks.attempt(ids)
+        deliver_batch(ids)
     assert [r.path for r in receiver.requests] == ["/h0", "/h1", "/h2"]
     by_path = {d.hook.target.rsplit("/", 1)[1]: d for d in Delivery.objects.select_related("hook")}
     assert [by_path[p].status for p in ("h0", "h1")] == ["success", "success"]
@@ -520,10 +523,10 @@ def test_a_probing_batch_sends_the_probe_only(user, receiver, redis_url):
     overrides = {**FAST_RETRIES, "BREAKER_FAILURES": 1, "BREAKER_COOLDOWN": 0.05}
     with override_settings(REST_HOOKS=overrides):  # no REDIS_URL: the in-process gate
         first, *rest = fan_out_batch(user, receiver, 4)
-        tasks.attempt([str(first.pk)])  # a 500: the breaker opens
+        deliver_batch([str(first.pk)])  # a 500: the breaker opens
         time.sleep(0.1)  # the cool-down is over: one probe may go
         redis.Redis.from_url(redis_url).flushdb()
-        tasks.attempt([str(d.pk) for d in rest])
+        deliver_batch([str(d.pk) for d in rest])
     assert [r.path for r in receiver.requests] == ["/h0", "/h1"]
     assert queued_batches(redis_url) == [[str(d.pk) for d in rest[1:]]]
     assert [d.attempts for d in Delivery.objects.filter(pk__in=[d.pk for d in rest[1:]])] == [0, 0]
@@ -550,7 +553,7 @@ def test_the_body_is_the_payload_with_this_hooks_member(before, after, hook):
     text = json.dumps(payload)
     event = Event(name="e", payload=text, has_hook_member=True)
     expected = json.dumps({**json.loads(text), "hook": hook}).encode()
-    assert tasks.build_body(event, SimpleNamespace(dict=lambda: hook)) == expected
+    assert build_body(event, SimpleNamespace(dict=lambda: hook)) == expected
 
 
 @pytest.mark.parametrize(("hooks", "reads"), [(3, 1), (60, 2), (600, 3)])
@@ -564,7 +567,7 @@ def test_the_dispatch_actor_reads_few_subscribers_whole_once(
         make_hook(user, receiver, f"/h{i}")
     add_book(user)
     with override_settings(REST_HOOKS=FAST_RETRIES), CaptureQueriesContext(connection) as seen:
-        assert tasks.fan_out(Event.objects.get().pk, deliver_here=True) == hooks
+        assert fan_out(Event.objects.get().pk, deliver_here=True) == hooks
     table = f'FROM "{Hook._meta.db_table}"'
     assert sum(q["sql"].startswith("SELECT") and table in q["sql"] for q in seen) == reads
     sent = Delivery.objects.filter(status=Delivery.Status.SUCCESS)
@@ -581,7 +584,7 @@ def test_the_dispatch_actor_delivers_the_first_batch_itself(user, receiver, redi
         add_book(user)
         redis.Redis.from_url(redis_url).flushdb()
         with override_settings(REST_HOOKS=FAST_RETRIES):
-            assert tasks.fan_out(Event.objects.get().pk, deliver_here=True) == 2
+            assert fan_out(Event.objects.get().pk, deliver_here=True) == 2
         assert [r.path for r in receiver.requests] == ["/first"]  # sent by this thread
         assert other.requests == []
         (queued,) = queued_batches(redis_url)  # the other batch went to the broker
@@ -595,16 +598,15 @@ def test_a_hook_deleted_after_the_claim_is_not_an_error(user, receiver, monkeypa
     kept, gone = make_hook(user, receiver, "/kept"), make_hook(user, receiver, "/gone")
     add_book(user)
     with override_settings(REST_HOOKS=FAST_RETRIES):
-        tasks.fan_out(Event.objects.get().pk)  # two batches, one a target, sent to no one
+        fan_out(Event.objects.get().pk)  # two batches, one a target, sent to no one
         ids = [str(pk) for pk in Delivery.objects.order_by("hook_id").values_list("pk", flat=True)]
-        claim = tasks.claim
 
         def claim_then_delete(delivery_ids: list[str]) -> list[Delivery]:
             claimed = claim(delivery_ids)
             Hook.objects.filter(pk=gone.pk).delete()
             return claimed
 
-        monkeypatch.setattr(tasks, "claim", claim_then_delete)
-        tasks.attempt(ids)
+        monkeypatch.setattr("rest_hooks.worker.batch.claim", claim_then_delete)
+        deliver_batch(ids)
     assert [r.path for r in receiver.requests] == ["/kept"]
     assert list(Delivery.objects.values_list("hook_id", "status")) == [(kept.pk, "success")]

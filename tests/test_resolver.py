@@ -3,7 +3,7 @@
 The DNS answer is the one thing mocked: a resolver function that answers names from a
 table, and hangs on chosen names until the test ends (a ``threading.Event``), as a name
 whose DNS server never answers hangs in ``getaddrinfo``. The receiver is real, on
-127.0.0.1; the deliveries go through ``tasks.attempt`` and the gate (the suite's Redis,
+127.0.0.1; the deliveries go through ``deliver_batch`` and the gate (the suite's Redis,
 or the memory gate) like a worker's.
 """
 
@@ -24,7 +24,6 @@ from django.utils import timezone
 
 from bookstore.models import Book
 from bookstore.receiver import Receiver
-from rest_hooks import gatekeeper, tasks
 from rest_hooks.delivery.flow import BreakerState, origin_of
 from rest_hooks.delivery.http import DeliveryClient, DeliveryError, HttpOptions
 from rest_hooks.delivery.resolver import (
@@ -36,6 +35,8 @@ from rest_hooks.delivery.resolver import (
 )
 from rest_hooks.models import Delivery, Hook
 from rest_hooks.security.network import AddressPolicy, IPAddress
+from rest_hooks.worker import attempt
+from rest_hooks.worker.gate import current_gate
 from tests.helpers import attempts_metric, wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -97,7 +98,7 @@ def client(dns: FakeDns, monkeypatch: pytest.MonkeyPatch) -> Iterator[DeliveryCl
     """The deliver actor's HTTP client, resolving with ``dns``."""
     options = HttpOptions(connect_timeout=CONNECT_TIMEOUT, policy=AddressPolicy(allow_private=True))
     with DeliveryClient(options, resolver=dns) as delivery_client:
-        monkeypatch.setattr(tasks, "http_client", lambda: delivery_client)
+        monkeypatch.setattr(attempt, "http_client", lambda: delivery_client)
         yield delivery_client
 
 
@@ -114,7 +115,7 @@ def delivery_to(target: str) -> Delivery:
 
 
 def breaker(target: str) -> BreakerState:
-    return gatekeeper.gate().state(origin_of(target))
+    return current_gate().state(origin_of(target))
 
 
 @pytest.fixture
@@ -193,7 +194,7 @@ def test_a_lookup_that_cannot_start_defers_its_delivery_without_counting_anythin
         connect_timeout=CONNECT_TIMEOUT, policy=AddressPolicy(allow_private=True), max_lookups=2
     )
     with DeliveryClient(options, resolver=dns) as delivery_client:
-        monkeypatch.setattr(tasks, "http_client", lambda: delivery_client)
+        monkeypatch.setattr(attempt, "http_client", lambda: delivery_client)
         for name in ("hang.one.test", "hang.two.test"):
             with pytest.raises(DeliveryError):
                 delivery_client.post(f"http://{name}/", b"{}", {})

@@ -1,4 +1,4 @@
-"""rest_hooks.sql.Table: the workers' plain SQL gives and writes what the ORM would."""
+"""rest_hooks.worker.tables.Table: the workers' plain SQL gives and writes what the ORM would."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from rest_hooks.models import Delivery, Event, Hook
 from rest_hooks.security.encryption import is_token
-from rest_hooks.sql import Expression, Table, write_transaction
+from rest_hooks.worker.tables import Expression, Table, write_transaction
 
 pytestmark = pytest.mark.django_db
 

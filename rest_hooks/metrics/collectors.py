@@ -15,7 +15,7 @@ rest is still served.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from django.db.models import Count, Min
 from django.utils import timezone
@@ -44,6 +44,9 @@ class OutboxCollector(Collector):
         )
 
     def collect(self) -> Iterator[Metric]:
+        # Not at the top: the broker imports the metrics, and settings may import the
+        # broker (DRAMATIQ_BROKER) before Django has loaded the models. No circle: the
+        # models import nothing of the metrics.
         from rest_hooks.models import Event
 
         try:
@@ -63,7 +66,21 @@ class OutboxCollector(Collector):
 
 
 class BreakerCollector(Collector):
+    """Counts the breakers by state, read through a function handed in at start-up.
+
+    The gate belongs to the worker, a layer above the metrics: the app's ``ready()``
+    hands its reader down (``read_states_with``) so that the metrics import nothing of
+    it. Until then the gauge is left out.
+    """
+
     STATES = ("open", "half_open")
+
+    def __init__(self) -> None:
+        self._state_of: Callable[[str], str] | None = None
+
+    def read_states_with(self, state_of: Callable[[str], str]) -> None:
+        """Read an origin's breaker state with ``state_of`` (``"closed"``, ``"open"``...)."""
+        self._state_of = state_of
 
     def describe(self) -> Iterator[Metric]:
         yield self._family()
@@ -76,12 +93,13 @@ class BreakerCollector(Collector):
         )
 
     def collect(self) -> Iterator[Metric]:
-        from rest_hooks import gatekeeper
-
+        state_of = self._state_of
+        if state_of is None:
+            return
         counts = dict.fromkeys(self.STATES, 0)
         try:
             for origin in breakers.candidates():
-                state = gatekeeper.gate().state(origin).value
+                state = state_of(origin)
                 if state in counts:
                     counts[state] += 1
         except Exception as exc:
@@ -93,5 +111,6 @@ class BreakerCollector(Collector):
         yield family
 
 
+BREAKERS = BreakerCollector()
 #: The scrape-time collectors, in the order a scrape lists them.
-COLLECTORS: tuple[Collector, ...] = (OutboxCollector(), BreakerCollector())
+COLLECTORS: tuple[Collector, ...] = (OutboxCollector(), BREAKERS)

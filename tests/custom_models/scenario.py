@@ -24,9 +24,9 @@ def main() -> None:
     from django.db import connection
     from django.utils import timezone
 
-    from rest_hooks import tasks
-    from rest_hooks.events import get_hook_model
-    from rest_hooks.models import Delivery, Event
+    from rest_hooks.models import Delivery, Event, get_hook_model
+    from rest_hooks.worker.batch import deliver_batch
+    from rest_hooks.worker.fanout import fan_out
 
     call_command("migrate", verbosity=0)
     out = io.StringIO()
@@ -46,10 +46,10 @@ def main() -> None:
     note = Note.objects.create(user=ann, text="Sharp pencils")
 
     for event_id in Event.objects.filter(status="pending").values_list("pk", flat=True):
-        tasks.fan_out(event_id)
+        fan_out(event_id)
     due = Delivery.objects.filter(status="pending", next_attempt_at__lte=timezone.now())
     for delivery_id in due.values_list("pk", flat=True):
-        tasks.attempt([str(delivery_id)])
+        deliver_batch([str(delivery_id)])
 
     with connection.cursor() as cursor:
         tables = sorted(connection.introspection.table_names(cursor))

@@ -22,9 +22,9 @@ from django.utils.html import escape
 from standardwebhooks.webhooks import Webhook
 
 from bookstore.models import Book
-from rest_hooks import tasks
 from rest_hooks.models import Delivery, Event, Hook
 from rest_hooks.signals import hook_event, raw_hook_event
+from rest_hooks.worker.fanout import fan_out
 from tests.helpers import scraped, tally, wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
@@ -340,7 +340,7 @@ def test_hooks_deleted_or_disabled_between_fan_out_and_delivery(
     ]
     Book.objects.create(user=user, title="Gone", pages=1, fiction=True)
     # The fan-out, as a worker makes it; its deliver messages wait in Redis for workers.
-    assert tasks.fan_out(Event.objects.get().pk) == 40
+    assert fan_out(Event.objects.get().pk) == 40
     deleted = hooks[::3]
     disabled = [h for h in hooks[1::5] if h not in deleted]
     for hook in deleted:

@@ -18,6 +18,7 @@ from django.db.models import Count
 from bookstore.models import Book
 from rest_hooks import tasks
 from rest_hooks.models import Delivery, Event, Hook
+from rest_hooks.worker.relay import relay_pending
 from tests.helpers import note, tally, wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
@@ -48,7 +49,7 @@ class Relays:
         try:
             self._start.wait()
             while not self._stop.wait(0.05):
-                events, deliveries = tasks.relay_pending(everything=True)
+                events, deliveries = relay_pending(everything=True)
                 self.rounds += 1
                 self.events += len(events)
                 self.deliveries += len(deliveries)

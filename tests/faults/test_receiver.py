@@ -15,9 +15,9 @@ import pytest
 
 from bookstore.models import Book
 from bookstore.receiver import Answer, Receiver
-from rest_hooks import gatekeeper
 from rest_hooks.delivery.flow import BreakerState, origin_of
 from rest_hooks.models import Delivery, Hook
+from rest_hooks.worker.gate import current_gate
 from tests.helpers import tally, time_to_deliver, wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
@@ -53,7 +53,7 @@ def test_receiver_down_then_up(user, receiver, start_workers):
         Book.objects.create(user=user, title=f"Down {n}", pages=n, fiction=True)
 
     wait_until(
-        lambda: gatekeeper.gate().state(origin) is not BreakerState.CLOSED,
+        lambda: current_gate().state(origin) is not BreakerState.CLOSED,
         what="the breaker open",
     )
     down_since = time.monotonic()
@@ -77,7 +77,7 @@ def test_receiver_down_then_up(user, receiver, start_workers):
         assert len(expected) == events * len(hooks)
         time_to_deliver(lambda: up.requests, expected, 30)
         recovered = time.monotonic() - came_back
-        assert gatekeeper.gate().state(origin) is BreakerState.CLOSED
+        assert current_gate().state(origin) is BreakerState.CLOSED
         # The backlog drains at the target's rate: never more than the burst at once.
         times = sorted(r.received_at for r in up.requests)
         for first in range(len(times)):

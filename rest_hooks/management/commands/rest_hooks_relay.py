@@ -4,7 +4,7 @@ from django.core.management.base import BaseCommand
 from django.utils import timezone
 
 from rest_hooks.management.queued import finish_queued
-from rest_hooks.tasks import relay_pending
+from rest_hooks.worker.relay import relay_pending
 
 
 class Command(BaseCommand):

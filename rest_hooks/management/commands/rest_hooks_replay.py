@@ -7,11 +7,10 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from rest_hooks.events import get_hook_model
 from rest_hooks.management.progress import progress_bar
 from rest_hooks.management.queued import finish_queued
-from rest_hooks.models import Delivery
-from rest_hooks.tasks import redeliver
+from rest_hooks.models import Delivery, get_hook_model
+from rest_hooks.worker.relay import redeliver
 
 BATCH = 500
 

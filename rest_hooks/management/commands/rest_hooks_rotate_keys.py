@@ -3,8 +3,8 @@ from typing import Any
 from django.core.management.base import BaseCommand
 
 from rest_hooks.conf import secret_box
-from rest_hooks.events import get_hook_model
 from rest_hooks.management.progress import progress_bar
+from rest_hooks.models import get_hook_model
 
 BATCH = 500
 ENCRYPTED = ("secret", "previous_secrets")

@@ -5,7 +5,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from rest_hooks.conf import hook_settings
-from rest_hooks.events import get_hook_model
+from rest_hooks.models import get_hook_model
 
 
 class Command(BaseCommand):

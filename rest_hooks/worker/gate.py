@@ -54,7 +54,8 @@ class Admission:
 _gate: Gate | None = None
 
 
-def gate() -> Gate:
+def current_gate() -> Gate:
+    """The gate of this process's flow control: Redis's when ``REDIS_URL`` is set."""
     global _gate
     if _gate is None:
         url = hook_settings.REDIS_URL
@@ -121,7 +122,7 @@ def admit(hook: Any, reservation: float | None = None) -> Admission | Decision:
     limits = limits_for(origin, getattr(hook, "rate_limit", ""))
     token = new_token()
     try:
-        decision = gate().acquire(origin, limits, token, reservation)
+        decision = current_gate().acquire(origin, limits, token, reservation)
     except redis.RedisError as exc:
         return _redis_down(origin, limits, exc)
     if decision.transition is not None:
@@ -136,12 +137,19 @@ def report(admission: Admission, result: Result, pause: float | None, successes:
     if admission.ticket is None:
         return
     try:
-        transition = gate().release(admission.ticket, admission.limits, result, pause, successes)
+        transition = current_gate().release(
+            admission.ticket, admission.limits, result, pause, successes
+        )
     except redis.RedisError as exc:
         logger.warning("Flow control: Redis unreachable (%s); result not recorded.", exc)
         return
     if transition is not None:
         _announce(admission.ticket.origin, transition)
+
+
+def breaker_state(origin: str) -> str:
+    """The state of ``origin``'s circuit breaker, as the metrics report it."""
+    return current_gate().state(origin).value
 
 
 def _redis_down(origin: str, limits: Limits, exc: Exception) -> Admission | Decision:

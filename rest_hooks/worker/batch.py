@@ -1,0 +1,205 @@
+"""A batch of deliveries to one target: claimed, admitted by the gate, attempted, recorded.
+
+The claim comes before the gate, so that only CPU work stands between the gate's
+admission and the requests. What was not tried (the gate refused, the target answered a
+failure or a pause, the batch's time was up) goes back, its attempt not counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from datetime import timedelta
+from typing import Any
+
+from django.db import router
+from django.db.models import F
+from django.utils import timezone
+
+from rest_hooks import metrics
+from rest_hooks.conf import hook_settings
+from rest_hooks.delivery.flow import Decision, Reason, Result
+from rest_hooks.models import Delivery, Event, get_hook_model
+from rest_hooks.worker import gate
+from rest_hooks.worker.attempt import Attempt, make_attempt, refused_attempt
+from rest_hooks.worker.messages import DELIVER, send_each
+from rest_hooks.worker.record import record
+from rest_hooks.worker.tables import Expression, Table
+
+logger = logging.getLogger(__name__)
+
+# Messages may be handled slightly before the row says they are due (clock skew).
+EARLY_TOLERANCE = timedelta(seconds=1)
+# A delivery whose host name no lookup could start for waits this long (s, plus jitter).
+RESOLVER_BUSY_WAIT = 1.0
+
+
+def deliver_batch(delivery_ids: list[str], reservation: float | None = None) -> None:
+    """The deliver actor: claim the deliveries of a batch still due, and deliver them.
+
+    ``reservation``: the rate-limit slot the gate reserved for it when it deferred it.
+    """
+    claimed = claim(delivery_ids)
+    if not claimed:
+        logger.debug("Deliveries %s are not due or not pending; nothing to send.", delivery_ids)
+        return
+    using = router.db_for_write(Delivery)
+    hooks = Table.of(get_hook_model(), using).in_bulk({d.hook_id for d in claimed})
+    # A batch is usually one event's: its payload is read once, not once a delivery.
+    events = Table.of(Event, using).in_bulk({d.event_id for d in claimed})
+    # A hook or an event deleted since the claim took its deliveries with it (CASCADE).
+    claimed = [d for d in claimed if d.hook_id in hooks and d.event_id in events]
+    for delivery in claimed:
+        delivery.hook = hooks[delivery.hook_id]
+        delivery.event = events[delivery.event_id]
+    if claimed:
+        deliver_claimed(claimed, reservation)
+
+
+def deliver_claimed(claimed: list[Delivery], reservation: float | None = None) -> None:
+    """Make one attempt of each delivery of a claimed batch, in order; record them.
+
+    The batch shares one admission of the gate, and one write of its results. It stops at
+    the first failure or pause the target answers (the rest go back to the queue, to be
+    held back by the gate), and after ``BATCH_BUDGET`` seconds. The claim comes before
+    the gate, so that only CPU work stands between the gate's admission and the request:
+    a claim that waited for a database lock after it would bunch up requests the gate had
+    spaced.
+    """
+    disabled = [d for d in claimed if not d.hook.is_active]
+    if disabled:
+        _cancel(disabled, "The hook is disabled.")
+        claimed = [d for d in claimed if d.hook.is_active]
+        if not claimed:
+            return
+    try:
+        admission = gate.admit(claimed[0].hook, reservation)
+    except ValueError as exc:
+        # A Hook.rate_limit stored without full_clean() (bulk_create, update(), raw SQL).
+        # A batch shares one rate_limit (plan_batches): it fails for good, with why.
+        record([refused_attempt(d, f"the hook's rate_limit: {exc}") for d in claimed], {})
+        return
+    if not isinstance(admission, gate.Admission):
+        _defer(claimed, admission)
+        return
+    if admission.ticket is not None and admission.ticket.probe and len(claimed) > 1:
+        # The half-open breaker lets one request through; the others wait for its answer.
+        give_back(claimed[1:])
+        claimed = claimed[:1]
+
+    started = time.monotonic()
+    budget = float(hook_settings.BATCH_BUDGET)
+    attempts: list[Attempt] = []
+    instances: dict[int, Any] = {}
+    successes = 0
+    resolver_busy = False
+    for delivery in claimed:
+        if attempts and time.monotonic() - started > budget:
+            break
+        done = make_attempt(delivery, instances)
+        if done.resolver_busy:
+            # Nothing was tried: it and the rest of the batch (the same host name) wait a
+            # moment, their attempts not counted, instead of using up a retry each.
+            resolver_busy = True
+            break
+        attempts.append(done)
+        if done.health is Result.SUCCESS:
+            successes += 1
+        if done.health is Result.FAILURE or done.pause is not None:
+            break
+    last_health = attempts[-1].health if attempts else Result.NEUTRAL
+    last_pause = attempts[-1].pause if attempts else None
+    gate.report(admission, last_health, last_pause, successes - (last_health is Result.SUCCESS))
+    untried = claimed[len(attempts) :]
+    if resolver_busy:
+        _defer(untried, Decision(False, RESOLVER_BUSY_WAIT, Reason.RESOLVER_BUSY))
+    elif untried:
+        give_back(untried)
+    if attempts:
+        record(attempts, instances)
+
+
+def _cancel(deliveries: list[Delivery], reason: str) -> None:
+    """End claimed deliveries that are not to be attempted, with the reason in the log."""
+    Delivery.objects.filter(pk__in=[d.pk for d in deliveries]).update(
+        status=Delivery.Status.CANCELLED,
+        finished_at=timezone.now(),
+        next_attempt_at=None,
+        last_error=reason,
+    )
+    logger.info(
+        "Deliveries %s (hooks %s) cancelled: %s",
+        [str(d.pk) for d in deliveries],
+        sorted({d.hook_id for d in deliveries}),
+        reason,
+        extra={"delivery_id": str(deliveries[0].pk), "hook_id": deliveries[0].hook_id},
+    )
+
+
+def claim(delivery_ids: list[str]) -> list[Delivery]:
+    """Take those of the deliveries still due and not taken by anyone else, for one
+    attempt each; returns them in the order of ``delivery_ids``.
+
+    ``Table.claim``: the rows another worker is claiming are passed over. The lease lets
+    the relay take them over if this worker dies mid-attempt.
+    """
+    table = Table.of(Delivery, router.db_for_write(Delivery))
+    due = {
+        "pk__in": delivery_ids,
+        "status": Delivery.Status.PENDING,
+        "next_attempt_at__lte": timezone.now() + EARLY_TOLERANCE,
+    }
+    leased_until = timezone.now() + lease(len(delivery_ids))
+    claimed = table.claim(due, {"next_attempt_at": leased_until, "attempts": Expression("{} + 1")})
+    position = {delivery_id: i for i, delivery_id in enumerate(delivery_ids)}
+    claimed.sort(key=lambda d: position.get(str(d.pk), 0))
+    return claimed
+
+
+def lease(size: int) -> timedelta:
+    """How long a claimed batch of ``size`` deliveries is kept from the relay.
+
+    Its attempts end within it (each within ``DEADLINE``, none started after
+    ``BATCH_BUDGET``); ``LEASE_MARGIN`` covers the writes around them. Should the worker
+    die, the relay takes the batch over once the lease has run out.
+    """
+    s = hook_settings
+    budget = float(s.DEADLINE) + (float(s.BATCH_BUDGET) if size > 1 else 0)
+    return timedelta(seconds=budget + float(s.LEASE_MARGIN))
+
+
+def give_back(
+    deliveries: list[Delivery], delay: float = 0, kwargs: dict[str, Any] | None = None
+) -> None:
+    """Release claimed deliveries that were not tried, their attempt not counted, and
+    enqueue them again (after ``delay`` seconds)."""
+    ids = [d.pk for d in deliveries]
+    Delivery.objects.filter(pk__in=ids).update(
+        next_attempt_at=timezone.now() + timedelta(seconds=delay), attempts=F("attempts") - 1
+    )
+    send_each(DELIVER, [[str(pk) for pk in ids]], "delivery", delay=delay, kwargs=kwargs)
+
+
+def _defer(deliveries: list[Delivery], decision: Decision) -> None:
+    """Hold claimed deliveries back for as long as the gate says; they use up no retry.
+
+    A delivery that holds a reserved slot comes back just after it, with it; jitter
+    spreads a crowd of other deferred deliveries over time.
+    """
+    if decision.reservation is not None:
+        wait = decision.wait  # RESERVATION_EARLY absorbs a message a hair early
+        kwargs = {"reservation": decision.reservation}
+    else:
+        wait = decision.wait * random.uniform(1.0, 1.1) + 0.01  # noqa: S311
+        kwargs = None
+    give_back(deliveries, wait, kwargs)
+    reason = decision.reason.value if decision.reason else "unknown"
+    metrics.deferrals.labels(reason=reason).inc(len(deliveries))
+    logger.debug(
+        "Deliveries %s deferred %.2f s (%s).",
+        [str(d.pk) for d in deliveries],
+        wait,
+        reason,
+        extra={"delivery_id": str(deliveries[0].pk), "reason": reason},
+    )

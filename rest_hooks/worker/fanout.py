@@ -1,0 +1,184 @@
+"""Fan-out: an event's matching hooks become deliveries, cut into batches.
+
+One chunk of hooks a transaction, the event's cursor moved by compare-and-set so that a
+duplicate message fans nothing out twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable
+from datetime import timedelta
+from typing import Any
+
+from django.db import router
+from django.utils import timezone
+
+from rest_hooks import metrics
+from rest_hooks.conf import hook_settings
+from rest_hooks.delivery.flow import origin_of
+from rest_hooks.models import Delivery, Event, get_hook_model
+from rest_hooks.worker import gate
+from rest_hooks.worker.batch import deliver_claimed, give_back, lease
+from rest_hooks.worker.messages import DELIVER, send_each
+from rest_hooks.worker.tables import Table, write_transaction
+
+logger = logging.getLogger(__name__)
+
+# An event goes to the hooks that existed when it was captured: those created no later
+# than its ``created_at``, give or take this. Both stamps come from application clocks
+# (``Event.created_at`` from the process that saved the instance, ``Hook.created`` from the
+# one that saved the hook, often other machines), so a hook made just before an event on
+# a machine whose clock runs ahead is still served: a subscriber that existed must not
+# miss an event, and one made within this margin after it may get it.
+CAPTURE_SKEW = timedelta(seconds=1)
+# A target's deliveries are cut into this many batches, or as many as it may have
+# requests in flight if fewer, so that batches run side by side.
+SPREAD = 10
+
+
+def fan_out(event_id: int, *, deliver_here: bool = False) -> int:
+    """Create one delivery per matching active hook, chunk by chunk; returns how many.
+
+    Each chunk is one transaction (``_next_chunk``); its deliveries' messages are sent
+    once it has committed. Memory stays bounded by the chunk size whatever the number of
+    hooks. With ``deliver_here`` (the dispatch actor), the first batch is not sent but
+    created claimed and delivered by this thread once the fan-out is done: an event with
+    few subscribers reaches them one broker round trip and a few queries sooner. Should a
+    later chunk fail (the message is then retried), that batch is given back at once, due
+    and enqueued; should this worker die, the relay sends it once its lease is over.
+    """
+    total = 0
+    held: list[Delivery] = []
+    try:
+        while (chunk := _next_chunk(event_id, hold=deliver_here and not held)) is not None:
+            event, batches, kept, done = chunk
+            held = held or kept
+            send_each(DELIVER, batches, "delivery")
+            total += sum(map(len, batches)) + len(kept)
+            if done:
+                metrics.fanned_out(event.name, total)
+                logger.info(
+                    "Event %s (%s) fanned out to %d hooks.",
+                    event_id,
+                    event.name,
+                    total,
+                    extra={"event_id": event_id, "fanout": total},
+                )
+                break
+    except BaseException:
+        # Whatever the error (a database, the broker, a time limit), the held batch must
+        # not wait for its lease: the retried message resumes after it.
+        if held:
+            give_back(held)
+        raise
+    if held:
+        deliver_claimed(held)
+    return total
+
+
+def _next_chunk(
+    event_id: int, *, hold: bool
+) -> tuple[Event, list[list[str]], list[Delivery], bool] | None:
+    """Create the deliveries of the next chunk of hooks after the event's cursor.
+
+    Returns the event, the batches to send, the first batch's deliveries if ``hold`` (then
+    created claimed, not among those to send, with their hooks), and whether the
+    fan-out is done; None when there is nothing (more) to do: the event is gone or
+    dispatched, or another worker moved the cursor first (a compare-and-set, so that a
+    duplicate message fans nothing out twice).
+    """
+    using = router.db_for_write(Event)
+    events = Table.of(Event, using)
+    hooks = Table.of(get_hook_model(), using)
+    chunk_size = int(hook_settings.FANOUT_CHUNK_SIZE)
+    now = timezone.now()
+    with write_transaction(using):
+        found = events.select({"pk": event_id})
+        if not found or found[0].status != Event.Status.PENDING:
+            return None
+        event = found[0]
+        if event.hook_id is not None:
+            where: dict[str, Any] = {"pk": event.hook_id}
+        else:
+            # However late it is fanned out, not to hooks made after the event.
+            created_by = event.created_at + CAPTURE_SKEW
+            where = {"event": event.name, "is_active": True, "created__lte": created_by}
+            if event.owner_id is not None:
+                where["user"] = event.owner_id
+            if event.fanout_cursor:
+                where["pk__gt"] = event.fanout_cursor
+        # Most events have few subscribers: the dispatch actor reads a batch's worth of
+        # hooks whole, so that the batch it delivers needs no second query for them. The
+        # hooks of an event with more are planned from three columns a hook, as reading
+        # every hook whole would cost more than the query it spares.
+        limit = min(chunk_size, max(1, int(hook_settings.DELIVERY_BATCH_SIZE)) + 1)
+        read = hooks.select(where, order_by="pk", limit=limit) if hold else []
+        if hold and (len(read) < limit or limit == chunk_size):  # the whole chunk
+            rows = [(hook.pk, hook.target, hook.rate_limit) for hook in read]
+        else:
+            columns = ["pk", "target", "rate_limit"]
+            rows = hooks.values(columns, where, order_by="pk", limit=chunk_size)
+        done = event.hook_id is not None or len(rows) < chunk_size
+        progress: dict[str, Any] = {
+            "fanout_cursor": str(rows[-1][0]) if rows else event.fanout_cursor
+        }
+        if done:
+            progress.update(status=Event.Status.DISPATCHED, dispatched_at=now)
+        expected = {"pk": event_id, "status": Event.Status.PENDING}
+        if not events.update(progress, expected | {"fanout_cursor": event.fanout_cursor}):
+            return None
+        deliveries = [
+            Delivery(event=event, hook_id=hook_id, next_attempt_at=now) for hook_id, _, _ in rows
+        ]
+        batches = plan_batches(
+            (d.pk, target, rate) for d, (_, target, rate) in zip(deliveries, rows, strict=True)
+        )
+        kept: list[Delivery] = []
+        if hold and batches:
+            first = set(batches.pop(0))
+            kept = [d for d in deliveries if str(d.pk) in first]
+            for delivery in kept:
+                delivery.attempts = 1
+                delivery.next_attempt_at = now + lease(len(kept))
+        Table.of(Delivery, using).insert(deliveries)
+    if kept:
+        known: dict[Any, Any] = {hook.pk: hook for hook in read}
+        unread = [d.hook_id for d in kept if d.hook_id not in known]
+        if unread:
+            known.update(hooks.in_bulk(unread))
+        # A hook deleted since the commit took its delivery with it (CASCADE).
+        kept = [d for d in kept if d.hook_id in known]
+        for delivery in kept:
+            delivery.hook = known[delivery.hook_id]
+    return event, batches, kept, done
+
+
+def plan_batches(rows: Iterable[tuple[Any, str, str]]) -> list[list[str]]:
+    """Cut deliveries, given as (id, hook target, hook rate limit), into batches.
+
+    A batch is what one ``deliver`` message carries: deliveries to one target under the
+    same limits, sent one after the other by one worker thread under one admission of the
+    gate, with their database work done a batch at a time. A target with a rate limit gets
+    one delivery a message (each waits for a slot of its own). Others are cut into
+    ``SPREAD`` batches (fewer if the target may have fewer requests in flight), so that
+    batches run side by side, of at most ``DELIVERY_BATCH_SIZE`` deliveries.
+    """
+    lanes: dict[tuple[str, str], list[str]] = {}
+    for delivery_id, target, rate_limit in rows:
+        lanes.setdefault((origin_of(target), rate_limit or ""), []).append(str(delivery_id))
+    largest = max(1, int(hook_settings.DELIVERY_BATCH_SIZE))
+    batches: list[list[str]] = []
+    for (origin, rate_limit), ids in lanes.items():
+        try:
+            limits = gate.limits_for(origin, rate_limit)
+        except ValueError:  # a malformed Hook.rate_limit: the deliver actor reports it
+            limits = None
+        if limits is None or limits.rate:
+            size = 1
+        else:
+            spread = min(limits.max_in_flight or SPREAD, SPREAD)
+            size = max(1, min(largest, math.ceil(len(ids) / spread)))
+        batches.extend(ids[i : i + size] for i in range(0, len(ids), size))
+    return batches

@@ -1,0 +1,167 @@
+"""Recording a batch's attempts: one write of their results, then what follows from them.
+
+Retries are enqueued, ``hook_sent_event`` is sent, a hook that answered 410 or has
+failed for ``DISABLE_AFTER`` is disabled, and each attempt gets its log line and metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import timedelta
+from typing import Any
+
+from django.db import router
+from django.utils import timezone
+
+from rest_hooks import metrics
+from rest_hooks.conf import hook_settings
+from rest_hooks.delivery.http import HttpResult
+from rest_hooks.delivery.retry import Outcome
+from rest_hooks.models import Delivery
+from rest_hooks.signals import hook_disabled, hook_sent_event
+from rest_hooks.worker.attempt import Attempt, instance_of, retry_policy
+from rest_hooks.worker.messages import DELIVER, send_each
+from rest_hooks.worker.tables import Table
+
+logger = logging.getLogger(__name__)
+
+#: What recording an attempt changes on its delivery.
+RECORDED = [
+    "last_attempt_at",
+    "status",
+    "finished_at",
+    "next_attempt_at",
+    "last_status_code",
+    "last_duration_ms",
+    "last_error",
+    "response_excerpt",
+]
+
+
+def record(attempts: list[Attempt], instances: dict[int, Any]) -> None:
+    """Write the batch's results in one query, then act on them: signals, retries, logs."""
+    now = timezone.now()
+    retries: list[tuple[Delivery, float]] = []
+    for done in attempts:
+        delivery = done.delivery
+        delivery.last_duration_ms = done.duration_ms
+        delivery.last_status_code = done.result.status_code if done.result else None
+        delivery.response_excerpt = _storable(_excerpt(done.result))
+        delivery.last_error = _storable(done.error)
+        delay = None
+        if done.outcome is Outcome.RETRY:
+            delay = retry_policy().delay(delivery.attempts, done.retry_after)
+            if _hook_failed(delivery.hook, now):
+                delay = None
+        if delay is None:
+            delivery.status = (
+                Delivery.Status.SUCCESS
+                if done.outcome is Outcome.SUCCESS
+                else Delivery.Status.FAILED
+            )
+            delivery.finished_at = now
+            delivery.next_attempt_at = None
+        else:
+            delivery.next_attempt_at = now + timedelta(seconds=delay)
+            retries.append((delivery, delay))
+    recorded = [done.delivery for done in attempts]
+    Table.of(Delivery, router.db_for_write(Delivery)).save(recorded, RECORDED)
+
+    for done in attempts:
+        delivery, hook, event = done.delivery, done.delivery.hook, done.delivery.event
+        if done.outcome is Outcome.SUCCESS:
+            _hook_succeeded(hook)
+            if hook_sent_event.has_listeners():
+                hook_sent_event.send_robust(
+                    sender=type(hook),
+                    payload=json.loads(done.body),
+                    instance=instance_of(event, instances),
+                    hook=hook,
+                    delivery=delivery,
+                )
+            reported = "success"
+        elif done.outcome is Outcome.GONE:
+            disable_hook(hook, "The target answered 410 Gone.", cause="gone")
+            reported = "failed"
+        elif done.outcome is Outcome.FINAL:
+            reported = "blocked"
+        else:
+            reported = "retry" if delivery.status == Delivery.Status.PENDING else "failed"
+        logger.info(
+            "Delivery %s attempt %d to hook %s: %s%s in %.1f ms.",
+            delivery.pk,
+            delivery.attempts,
+            hook.pk,
+            reported,
+            f" ({done.error})" if done.error else "",
+            done.duration_ms,
+            extra={
+                "delivery_id": str(delivery.pk),
+                "hook_id": hook.pk,
+                "event": event.name,
+                "event_id": event.pk,
+                "attempt": delivery.attempts,
+                "outcome": reported,
+                "status_code": delivery.last_status_code,
+                "duration_ms": round(done.duration_ms, 1),
+            },
+        )
+        metrics.attempt_made(
+            event_name=event.name,
+            event_created_at=event.created_at,
+            target=hook.target,
+            outcome=reported,
+            result=done.result,
+            duration_ms=done.duration_ms,
+        )
+    for delivery, delay in retries:
+        send_each(DELIVER, [[str(delivery.pk)]], "delivery", delay=delay)
+
+
+def _excerpt(result: HttpResult | None) -> str:
+    if result is None:
+        return ""
+    return result.body[: int(hook_settings.RESPONSE_EXCERPT_BYTES)].decode("utf-8", "replace")
+
+
+def _storable(text: str) -> str:
+    """``text`` as every database stores it: PostgreSQL refuses NUL characters in text,
+    and a receiver's body or an error message may hold some."""
+    return text.replace("\x00", "\ufffd")
+
+
+def _hook_succeeded(hook: Any) -> None:
+    if hook.failing_since is not None:
+        type(hook)._default_manager.filter(pk=hook.pk).update(failing_since=None)
+
+
+def _hook_failed(hook: Any, now: Any) -> bool:
+    """Note the failure; disable the hook if it has failed for too long. True if disabled."""
+    if hook.failing_since is None:
+        type(hook)._default_manager.filter(pk=hook.pk, failing_since=None).update(failing_since=now)
+        return False
+    if now - hook.failing_since < timedelta(seconds=float(hook_settings.DISABLE_AFTER)):
+        return False
+    disable_hook(
+        hook, f"Deliveries have failed since {hook.failing_since.isoformat()}.", cause="failing"
+    )
+    return True
+
+
+def disable_hook(hook: Any, reason: str, cause: str = "other") -> None:
+    """Switch a hook off, say why, and tell whoever listens to ``hook_disabled``.
+
+    ``cause`` is the bounded label of the metric: ``gone`` (410), ``failing``.
+    """
+    updated = (
+        type(hook)
+        ._default_manager.filter(pk=hook.pk, is_active=True)
+        .update(is_active=False, disabled_reason=reason[:255], disabled_at=timezone.now())
+    )
+    if updated:
+        hook.is_active = False
+        hook.disabled_reason = reason[:255]
+        logger.warning("Hook %s disabled: %s", hook.pk, reason, extra={"hook_id": hook.pk})
+        metrics.hook_disabled(cause)
+        hook_disabled.send_robust(sender=type(hook), hook=hook, reason=reason)
