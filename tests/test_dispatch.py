@@ -1,8 +1,9 @@
-"""A dispatch that fails part way through its fan-out, in real worker processes.
+"""A dispatch or a deliver message that fails after it claimed deliveries.
 
 The dispatch actor creates the first batch of an event claimed, to deliver it itself once
-the fan-out is done. Should a later chunk fail, that batch must be given back at once,
-not kept until its lease ends and the relay sends it.
+the fan-out is done; the deliver actor claims its batch before it reads the batch's hooks
+and event. Should anything fail before a request is made, what was claimed must be given
+back at once, not kept until its lease ends and the relay sends it.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ from collections.abc import Iterable, Iterator
 
 import psycopg
 import pytest
-from django.db import connection
+from django.db import OperationalError, connection
+from django.utils import timezone
 
 from bookstore.models import Book
-from rest_hooks.models import Delivery, Hook
+from rest_hooks.models import Delivery, Event, Hook
+from rest_hooks.worker import batch, fanout
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -24,6 +27,18 @@ pytestmark = [
 ]
 
 CHUNK = 4
+
+
+@contextlib.contextmanager
+def table_locked(model: type) -> Iterator[None]:
+    """Another connection holds the table of ``model`` ACCESS EXCLUSIVE until the block
+    ends: even a plain SELECT of it waits for the lock."""
+    db = connection.settings_dict
+    with psycopg.connect(
+        host=db["HOST"], port=db["PORT"], user=db["USER"], dbname=db["NAME"]
+    ) as other:  # one transaction, committed at the end
+        other.execute(f"LOCK TABLE {model._meta.db_table} IN ACCESS EXCLUSIVE MODE")
+        yield
 
 
 @contextlib.contextmanager
@@ -68,3 +83,25 @@ def test_a_failed_chunk_gives_the_held_batch_back_at_once(
     # The batch given back did not count the attempt it never made.
     assert {r.headers["x-hook-attempt"] for r in everything} == {"1"}
     assert set(Delivery.objects.values_list("attempts", flat=True)) == {1}
+
+
+def test_a_deliver_message_that_fails_before_sending_gives_its_batch_back(user, receiver):
+    hook = Hook.objects.create(user=user, event="book.added", target=receiver.url())
+    Book.objects.create(user=user, title="The Silmarillion", pages=365, fiction=True)
+    fanout.fan_out(Event.objects.get().pk)  # its deliver message waits in Redis
+    delivery = Delivery.objects.get(hook=hook)
+
+    with connection.cursor() as cursor:  # an error, not a wait, on the locked event table
+        cursor.execute("SET lock_timeout = '500ms'")
+    try:
+        with table_locked(Event), pytest.raises(OperationalError, match="lock timeout"):
+            batch.deliver_batch([str(delivery.pk)])  # claims, then cannot read the event
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("RESET lock_timeout")
+
+    delivery.refresh_from_db()
+    assert receiver.requests == []
+    assert delivery.status == Delivery.Status.PENDING
+    assert delivery.attempts == 0  # the attempt it never made is not counted
+    assert delivery.next_attempt_at <= timezone.now()  # due now, not at its lease's end

@@ -45,9 +45,15 @@ def deliver_batch(delivery_ids: list[str], reservation: float | None = None) -> 
         logger.debug("Deliveries %s are not due or not pending; nothing to send.", delivery_ids)
         return
     using = router.db_for_write(Delivery)
-    hooks = Table.of(get_hook_model(), using).in_bulk({d.hook_id for d in claimed})
-    # A batch is usually one event's: its payload is read once, not once a delivery.
-    events = Table.of(Event, using).in_bulk({d.event_id for d in claimed})
+    try:
+        hooks = Table.of(get_hook_model(), using).in_bulk({d.hook_id for d in claimed})
+        # A batch is usually one event's: its payload is read once, not once a delivery.
+        events = Table.of(Event, using).in_bulk({d.event_id for d in claimed})
+    except BaseException:
+        # Nothing was tried (a database error, a time limit): the batch goes back now,
+        # not when its lease ends; the message is retried meanwhile.
+        give_back(claimed)
+        raise
     # A hook or an event deleted since the claim took its deliveries with it (CASCADE).
     claimed = [d for d in claimed if d.hook_id in hooks and d.event_id in events]
     for delivery in claimed:
@@ -67,26 +73,16 @@ def deliver_claimed(claimed: list[Delivery], reservation: float | None = None) -
     a claim that waited for a database lock after it would bunch up requests the gate had
     spaced.
     """
-    disabled = [d for d in claimed if not d.hook.is_active]
-    if disabled:
-        _cancel(disabled, "The hook is disabled.")
-        claimed = [d for d in claimed if d.hook.is_active]
-        if not claimed:
-            return
     try:
-        admission = gate.admit(claimed[0].hook, reservation)
-    except ValueError as exc:
-        # A Hook.rate_limit stored without full_clean() (bulk_create, update(), raw SQL).
-        # A batch shares one rate_limit (plan_batches): it fails for good, with why.
-        record([refused_attempt(d, f"the hook's rate_limit: {exc}") for d in claimed], {})
+        admitted = _admit(claimed, reservation)
+    except BaseException:
+        # Nothing of the batch was tried: what is still to send goes back now, not when
+        # its lease ends.
+        give_back([d for d in claimed if d.hook.is_active])
+        raise
+    if admitted is None:
         return
-    if not isinstance(admission, gate.Admission):
-        _defer(claimed, admission)
-        return
-    if admission.ticket is not None and admission.ticket.probe and len(claimed) > 1:
-        # The half-open breaker lets one request through; the others wait for its answer.
-        give_back(claimed[1:])
-        claimed = claimed[:1]
+    admission, claimed = admitted
 
     started = time.monotonic()
     budget = float(hook_settings.BATCH_BUDGET)
@@ -118,6 +114,34 @@ def deliver_claimed(claimed: list[Delivery], reservation: float | None = None) -
         give_back(untried)
     if attempts:
         record(attempts, instances)
+
+
+def _admit(
+    claimed: list[Delivery], reservation: float | None
+) -> tuple[gate.Admission, list[Delivery]] | None:
+    """The gate's admission of a batch, and the deliveries to send under it; None when
+    none is to be sent now (cancelled, refused, deferred: each recorded or enqueued)."""
+    disabled = [d for d in claimed if not d.hook.is_active]
+    if disabled:
+        _cancel(disabled, "The hook is disabled.")
+        claimed = [d for d in claimed if d.hook.is_active]
+        if not claimed:
+            return None
+    try:
+        admission = gate.admit(claimed[0].hook, reservation)
+    except ValueError as exc:
+        # A Hook.rate_limit stored without full_clean() (bulk_create, update(), raw SQL).
+        # A batch shares one rate_limit (plan_batches): it fails for good, with why.
+        record([refused_attempt(d, f"the hook's rate_limit: {exc}") for d in claimed], {})
+        return None
+    if not isinstance(admission, gate.Admission):
+        _defer(claimed, admission)
+        return None
+    if admission.ticket is not None and admission.ticket.probe and len(claimed) > 1:
+        # The half-open breaker lets one request through; the others wait for its answer.
+        give_back(claimed[1:])
+        claimed = claimed[:1]
+    return admission, claimed
 
 
 def _cancel(deliveries: list[Delivery], reason: str) -> None:
