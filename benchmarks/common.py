@@ -18,6 +18,8 @@ from typing import Any, TypeVar
 #: nginx's log_format of the receiver: arrival time (Unix seconds, ms resolution), the
 #: request URI (it carries the id that matches an arrival to its event) and the status.
 LOG_FORMAT = "$msec $request_uri $status"
+#: The gate's in-flight cap in the slow receivers' parts: the library's default.
+SLOW_MAX_IN_FLIGHT = 10
 
 T = TypeVar("T")
 
@@ -48,12 +50,22 @@ class AccessLog:
         return data[: data.rfind(b"\n") + 1].decode().splitlines()
 
     def arrivals(self) -> list[tuple[float, str, int]]:
-        """(arrival time, URI, status) of each request since the mark."""
+        """(arrival time, URI, status) of each request since the mark (``slow_receiver.py``
+        writes more fields after these: ``open_at_once`` reads them)."""
         result = []
         for line in self.lines():
-            msec, uri, status = line.split(" ")
+            msec, uri, status, *_ = line.split(" ")
             result.append((float(msec), uri, int(status)))
         return result
+
+    def open_at_once(self) -> dict[int, int]:
+        """``slow_receiver.py``'s log: the most requests each origin (by port) had open at
+        once since the mark."""
+        most: dict[int, int] = {}
+        for line in self.lines():
+            port, open_now = (int(x) for x in line.split(" ")[4:6])
+            most[port] = max(most.get(port, 0), open_now)
+        return most
 
     def wait_for(self, n: int, timeout: float) -> list[tuple[float, str, int]]:
         """Wait until ``n`` requests arrived since the mark; their arrivals."""
@@ -156,6 +168,79 @@ def request_path(
             row["overhead_ms"] = spread([t - b for t, b in zip(per_k[k], base, strict=True)])
         rows.append(row)
     return rows
+
+
+def spread_targets(origins: Sequence[str], n: int, path: str) -> list[str]:
+    """``n`` hook URLs dealt over ``origins`` in turn, each with its own path."""
+    return [f"{origins[i % len(origins)]}{path}/{i}" for i in range(n)]
+
+
+def steady_rate(times: Sequence[float]) -> float:
+    """Arrivals a second between the 10th and the 90th percentile of ``times``: the pace
+    once the start-up (workers becoming ready one by one) and the tail are left out."""
+    ordered = sorted(times)
+    first, last = len(ordered) // 10, len(ordered) * 9 // 10
+    return (last - first) / (ordered[last] - ordered[first])
+
+
+def slow_fan_out(send: Callable[[], object], n: int, log: AccessLog) -> dict[str, Any]:
+    """``send()`` makes one event to ``n`` hooks on ``slow_receiver.py``'s origins:
+    deliveries a second, from just before it to the last answer, and the most requests
+    any origin had open at once meanwhile."""
+    log.mark()
+    started = time.time()
+    send()
+    arrivals = log.wait_for(n, 120 + n / 5)
+    return {
+        "per_s": n / (max(a[0] for a in arrivals) - started),
+        "open_at_once": max(log.open_at_once().values()),
+    }
+
+
+def slow_runs(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The repetitions of ``slow_fan_out``: the spread of their rates, the most open."""
+    return {
+        "per_s": spread([r["per_s"] for r in runs]),
+        "open_at_once": max(r["open_at_once"] for r in runs),
+    }
+
+
+def isolation(
+    send_stalled: Callable[[], object],
+    n_stalled: int,
+    send_fast: Callable[[], object],
+    n_fast: int,
+    fast_path: str,
+    log: AccessLog,
+    repeat: int,
+) -> dict[str, Any]:
+    """The fast origin's deliveries a second for ``send_fast()``'s event of ``n_fast``
+    hooks: alone, and sent just after ``send_stalled()``'s event to the stalled origins
+    (each repetition waits for every answer before the next); alone first, once, to warm
+    up. Its URIs start with ``fast_path``."""
+
+    def once(stalled: bool) -> float:
+        log.mark()
+        if stalled:
+            send_stalled()
+        started = time.time()
+        send_fast()
+        arrivals = log.wait_for(n_fast + (n_stalled if stalled else 0), 120 + n_stalled * 2)
+        fast = [at for at, uri, _ in arrivals if uri.startswith(fast_path)]
+        return n_fast / (max(fast) - started)
+
+    once(False)
+    alone, with_stalled = [], []
+    for _ in range(repeat):
+        alone.append(once(False))
+        with_stalled.append(once(True))
+    return {
+        "fast_hooks": n_fast,
+        "stalled_hooks": n_stalled,
+        "alone_per_s": spread(alone),
+        "with_stalled_per_s": spread(with_stalled),
+        "kept": spread([w / a for w, a in zip(with_stalled, alone, strict=True)]),
+    }
 
 
 def emit(result: dict[str, Any]) -> None:
