@@ -67,6 +67,19 @@ class AccessLog:
             most[port] = max(most.get(port, 0), open_now)
         return most
 
+    def open_in_all(self) -> int:
+        """``slow_receiver.py``'s log: the most requests open at once on all its origins
+        together since the mark, from each request's arrival and answer times."""
+        changes = []
+        for line in self.lines():
+            answered, _, _, arrived = line.split(" ")[:4]
+            changes += [(float(arrived), 1), (float(answered), -1)]
+        most = now = 0
+        for _, change in sorted(changes):
+            now += change
+            most = max(most, now)
+        return most
+
     def wait_for(self, n: int, timeout: float) -> list[tuple[float, str, int]]:
         """Wait until ``n`` requests arrived since the mark; their arrivals."""
         deadline = time.monotonic() + timeout
@@ -194,14 +207,17 @@ def slow_fan_out(send: Callable[[], object], n: int, log: AccessLog) -> dict[str
     return {
         "per_s": n / (max(a[0] for a in arrivals) - started),
         "open_at_once": max(log.open_at_once().values()),
+        "open_in_all": log.open_in_all(),
     }
 
 
 def slow_runs(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """The repetitions of ``slow_fan_out``: the spread of their rates, the most open."""
+    """The repetitions of ``slow_fan_out``: the spread of their rates, the most open on
+    one origin and on all together."""
     return {
         "per_s": spread([r["per_s"] for r in runs]),
         "open_at_once": max(r["open_at_once"] for r in runs),
+        "open_in_all": max(r["open_in_all"] for r in runs),
     }
 
 
