@@ -423,8 +423,8 @@ def slow_table(results: dict[str, Any]) -> list[str]:
         "request); deliveries/s from the commit until the last answer, median [min, max], "
         "the most requests any origin had open at once (the receiver counts them) and the "
         "most open on all origins together; "
-        f"this project with `MAX_IN_FLIGHT` {common.SLOW_MAX_IN_FLIGHT}, the bare loop as "
-        "many open on an origin in all.",
+        f"this project with `MAX_IN_FLIGHT` {common.SLOW_MAX_IN_FLIGHT}, the bare loop "
+        "(one client an origin) as many open on an origin.",
         "",
         "| sender | processes | threads | hooks | deliveries/s | most open on an origin "
         "| most open in all | vs django-rest-hooks | workers CPU ms a delivery |",

@@ -162,10 +162,11 @@ async def post_concurrently(urls: list[str], body: bytes, per_origin: int) -> No
     httpcore's async pool looks at every connection it holds for each request, so that
     one client for hundreds of connections costs several times the CPU a request.
 
-    A request that fails is sent again, up to ``BARE_ATTEMPTS`` times: with hundreds of
-    connections open, httpcore's async pool now and then hands a request a connection
-    it has closed (``ReadError(ClosedResourceError())``, about one request in 5,000
-    here), and a missing arrival would stall the measurement until its timeout."""
+    A request that fails is sent again, up to ``BARE_ATTEMPTS`` times: httpcore's async
+    pool now and then hands a request a connection it has closed (seen here as
+    ``ReadError(ClosedResourceError())``, about one request in 5,000 with one client for
+    hundreds of connections), and a missing arrival would stall the measurement until
+    its timeout."""
     import asyncio
 
     import httpx
