@@ -7,8 +7,10 @@ virtualenv (Django 3.2), the other benchmarks from this project's.
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -106,6 +108,16 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
     """The ``q``-quantile (0..1) of already sorted values, nearest rank."""
     index = min(len(sorted_values) - 1, max(0, round(q * len(sorted_values)) - 1))
     return sorted_values[index]
+
+
+def stop(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 10) -> None:
+    """Send ``sig`` to a server of ours and wait for it to end; killed after ``timeout``."""
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def free_port() -> int:
@@ -222,40 +234,48 @@ def slow_runs(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def isolation(
-    send_stalled: Callable[[], object],
-    n_stalled: int,
-    send_fast: Callable[[], object],
+    event_to: Callable[[str, list[str]], Callable[[], object]],
+    origins: Mapping[str, Sequence[str]],
+    stalled_per_origin: int,
     n_fast: int,
-    fast_path: str,
+    prefix: str,
     log: AccessLog,
     repeat: int,
 ) -> dict[str, Any]:
-    """The fast origin's deliveries a second for ``send_fast()``'s event of ``n_fast``
-    hooks: alone, and sent just after ``send_stalled()``'s event to the stalled origins
-    (each repetition waits for every answer before the next); alone first, once, to warm
-    up. Its URIs start with ``fast_path``."""
+    """The fast origin's deliveries a second for an event to ``n_fast`` hooks on it:
+    alone, and sent just after an event to ``stalled_per_origin`` hooks on each stalled
+    origin (each repetition waits for every answer before the next); alone first, once,
+    to warm up. ``origins``: ``slow_receiver.py``'s URLs by group; ``event_to(name,
+    targets)`` subscribes hooks on ``targets`` and returns what sends an event to them;
+    their URIs start with ``prefix``."""
+    stalled = spread_targets(
+        origins["stalled"], stalled_per_origin * len(origins["stalled"]), f"{prefix}/stalled"
+    )
+    send_stalled = event_to("stalled", stalled)
+    send_fast = event_to("fast", spread_targets(origins["fast"], n_fast, f"{prefix}/fast"))
 
-    def once(stalled: bool) -> float:
+    def once(with_stalled: bool) -> float:
         log.mark()
-        if stalled:
+        if with_stalled:
             send_stalled()
         started = time.time()
         send_fast()
-        arrivals = log.wait_for(n_fast + (n_stalled if stalled else 0), 120 + n_stalled * 2)
-        fast = [at for at, uri, _ in arrivals if uri.startswith(fast_path)]
+        n_stalled = len(stalled) if with_stalled else 0
+        arrivals = log.wait_for(n_fast + n_stalled, 120 + len(stalled) * 2)
+        fast = [at for at, uri, _ in arrivals if uri.startswith(f"{prefix}/fast/")]
         return n_fast / (max(fast) - started)
 
     once(False)
-    alone, with_stalled = [], []
+    alone, beside = [], []
     for _ in range(repeat):
         alone.append(once(False))
-        with_stalled.append(once(True))
+        beside.append(once(True))
     return {
         "fast_hooks": n_fast,
-        "stalled_hooks": n_stalled,
+        "stalled_hooks": len(stalled),
         "alone_per_s": spread(alone),
-        "with_stalled_per_s": spread(with_stalled),
-        "kept": spread([w / a for w, a in zip(with_stalled, alone, strict=True)]),
+        "with_stalled_per_s": spread(beside),
+        "kept": spread([w / a for w, a in zip(beside, alone, strict=True)]),
     }
 
 

@@ -49,7 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -134,6 +134,11 @@ def subscribe_to(name: str, targets: Sequence[str]) -> Any:
         batch_size=1000,
     )
     return user
+
+
+def event_to(name: str, targets: list[str]) -> Callable[[], object]:
+    """What makes one event to the hooks of a new user on each of ``targets``."""
+    return functools.partial(create_book, subscribe_to(name, targets))
 
 
 def create_book(user: Any) -> Any:
@@ -584,19 +589,16 @@ def part_slow(args: argparse.Namespace, slow: dict[str, Any]) -> list[dict[str, 
     answer), ``MAX_IN_FLIGHT`` 10, with each of ``--slow-threads``."""
     log = common.AccessLog(slow["log"])
     origins = slow["urls"]["slow"]
-    user = subscribe_to("slow", common.spread_targets(origins, args.slow_hooks, "/ours/slow"))
-    warm = subscribe_to("slow-warm", common.spread_targets(origins, len(origins), "/ours/warm"))
+    send = event_to("slow", common.spread_targets(origins, args.slow_hooks, "/ours/slow"))
+    warm = event_to("slow-warm", common.spread_targets(origins, len(origins), "/ours/warm"))
     settings = {"BENCH_MAX_IN_FLIGHT": str(common.SLOW_MAX_IN_FLIGHT)}
     rows = []
     for threads in args.slow_threads:
         with workers(args, max(args.processes), threads, settings) as w:
-            common.slow_fan_out(functools.partial(create_book, warm), len(origins), log)
+            common.slow_fan_out(warm, len(origins), log)
             costs = Costs(args, w.pids())
             before = costs.snapshot()
-            runs = [
-                common.slow_fan_out(functools.partial(create_book, user), args.slow_hooks, log)
-                for _ in range(args.repeat)
-            ]
+            runs = [common.slow_fan_out(send, args.slow_hooks, log) for _ in range(args.repeat)]
             after = costs.snapshot()
         rows.append(
             {
@@ -615,25 +617,16 @@ def part_slow(args: argparse.Namespace, slow: dict[str, Any]) -> list[dict[str, 
 def part_isolation(args: argparse.Namespace, slow: dict[str, Any]) -> dict[str, Any]:
     """The fast origin's pace with the stalled origins (2 s an answer) busy, against its
     pace alone, with the first of ``--slow-threads``."""
-    log = common.AccessLog(slow["log"])
-    stalled = slow["urls"]["stalled"]
-    n_stalled = args.isolation_stalled_per_origin * len(stalled)
-    stalled_user = subscribe_to(
-        "stalled", common.spread_targets(stalled, n_stalled, "/ours/stalled")
-    )
-    fast = common.spread_targets(slow["urls"]["fast"], args.isolation_hooks, "/ours/fast")
-    fast_user = subscribe_to("fast", fast)
     threads = args.slow_threads[0]
-    with workers(
-        args, max(args.processes), threads, {"BENCH_MAX_IN_FLIGHT": str(common.SLOW_MAX_IN_FLIGHT)}
-    ):
+    settings = {"BENCH_MAX_IN_FLIGHT": str(common.SLOW_MAX_IN_FLIGHT)}
+    with workers(args, max(args.processes), threads, settings):
         runs = common.isolation(
-            functools.partial(create_book, stalled_user),
-            n_stalled,
-            functools.partial(create_book, fast_user),
+            event_to,
+            slow["urls"],
+            args.isolation_stalled_per_origin,
             args.isolation_hooks,
-            "/ours/fast/",
-            log,
+            "/ours",
+            common.AccessLog(slow["log"]),
             args.repeat,
         )
     return {"processes": max(args.processes), "threads": threads, **runs}

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import LOG_FORMAT, free_port
+from common import LOG_FORMAT, free_port, stop
 
 CONFIG = """\
 worker_processes 1;
@@ -106,12 +106,7 @@ def nginx() -> Iterator[Receiver]:
                 print(error_log.read_text())
             raise
         finally:
-            proc.send_signal(signal.SIGQUIT)  # graceful: finish the requests in flight
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc, signal.SIGQUIT)  # graceful: finish the requests in flight
 
 
 @dataclass(frozen=True)
@@ -142,9 +137,4 @@ def slow_receivers(origins: str) -> Iterator[SlowReceivers]:
                 raise RuntimeError(f"slow_receiver.py did not start (exit {proc.wait()})")
             yield SlowReceivers(json.loads(line), log)
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc)

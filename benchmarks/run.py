@@ -253,15 +253,12 @@ def run_bare_slow(args: argparse.Namespace, slow: receiver.SlowReceivers) -> dic
             **common.slow_runs(runs),
         }
     if "isolation" in args.part_list:
-        stalled = slow.urls["stalled"]
-        n_stalled = args.isolation_stalled_per_origin * len(stalled)
-        fast = common.spread_targets(slow.urls["fast"], args.isolation_hooks, "/bare/fast")
         result["isolation"] = common.isolation(
-            bare.sender(common.spread_targets(stalled, n_stalled, "/bare/stalled")),
-            n_stalled,
-            bare.sender(fast),
-            len(fast),
-            "/bare/fast/",
+            lambda _name, targets: bare.sender(targets),
+            slow.urls,
+            args.isolation_stalled_per_origin,
+            args.isolation_hooks,
+            "/bare",
             log,
             args.repeat,
         )

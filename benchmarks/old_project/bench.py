@@ -80,29 +80,27 @@ def subscribe_to(name: str, targets: Sequence[str]):
 def slow_parts(args: argparse.Namespace, slow: dict) -> dict:
     """The slow receivers' fan-out and the fast origin's isolation (see ``ours.py``)."""
     log = common.AccessLog(slow["log"])
-    origins, stalled = slow["urls"]["slow"], slow["urls"]["stalled"]
-    user = subscribe_to("slow", common.spread_targets(origins, args.slow_hooks, "/old/slow"))
-    runs = [
-        common.slow_fan_out(functools.partial(create_book, user), args.slow_hooks, log)
-        for _ in range(args.repeat)
-    ]
-    n_stalled = args.isolation_stalled_per_origin * len(stalled)
-    stalled_user = subscribe_to("stalled", common.spread_targets(stalled, n_stalled, "/old/st"))
-    fast = common.spread_targets(slow["urls"]["fast"], args.isolation_hooks, "/old/fast")
-    fast_user = subscribe_to("fast", fast)
+    origins = slow["urls"]["slow"]
+    send = event_to("slow", common.spread_targets(origins, args.slow_hooks, "/old/slow"))
+    runs = [common.slow_fan_out(send, args.slow_hooks, log) for _ in range(args.repeat)]
     isolation = common.isolation(
-        functools.partial(create_book, stalled_user),
-        n_stalled,
-        functools.partial(create_book, fast_user),
+        event_to,
+        slow["urls"],
+        args.isolation_stalled_per_origin,
         args.isolation_hooks,
-        "/old/fast/",
+        "/old",
         log,
-        1,  # its stalled event takes its three threads n_stalled * 2 s / 3
+        1,  # 40 stalled deliveries of 2 s hold its three threads ~27 s
     )
     return {
         "slow": {"hooks": args.slow_hooks, "origins": len(origins), **common.slow_runs(runs)},
         "isolation": isolation,
     }
+
+
+def event_to(name: str, targets: list[str]):
+    """What makes one event to the hooks of a new user on each of ``targets``."""
+    return functools.partial(create_book, subscribe_to(name, targets))
 
 
 def create_book(user) -> None:
