@@ -435,28 +435,22 @@ def slow_table(results: dict[str, Any]) -> list[str]:
         versus = f"{r['per_s']['median'] / old_rate:.1f}x" if old_rate else "-"
         lines.append(
             f"| {name} | {r['processes']} | {r['threads']} | {r['hooks']:,} "
-            f"| {cell(r['per_s'], '{:,.0f}')} | {r['open_at_once']} | {in_all(r)} | {versus} "
-            f"| {r['per_delivery']['workers_cpu_ms']:.2f} |"
+            f"| {cell(r['per_s'], '{:,.0f}')} | {r['open_at_once']} | {r['open_in_all']} "
+            f"| {versus} | {r['per_delivery']['workers_cpu_ms']:.2f} |"
         )
     if old:
         lines.append(
             f"| django-rest-hooks 1.5 | 1 | 3 | {old['hooks']:,} | {cell(old['per_s'], '{:,.0f}')} "
-            f"| {old['open_at_once']} | {in_all(old)} | 1.0x | - |"
+            f"| {old['open_at_once']} | {old['open_in_all']} | 1.0x | - |"
         )
     if bare:
         versus = f"{bare['per_s']['median'] / old_rate:.1f}x" if old_rate else "-"
         lines.append(
             f"| bare `httpx.AsyncClient` loop | {results['bare_async']['processes']} | 1 "
             f"| {bare['hooks']:,} | {cell(bare['per_s'], '{:,.0f}')} | {bare['open_at_once']} "
-            f"| {in_all(bare)} | {versus} | - |"
+            f"| {bare['open_in_all']} | {versus} | - |"
         )
     return lines
-
-
-def in_all(run: dict[str, Any]) -> str:
-    """The most requests open on all the slow origins together (runs before it was
-    counted have none)."""
-    return str(run["open_in_all"]) if "open_in_all" in run else "-"
 
 
 def isolation_table(results: dict[str, Any]) -> list[str]:
