@@ -7,8 +7,10 @@ virtualenv (Django 3.2), the other benchmarks from this project's.
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -18,6 +20,8 @@ from typing import Any, TypeVar
 #: nginx's log_format of the receiver: arrival time (Unix seconds, ms resolution), the
 #: request URI (it carries the id that matches an arrival to its event) and the status.
 LOG_FORMAT = "$msec $request_uri $status"
+#: The gate's in-flight cap in the slow receivers' parts: the library's default.
+SLOW_MAX_IN_FLIGHT = 10
 
 T = TypeVar("T")
 
@@ -48,12 +52,35 @@ class AccessLog:
         return data[: data.rfind(b"\n") + 1].decode().splitlines()
 
     def arrivals(self) -> list[tuple[float, str, int]]:
-        """(arrival time, URI, status) of each request since the mark."""
+        """(arrival time, URI, status) of each request since the mark (``slow_receiver.py``
+        writes more fields after these: ``open_at_once`` reads them)."""
         result = []
         for line in self.lines():
-            msec, uri, status = line.split(" ")
+            msec, uri, status, *_ = line.split(" ")
             result.append((float(msec), uri, int(status)))
         return result
+
+    def open_at_once(self) -> dict[int, int]:
+        """``slow_receiver.py``'s log: the most requests each origin (by port) had open at
+        once since the mark."""
+        most: dict[int, int] = {}
+        for line in self.lines():
+            port, open_now = (int(x) for x in line.split(" ")[4:6])
+            most[port] = max(most.get(port, 0), open_now)
+        return most
+
+    def open_in_all(self) -> int:
+        """``slow_receiver.py``'s log: the most requests open at once on all its origins
+        together since the mark, from each request's arrival and answer times."""
+        changes = []
+        for line in self.lines():
+            answered, _, _, arrived = line.split(" ")[:4]
+            changes += [(float(arrived), 1), (float(answered), -1)]
+        most = now = 0
+        for _, change in sorted(changes):
+            now += change
+            most = max(most, now)
+        return most
 
     def wait_for(self, n: int, timeout: float) -> list[tuple[float, str, int]]:
         """Wait until ``n`` requests arrived since the mark; their arrivals."""
@@ -81,6 +108,16 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
     """The ``q``-quantile (0..1) of already sorted values, nearest rank."""
     index = min(len(sorted_values) - 1, max(0, round(q * len(sorted_values)) - 1))
     return sorted_values[index]
+
+
+def stop(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 10) -> None:
+    """Send ``sig`` to a server of ours and wait for it to end; killed after ``timeout``."""
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def free_port() -> int:
@@ -156,6 +193,90 @@ def request_path(
             row["overhead_ms"] = spread([t - b for t, b in zip(per_k[k], base, strict=True)])
         rows.append(row)
     return rows
+
+
+def spread_targets(origins: Sequence[str], n: int, path: str) -> list[str]:
+    """``n`` hook URLs dealt over ``origins`` in turn, each with its own path."""
+    return [f"{origins[i % len(origins)]}{path}/{i}" for i in range(n)]
+
+
+def steady_rate(times: Sequence[float]) -> float:
+    """Arrivals a second between the 10th and the 90th percentile of ``times``: the pace
+    once the start-up (workers becoming ready one by one) and the tail are left out."""
+    ordered = sorted(times)
+    first, last = len(ordered) // 10, len(ordered) * 9 // 10
+    return (last - first) / (ordered[last] - ordered[first])
+
+
+def slow_fan_out(send: Callable[[], object], n: int, log: AccessLog) -> dict[str, Any]:
+    """``send()`` makes one event to ``n`` hooks on ``slow_receiver.py``'s origins:
+    deliveries a second, from just before it to the last answer, and the most requests
+    any origin had open at once meanwhile."""
+    log.mark()
+    started = time.time()
+    send()
+    arrivals = log.wait_for(n, 120 + n / 5)
+    return {
+        "per_s": n / (max(a[0] for a in arrivals) - started),
+        "open_at_once": max(log.open_at_once().values()),
+        "open_in_all": log.open_in_all(),
+    }
+
+
+def slow_runs(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The repetitions of ``slow_fan_out``: the spread of their rates, the most open on
+    one origin and on all together."""
+    return {
+        "per_s": spread([r["per_s"] for r in runs]),
+        "open_at_once": max(r["open_at_once"] for r in runs),
+        "open_in_all": max(r["open_in_all"] for r in runs),
+    }
+
+
+def isolation(
+    event_to: Callable[[str, list[str]], Callable[[], object]],
+    origins: Mapping[str, Sequence[str]],
+    stalled_per_origin: int,
+    n_fast: int,
+    prefix: str,
+    log: AccessLog,
+    repeat: int,
+) -> dict[str, Any]:
+    """The fast origin's deliveries a second for an event to ``n_fast`` hooks on it:
+    alone, and sent just after an event to ``stalled_per_origin`` hooks on each stalled
+    origin (each repetition waits for every answer before the next); alone first, once,
+    to warm up. ``origins``: ``slow_receiver.py``'s URLs by group; ``event_to(name,
+    targets)`` subscribes hooks on ``targets`` and returns what sends an event to them;
+    their URIs start with ``prefix``."""
+    stalled = spread_targets(
+        origins["stalled"], stalled_per_origin * len(origins["stalled"]), f"{prefix}/stalled"
+    )
+    send_stalled = event_to("stalled", stalled)
+    send_fast = event_to("fast", spread_targets(origins["fast"], n_fast, f"{prefix}/fast"))
+
+    def once(with_stalled: bool) -> float:
+        log.mark()
+        if with_stalled:
+            send_stalled()
+        started = time.time()
+        send_fast()
+        n_stalled = len(stalled) if with_stalled else 0
+        arrivals = log.wait_for(n_fast + n_stalled, 120 + len(stalled) * 2)
+        fast = [at for at, uri, _ in arrivals if uri.startswith(f"{prefix}/fast/")]
+        return n_fast / (max(fast) - started)
+
+    once(False)
+    alone, beside = [], []
+    for _ in range(repeat):
+        alone.append(once(False))
+        beside.append(once(True))
+    return {
+        "fast_hooks": n_fast,
+        "stalled_hooks": len(stalled),
+        "alone_per_s": spread(alone),
+        "with_stalled_per_s": spread(beside),
+        "kept": spread([w / a for w, a in zip(beside, alone, strict=True)]),
+    }
 
 
 def emit(result: dict[str, Any]) -> None:

@@ -50,7 +50,7 @@ from rest_hooks.delivery.gates.memory import MemoryGate
 from rest_hooks.delivery.gates.redis import RedisGate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import free_port, percentile
+from common import free_port, percentile, stop
 
 GOAL_MS = 0.3
 PREFIX = "rest_hooks_bench"
@@ -235,12 +235,7 @@ def own_redis() -> Iterator[str]:
             client.close()
             yield url
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc)
 
 
 def forget_keys(client: redis.Redis) -> None:

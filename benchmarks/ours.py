@@ -14,11 +14,24 @@ JSON on its last line. The parts:
   thread counts; with it the CPU time that the workers, Redis and PostgreSQL spent per
   delivery, Redis commands and SQL statements per delivery;
 - ``latency``: commit to arrival at ``--latency-rate`` events a second, one hook each, with
-  each of ``--threads``;
+  each of ``--threads``; with it what one such event costs: worker CPU, SQL statements,
+  Redis round trips (broker and gate apart) and broker messages;
+- ``sustained``: the rate at which the workers drain a backlog of ``--sustained-events``
+  one-hook events, with each of ``--threads``;
+- ``slow``: one event to ``--slow-hooks`` hooks spread over the slow receivers' origins
+  (``slow_receiver.py``, each answering in 100-150 ms), with each of ``--slow-threads``
+  and the gate's default ``MAX_IN_FLIGHT`` (10): deliveries a second and the most
+  requests any origin had open at once;
+- ``isolation``: the fast origin's deliveries a second for an event of
+  ``--isolation-hooks`` hooks, alone and just after an event to
+  ``--isolation-stalled-per-origin`` hooks on each of the stalled origins (answering in
+  2 s);
 - ``memory``: the workers' RSS after each of ``--memory`` deliveries (a part of its own,
   the longest: ``run.py`` runs it on one database).
 
-Latency and memory run the largest process count; memory with the first thread count.
+The fan-out runs once more with each ``RATE_LIMIT`` of ``--rate-limits`` (the largest
+process count only). Latency, sustained, slow, isolation and memory run the largest process
+count; memory with the first thread count, isolation with the first of ``--slow-threads``.
 
 On PostgreSQL started with ``pg_stat_statements`` loaded (``scripts/bench`` does), the
 fan-out also counts the SQL statements per delivery and the server's time in each.
@@ -29,13 +42,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import json
 import os
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -47,7 +61,7 @@ sys.path.insert(0, str(HERE))
 import common  # noqa: E402
 import profile_report  # noqa: E402
 
-PARTS = ("request", "fanout", "latency", "memory")
+PARTS = ("request", "fanout", "latency", "sustained", "slow", "isolation", "memory")
 #: Hooks of the fan-out that warms a fresh set of workers up (not measured).
 WARM_UP_HOOKS = 100
 #: Events sent at the latency run's rate, and waited for, before it is measured.
@@ -56,6 +70,8 @@ WARM_UP_EVENTS = 50
 PROFILE_RATE = 250
 #: The SQLite database's ``OPTIONS`` (JSON), unless ``--sqlite-options`` says otherwise.
 SQLITE_OPTIONS = '{"timeout": 30, "transaction_mode": "IMMEDIATE"}'
+#: Users (one hook each) whose events make the sustained part's backlog, in turn.
+SUSTAINED_USERS = 200
 
 
 # -- the database -----------------------------------------------------------------------
@@ -96,6 +112,7 @@ def worker_env(args: argparse.Namespace) -> dict[str, str]:
         "DJANGO_SETTINGS_MODULE": "benchmarks.settings",
         "BENCH_DB": args.db,
         "BENCH_REDIS_URL": args.redis_url,
+        "BENCH_GATE_REDIS_URL": args.gate_redis_url,
         "BENCH_MAX_IN_FLIGHT": str(max(1000, 4 * max(args.threads) * max(args.processes))),
         "BENCH_CONN_MAX_AGE": str(args.conn_max_age),
         "BENCH_SQLITE_OPTIONS": args.sqlite_options,
@@ -105,19 +122,26 @@ def worker_env(args: argparse.Namespace) -> dict[str, str]:
 
 def subscribe(name: str, k: int, receiver: str) -> Any:
     """A user with ``k`` hooks on ``book.added``, each with its own URL."""
+    return subscribe_to(name, [f"{receiver}/ours/{name}/{i}" for i in range(k)])
+
+
+def subscribe_to(name: str, targets: Sequence[str]) -> Any:
+    """A user with a hook on ``book.added`` for each of ``targets``."""
     from django.contrib.auth.models import User
 
     from rest_hooks.models import Hook
 
     user = User.objects.create(username=name)
     Hook.objects.bulk_create(
-        (
-            Hook(user=user, event="book.added", target=f"{receiver}/ours/{name}/{i}")
-            for i in range(k)
-        ),
+        (Hook(user=user, event="book.added", target=target) for target in targets),
         batch_size=1000,
     )
     return user
+
+
+def event_to(name: str, targets: list[str]) -> Callable[[], object]:
+    """What makes one event to the hooks of a new user on each of ``targets``."""
+    return functools.partial(create_book, subscribe_to(name, targets))
 
 
 def create_book(user: Any) -> Any:
@@ -144,11 +168,16 @@ class Workers:
     """``python -m django rundramatiq --processes P --threads T``, as an operator runs it."""
 
     def __init__(
-        self, args: argparse.Namespace, processes: int, threads: int, log_dir: Path
+        self,
+        args: argparse.Namespace,
+        processes: int,
+        threads: int,
+        log_dir: Path,
+        settings: dict[str, str] | None = None,
     ) -> None:
         self.processes = processes
         self.log_path = log_dir / f"workers-{processes}p-{time.monotonic_ns()}.log"
-        env = {**os.environ, **worker_env(args)}
+        env = {**os.environ, **worker_env(args), **(settings or {})}
         env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="metrics-", dir=log_dir)
         with self.log_path.open("wb") as out:
             command = f"-m django rundramatiq --processes {processes} --threads {threads}"
@@ -188,10 +217,14 @@ class Workers:
 
 @contextlib.contextmanager
 def workers(
-    args: argparse.Namespace, processes: int, threads: int | None = None
+    args: argparse.Namespace,
+    processes: int,
+    threads: int | None = None,
+    settings: dict[str, str] | None = None,
 ) -> Iterator[Workers]:
-    """Worker processes of ``threads`` threads (the first of ``--threads`` by default)."""
-    w = Workers(args, processes, threads or args.threads[0], Path(args.work_dir))
+    """Worker processes of ``threads`` threads (the first of ``--threads`` by default);
+    ``settings``: ``BENCH_*`` variables of ``settings.py`` to set for them."""
+    w = Workers(args, processes, threads or args.threads[0], Path(args.work_dir), settings)
     try:
         w.wait_ready()
         yield w
@@ -241,40 +274,71 @@ def part_request(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 class Costs:
-    """What the workers, Redis and PostgreSQL spent: ``per_delivery`` of two snapshots."""
+    """What the workers, Redis and PostgreSQL spent: ``per_delivery`` of two snapshots.
+
+    With the gate on a redis-server of its own (``--gate-redis-url``), each server's
+    ``INFO`` is the broker's or the gate's work alone. A round trip is a read the server
+    processed (``total_reads_processed``: one per request, or per pipeline, of a client);
+    a broker message is an ``HSET`` of Dramatiq's enqueue script (``commandstats`` also
+    counts the commands that scripts run).
+    """
 
     def __init__(self, args: argparse.Namespace, pids: list[int]) -> None:
         import redis
 
-        self.redis = redis.Redis.from_url(args.redis_url)
+        broker = redis.Redis.from_url(args.redis_url)
+        if args.gate_redis_url:
+            self.servers = {"broker": broker, "gate": redis.Redis.from_url(args.gate_redis_url)}
+        else:
+            self.servers = {"broker and gate": broker}
         self.pids = pids
         self.postgres = urlsplit(args.db).scheme != "sqlite"
 
     def snapshot(self) -> dict[str, Any]:
-        info = self.redis.info("cpu")
-        commands = {
-            k.removeprefix("cmdstat_"): v["calls"]
-            for k, v in self.redis.info("commandstats").items()
-        }
+        servers = {}
+        for name, client in self.servers.items():
+            info = client.info("all")
+            servers[name] = {
+                "cpu": info["used_cpu_user"] + info["used_cpu_sys"],
+                "reads": info["total_reads_processed"],
+                "commands": {
+                    k.removeprefix("cmdstat_"): v["calls"]
+                    for k, v in info.items()
+                    if k.startswith("cmdstat_")
+                },
+            }
         return {
             "workers": cpu_seconds(self.pids),
-            "redis": info["used_cpu_user"] + info["used_cpu_sys"],
             "postgres": cpu_seconds(postgres_pids()) if self.postgres else 0.0,
-            "commands": commands,
+            "servers": servers,
             "sql": sql_statements() if self.postgres else {},
         }
 
     @staticmethod
     def per_delivery(before: dict[str, Any], after: dict[str, Any], n: int) -> dict[str, Any]:
         result: dict[str, Any] = {
-            f"{k}_cpu_ms": (after[k] - before[k]) * 1000 / n
-            for k in ("workers", "redis", "postgres")
+            f"{k}_cpu_ms": (after[k] - before[k]) * 1000 / n for k in ("workers", "postgres")
         }
-        result["redis_commands"] = {
-            name: (calls - before["commands"].get(name, 0)) / n
-            for name, calls in after["commands"].items()
-            if calls - before["commands"].get(name, 0) > 0 and name not in ("info",)
-        }
+        redis: dict[str, Any] = {}
+        for name, now in after["servers"].items():
+            was = before["servers"][name]
+            redis[name] = {
+                "cpu_ms": (now["cpu"] - was["cpu"]) * 1000 / n,
+                "round_trips": (now["reads"] - was["reads"]) / n,
+                "commands": {
+                    command: (calls - was["commands"].get(command, 0)) / n
+                    for command, calls in now["commands"].items()
+                    if calls > was["commands"].get(command, 0) and command != "info"
+                },
+            }
+        result["redis"] = redis
+        result["redis_cpu_ms"] = sum(r["cpu_ms"] for r in redis.values())
+        result["redis_round_trips"] = sum(r["round_trips"] for r in redis.values())
+        result["redis_commands"] = {}
+        for r in redis.values():
+            for command, calls in r["commands"].items():
+                result["redis_commands"][command] = result["redis_commands"].get(command, 0) + calls
+        result["broker_messages"] = redis[next(iter(redis))]["commands"].get("hset", 0.0)
         statements = []
         for query, (calls, ms) in after["sql"].items():
             was_calls, was_ms = before["sql"].get(query, (0, 0.0))
@@ -377,31 +441,59 @@ def profiling(args: argparse.Namespace, pids: list[int], label: str) -> Iterator
 
 
 def part_fanout(args: argparse.Namespace, log: common.AccessLog) -> list[dict[str, Any]]:
+    """Figures 2 and 3: each process and thread count without a rate limit, then the
+    largest process count, with the thread count that was faster there, with each of
+    ``--rate-limits`` (one that never binds shows what a limit costs a fan-out by
+    itself)."""
     user = subscribe("fanout", args.hooks, args.receiver)
     warm = subscribe("warm-up", WARM_UP_HOOKS, args.receiver)
-    rows = []
-    for processes in args.processes:
-        for threads in args.threads:
-            with workers(args, processes, threads) as w:
-                # Imports, connections and pools of every worker thread.
-                fan_out_once(warm, WARM_UP_HOOKS, log)
-                costs = Costs(args, w.pids())
-                before = costs.snapshot()
-                rates = [fan_out_once(user, args.hooks, log) for _ in range(args.repeat)]
-                after = costs.snapshot()
-                row = {
-                    "processes": processes,
-                    "threads": threads,
-                    "hooks": args.hooks,
-                    "per_s": common.spread(rates),
-                    "per_delivery": Costs.per_delivery(before, after, args.hooks * args.repeat),
-                }
-                if args.profile and (processes, threads) == (max(args.processes), args.threads[0]):
-                    with profiling(args, w.pids(), f"fanout-{processes}p") as files:
-                        fan_out_once(user, args.hooks, log)
-                    row["profile"] = profile_report.summarise(files, args.hooks, PROFILE_RATE)
-                rows.append(row)
+    rows = [
+        fan_out_row(args, log, user, warm, processes, threads, "")
+        for processes in args.processes
+        for threads in args.threads
+    ]
+    processes = max(args.processes)
+    fastest = max(
+        (r for r in rows if r["processes"] == processes), key=lambda r: r["per_s"]["median"]
+    )
+    rows += [
+        fan_out_row(args, log, user, warm, processes, fastest["threads"], limit)
+        for limit in args.rate_limits
+    ]
     return rows
+
+
+def fan_out_row(
+    args: argparse.Namespace,
+    log: common.AccessLog,
+    user: Any,
+    warm: Any,
+    processes: int,
+    threads: int,
+    rate_limit: str,
+) -> dict[str, Any]:
+    """``--repeat`` fan-outs to ``user``'s hooks by fresh workers, after a warm-up."""
+    with workers(args, processes, threads, {"BENCH_RATE_LIMIT": rate_limit}) as w:
+        # Imports, connections and pools of every worker thread.
+        fan_out_once(warm, WARM_UP_HOOKS, log)
+        costs = Costs(args, w.pids())
+        before = costs.snapshot()
+        rates = [fan_out_once(user, args.hooks, log) for _ in range(args.repeat)]
+        after = costs.snapshot()
+        row = {
+            "processes": processes,
+            "threads": threads,
+            "rate_limit": rate_limit or None,
+            "hooks": args.hooks,
+            "per_s": common.spread(rates),
+            "per_delivery": Costs.per_delivery(before, after, args.hooks * args.repeat),
+        }
+        first = (max(args.processes), args.threads[0], "")
+        if args.profile and (processes, threads, rate_limit) == first:
+            with profiling(args, w.pids(), f"fanout-{processes}p") as files:
+                fan_out_once(user, args.hooks, log)
+            row["profile"] = profile_report.summarise(files, args.hooks, PROFILE_RATE)
+    return row
 
 
 def part_latency(args: argparse.Namespace, log: common.AccessLog) -> list[dict[str, Any]]:
@@ -463,11 +555,84 @@ def latency_once(
         "p50_ms": common.percentile(latencies, 0.50),
         "p99_ms": common.percentile(latencies, 0.99),
         "max_ms": latencies[-1],
-        "per_event": {k: v for k, v in spent.items() if k.endswith("_cpu_ms")},
+        # CPU, SQL statements, Redis round trips and broker messages of one event.
+        "per_event": spent,
     }
     if files:
         result["profile"] = profile_report.summarise(files, n, PROFILE_RATE)
     return result
+
+
+def part_sustained(args: argparse.Namespace, log: common.AccessLog) -> list[dict[str, Any]]:
+    """The highest one-hook event rate the workers keep up with: how fast they drain a
+    backlog of ``--sustained-events`` such events, made while no worker ran (so that the
+    caller's own CPU is not in the figure), with each of ``--threads``."""
+    users = [subscribe(f"sus{i}", 1, args.receiver) for i in range(SUSTAINED_USERS)]
+    n = args.sustained_events
+    rows = []
+    for threads in args.threads:
+        log.mark()
+        for i in range(n):
+            create_book(users[i % len(users)])
+        with workers(args, max(args.processes), threads):
+            arrivals = log.wait_for(n, 120 + n / 20)
+        rows.append(
+            {
+                "processes": max(args.processes),
+                "threads": threads,
+                "events": n,
+                "per_s": common.steady_rate([a[0] for a in arrivals]),
+            }
+        )
+    return rows
+
+
+def part_slow(args: argparse.Namespace, slow: dict[str, Any]) -> list[dict[str, Any]]:
+    """One event to ``--slow-hooks`` hooks spread over the slow origins (100-150 ms an
+    answer), ``MAX_IN_FLIGHT`` 10, with each of ``--slow-threads``."""
+    log = common.AccessLog(slow["log"])
+    origins = slow["urls"]["slow"]
+    send = event_to("slow", common.spread_targets(origins, args.slow_hooks, "/ours/slow"))
+    warm = event_to("slow-warm", common.spread_targets(origins, len(origins), "/ours/warm"))
+    settings = {"BENCH_MAX_IN_FLIGHT": str(common.SLOW_MAX_IN_FLIGHT)}
+    rows = []
+    for threads in args.slow_threads:
+        with workers(args, max(args.processes), threads, settings) as w:
+            common.slow_fan_out(warm, len(origins), log)
+            costs = Costs(args, w.pids())
+            before = costs.snapshot()
+            runs = [common.slow_fan_out(send, args.slow_hooks, log) for _ in range(args.repeat)]
+            after = costs.snapshot()
+        rows.append(
+            {
+                "processes": max(args.processes),
+                "threads": threads,
+                "hooks": args.slow_hooks,
+                "origins": len(origins),
+                "max_in_flight": common.SLOW_MAX_IN_FLIGHT,
+                **common.slow_runs(runs),
+                "per_delivery": Costs.per_delivery(before, after, args.slow_hooks * args.repeat),
+            }
+        )
+    return rows
+
+
+def part_isolation(args: argparse.Namespace, slow: dict[str, Any]) -> dict[str, Any]:
+    """The fast origin's pace with the stalled origins (2 s an answer) busy, against its
+    pace alone, with the first of ``--slow-threads``."""
+    threads = args.slow_threads[0]
+    settings = {"BENCH_MAX_IN_FLIGHT": str(common.SLOW_MAX_IN_FLIGHT)}
+    with workers(args, max(args.processes), threads, settings):
+        runs = common.isolation(
+            event_to,
+            slow["urls"],
+            args.isolation_stalled_per_origin,
+            args.isolation_hooks,
+            "/ours",
+            common.AccessLog(slow["log"]),
+            args.repeat,
+        )
+    return {"processes": max(args.processes), "threads": threads, **runs}
 
 
 def part_memory(args: argparse.Namespace, log: common.AccessLog) -> dict[str, Any]:
@@ -490,6 +655,10 @@ def numbers(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
 
+def names(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", required=True)
@@ -509,6 +678,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory", type=numbers, default=[10_000, 50_000, 100_000])
     parser.add_argument("--conn-max-age", type=int, default=60)
     parser.add_argument("--sqlite-options", default=SQLITE_OPTIONS)
+    parser.add_argument("--gate-redis-url", default="", help="the gate's own redis-server")
+    parser.add_argument("--rate-limits", type=names, default=[], help="RATE_LIMITs of the fan-out")
+    parser.add_argument("--sustained-events", type=int, default=2000)
+    parser.add_argument("--slow-receivers", default="", help="slow_receiver.py's URLs and log")
+    parser.add_argument("--slow-hooks", type=int, default=2000)
+    parser.add_argument("--slow-threads", type=numbers, default=[16, 50])
+    parser.add_argument("--isolation-hooks", type=int, default=1000)
+    parser.add_argument("--isolation-stalled-per-origin", type=int, default=1)
     parser.add_argument("--profile", default="")
     args = parser.parse_args(argv)
     parts = [p for p in args.parts.split(",") if p]
@@ -534,6 +711,13 @@ def main(argv: list[str] | None = None) -> int:
         result["fanout"] = part_fanout(args, log)
     if "latency" in parts:
         result["latency"] = part_latency(args, log)
+    if "sustained" in parts:
+        result["sustained"] = part_sustained(args, log)
+    slow = json.loads(args.slow_receivers) if args.slow_receivers else None
+    if "slow" in parts and slow:
+        result["slow"] = part_slow(args, slow)
+    if "isolation" in parts and slow:
+        result["isolation"] = part_isolation(args, slow)
     if "memory" in parts:
         result["memory"] = part_memory(args, log)
     common.emit(result)

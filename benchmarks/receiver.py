@@ -1,4 +1,5 @@
-"""The receiver both libraries deliver to: an nginx of our own answering 204 to every POST.
+"""The receivers both libraries deliver to: an nginx of our own answering 204 to every POST
+at once, and ``slow_receiver.py``'s origins that answer late (``slow_receivers``).
 
 Its own prefix, configuration, pid file and logs in a temporary directory, on a free
 loopback port, in the foreground (``daemon off``) as our child: never the system service.
@@ -11,17 +12,19 @@ senders, not it. ``scripts/bench`` installs the Debian package ``nginx-light`` w
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import LOG_FORMAT, free_port
+from common import LOG_FORMAT, free_port, stop
 
 CONFIG = """\
 worker_processes 1;
@@ -103,9 +106,35 @@ def nginx() -> Iterator[Receiver]:
                 print(error_log.read_text())
             raise
         finally:
-            proc.send_signal(signal.SIGQUIT)  # graceful: finish the requests in flight
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc, signal.SIGQUIT)  # graceful: finish the requests in flight
+
+
+@dataclass(frozen=True)
+class SlowReceivers:
+    """``slow_receiver.py``'s origins: the URLs of each group, and their shared log."""
+
+    urls: dict[str, list[str]]
+    access_log: Path
+
+
+@contextlib.contextmanager
+def slow_receivers(origins: str) -> Iterator[SlowReceivers]:
+    """``slow_receiver.py --origins ORIGINS`` in a process of its own, until the block ends."""
+    with tempfile.TemporaryDirectory(prefix="bench-slow-") as tmp:
+        log = Path(tmp) / "access.log"
+        log.touch()
+        script = Path(__file__).resolve().parent / "slow_receiver.py"
+        proc = subprocess.Popen(
+            [sys.executable, str(script), "--log", str(log), "--origins", origins],
+            stdout=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"slow_receiver.py did not start (exit {proc.wait()})")
+            yield SlowReceivers(json.loads(line), log)
+        finally:
+            stop(proc)

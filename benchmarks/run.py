@@ -15,6 +15,7 @@ are taken inside the run, as the machine is shared and noisy.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import multiprocessing
@@ -30,10 +31,18 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import common  # noqa: E402
+import gate  # noqa: E402
 import receiver  # noqa: E402
 import report  # noqa: E402
 
 SIDES = ("old", "sqlite", "postgres", "bare", "gate")
+#: This project's parts that measure the delivery engine's goals (issue #14): on
+#: ``--engine-dbs`` only.
+ENGINE_PARTS = ("sustained", "slow", "isolation")
+#: Parts that need ``slow_receiver.py``'s origins.
+SLOW_PARTS = ("slow", "isolation")
+#: Tries of a request of the bare asyncio loop (``post_concurrently``).
+BARE_ATTEMPTS = 3
 ALIASES = {"this": ["sqlite", "postgres", "bare", "gate"]}
 OLD_REQUIREMENTS = ("django-rest-hooks==1.5.0", "Django==3.2.25", "requests==2.34.2")
 
@@ -141,6 +150,122 @@ def delivery_body() -> bytes:
     return json.dumps(payload).encode()
 
 
+def bare_async_process(urls: list[str], body: bytes, per_origin: int) -> None:
+    import asyncio
+
+    asyncio.run(post_concurrently(urls, body, per_origin))
+
+
+async def post_concurrently(urls: list[str], body: bytes, per_origin: int) -> None:
+    """POST ``body`` to every URL at once, at most ``per_origin`` requests open on an
+    origin (the gate's ``MAX_IN_FLIGHT``), through one ``httpx.AsyncClient`` an origin:
+    httpcore's async pool looks at every connection it holds for each request, so that
+    one client for hundreds of connections costs several times the CPU a request.
+
+    A request that fails is sent again, up to ``BARE_ATTEMPTS`` times: httpcore's async
+    pool now and then hands a request a connection it has closed (seen here as
+    ``ReadError(ClosedResourceError())``, about one request in 5,000 with one client for
+    hundreds of connections), and a missing arrival would stall the measurement until
+    its timeout."""
+    import asyncio
+
+    import httpx
+
+    headers = {"Content-Type": "application/json"}
+    limits = httpx.Limits(max_connections=per_origin, max_keepalive_connections=per_origin)
+    async with contextlib.AsyncExitStack() as stack:
+        clients: dict[str, httpx.AsyncClient] = {}
+        open_slots: dict[str, asyncio.Semaphore] = {}
+        for url in urls:
+            origin = url.split("/")[2]
+            if origin not in clients:
+                client = httpx.AsyncClient(limits=limits, timeout=60)
+                clients[origin] = await stack.enter_async_context(client)
+                open_slots[origin] = asyncio.Semaphore(per_origin)
+
+        async def post(url: str) -> None:
+            origin = url.split("/")[2]
+            async with open_slots[origin]:
+                for attempt in range(1, BARE_ATTEMPTS + 1):
+                    try:
+                        await clients[origin].post(url, content=body, headers=headers)
+                        return
+                    except httpx.TransportError:
+                        if attempt == BARE_ATTEMPTS:
+                            raise
+
+        await asyncio.gather(*map(post, urls))
+
+
+class BareAsync:
+    """The bare loop of the slow receivers' parts: ``processes`` processes, each POSTing
+    the URLs of its share of an event's origins concurrently (``post_concurrently``), as
+    many open on an origin as the gate allows (``common.SLOW_MAX_IN_FLIGHT``)."""
+
+    def __init__(self, processes: int, max_in_flight: int) -> None:
+        self.processes = processes
+        self.per_origin = max_in_flight
+        self.procs: list[Any] = []
+        self.body = delivery_body()
+
+    def sender(self, urls: list[str]) -> Any:
+        """What sends an "event" to ``urls``: it returns once the processes are started."""
+        by_origin: dict[str, list[str]] = {}
+        for url in urls:
+            by_origin.setdefault(url.split("/")[2], []).append(url)
+        origins = list(by_origin.values())
+
+        def send() -> None:
+            context = multiprocessing.get_context("fork")
+            for i in range(min(self.processes, len(origins))):
+                share = [url for same in origins[i :: self.processes] for url in same]
+                proc = context.Process(
+                    target=bare_async_process, args=(share, self.body, self.per_origin)
+                )
+                proc.start()
+                self.procs.append(proc)
+
+        return send
+
+    def join(self) -> None:
+        for proc in self.procs:
+            proc.join()
+        self.procs.clear()
+
+
+def run_bare_slow(args: argparse.Namespace, slow: receiver.SlowReceivers) -> dict[str, Any]:
+    """The slow receivers' fan-out and the fast origin's isolation, by ``BareAsync``."""
+    import httpx  # noqa: F401  (imported once here, not in each forked process)
+
+    log = common.AccessLog(slow.access_log)
+    processes = max(args.processes)
+    bare = BareAsync(processes, common.SLOW_MAX_IN_FLIGHT)
+    result: dict[str, Any] = {"processes": processes, "client": "httpx.AsyncClient"}
+    if "slow" in args.part_list:
+        urls = common.spread_targets(slow.urls["slow"], args.slow_hooks, "/bare/slow")
+        runs = []
+        for _ in range(args.repeat):
+            runs.append(common.slow_fan_out(bare.sender(urls), len(urls), log))
+            bare.join()
+        result["slow"] = {
+            "hooks": len(urls),
+            "origins": len(slow.urls["slow"]),
+            **common.slow_runs(runs),
+        }
+    if "isolation" in args.part_list:
+        result["isolation"] = common.isolation(
+            lambda _name, targets: bare.sender(targets),
+            slow.urls,
+            args.isolation_stalled_per_origin,
+            args.isolation_hooks,
+            "/bare",
+            log,
+            args.repeat,
+        )
+        bare.join()
+    return result
+
+
 def run_bare(args: argparse.Namespace, target: receiver.Receiver) -> list[dict[str, Any]]:
     log = common.AccessLog(target.access_log)
     body = delivery_body()
@@ -155,7 +280,6 @@ def run_bare(args: argparse.Namespace, target: receiver.Receiver) -> list[dict[s
 
 
 def run_gate(args: argparse.Namespace) -> dict[str, Any]:
-    import gate
     import redis
 
     client = redis.Redis.from_url(f"{args.redis_url.rstrip('/')}/2")
@@ -192,13 +316,34 @@ def machine(args: argparse.Namespace, target: receiver.Receiver) -> dict[str, An
     }
 
 
+def slow_options(args: argparse.Namespace, slow: receiver.SlowReceivers | None) -> list[str]:
+    """The options of both sides' slow receivers' parts (none without the receivers)."""
+    if slow is None:
+        return []
+    where = json.dumps({"urls": slow.urls, "log": str(slow.access_log)})
+    return [
+        *("--slow-receivers", where, "--isolation-hooks", str(args.isolation_hooks)),
+        *("--isolation-stalled-per-origin", str(args.isolation_stalled_per_origin)),
+    ]
+
+
 def ours_command(
-    args: argparse.Namespace, db_name: str, db: str, target: receiver.Receiver
+    args: argparse.Namespace,
+    db_name: str,
+    db: str,
+    target: receiver.Receiver,
+    slow: receiver.SlowReceivers | None,
+    gate_redis_url: str,
 ) -> list[str]:
     command = [sys.executable, str(HERE / "ours.py"), "--db", db]
     command += ["--redis-url", args.redis_url, "--receiver", target.url]
     command += ["--log", str(target.access_log), "--work-dir", str(args.work_dir)]
-    parts = [p for p in args.parts.split(",") if p != "memory" or db_name == args.memory_db]
+    parts = [
+        p
+        for p in args.part_list
+        if (p != "memory" or db_name == args.memory_db)
+        and (p not in ENGINE_PARTS or db_name in args.engine_dbs)
+    ]
     command += [
         "--parts",
         ",".join(parts),
@@ -214,6 +359,10 @@ def ours_command(
     command += ["--conn-max-age", str(args.conn_max_age)]
     if args.sqlite_options:
         command += ["--sqlite-options", args.sqlite_options]
+    command += ["--gate-redis-url", gate_redis_url, "--rate-limits", ",".join(args.rate_limits)]
+    command += ["--sustained-events", str(args.sustained_events)]
+    command += ["--slow-hooks", str(args.slow_hooks), "--slow-threads", csv(args.slow_threads)]
+    command += slow_options(args, slow)
     if args.profile:
         command += ["--profile", str(Path(args.profile) / db_name)]
     return command
@@ -223,6 +372,10 @@ def numbers(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
 
+def names(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--redis-url", required=True, help="the redis-server to use (db 0-2)")
@@ -230,7 +383,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--only", default=",".join(SIDES), help=f"sides to run, of {SIDES}, or this (all but old)"
     )
-    p.add_argument("--parts", default="request,fanout,latency,memory", help="this project's parts")
+    p.add_argument(
+        "--parts",
+        default="request,fanout,latency,sustained,slow,isolation,memory",
+        help="this project's parts (slow and isolation also the old library's and the bare loop's)",
+    )
     p.add_argument("--sizes", type=numbers, default=[0, 1, 100, 1000, 10000], help="K")
     p.add_argument("--repeat", type=int, default=3, help="repetitions of each measurement")
     p.add_argument("--creates", type=int, default=50, help="creates timed per K and repeat")
@@ -248,6 +405,20 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--memory-db", default="postgres", help="the database of the memory part")
     p.add_argument("--conn-max-age", type=int, default=60, help="Django's CONN_MAX_AGE")
     p.add_argument("--sqlite-options", default="", help="the SQLite DATABASES OPTIONS, as JSON")
+    p.add_argument(
+        "--rate-limits",
+        type=names,
+        default=["1000000/s"],
+        help="RATE_LIMITs of the fan-out's second run, largest process count (none: empty)",
+    )
+    p.add_argument("--engine-dbs", type=names, default=["postgres"], help="of sustained, slow...")
+    p.add_argument("--sustained-events", type=int, default=2000, help="one-hook events drained")
+    p.add_argument("--slow-origins", type=int, default=40, help="origins of the slow receivers")
+    p.add_argument("--slow-hooks", type=int, default=2000, help="hooks of the slow fan-out")
+    p.add_argument("--old-slow-hooks", type=int, default=400, help="the old library's")
+    p.add_argument("--slow-threads", type=numbers, default=[16, 50], help="threads, slow parts")
+    p.add_argument("--isolation-hooks", type=int, default=1000, help="hooks on the fast origin")
+    p.add_argument("--isolation-stalled-per-origin", type=int, default=1, help="hooks each")
     p.add_argument("--gate-n", type=int, default=20_000)
     p.add_argument("--gate-threads", type=numbers, default=[1, 4])
     p.add_argument("--old-venv", type=Path, default=HERE / ".venv-old")
@@ -260,6 +431,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     # "this": this project's sides, the old library's left out.
     args.sides = [s for x in args.only.split(",") if x for s in ALIASES.get(x, [x])]
+    args.part_list = names(args.parts)
     unknown = set(args.sides) - set(SIDES)
     if unknown:
         p.error(f"--only: unknown sides {sorted(unknown)} (use {', '.join(SIDES)})")
@@ -275,7 +447,15 @@ def main(argv: list[str] | None = None) -> int:
         ensure_py_spy()
     started = time.monotonic()
     results: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}}
-    with receiver.nginx() as target:
+    with contextlib.ExitStack() as servers:
+        target = servers.enter_context(receiver.nginx())
+        slow = None
+        if set(SLOW_PARTS) & set(args.part_list):
+            n = args.slow_origins
+            origins = f"slow={n}:0.1-0.15,stalled={n}:2,fast=1:0"
+            slow = servers.enter_context(receiver.slow_receivers(origins))
+        # The gate on a redis-server of its own: INFO then tells its work from the broker's.
+        gate_redis_url = servers.enter_context(gate.own_redis())
         results["machine"] = machine(args, target)
         if "old" in args.sides:
             python = old_venv(args.old_venv)
@@ -283,16 +463,20 @@ def main(argv: list[str] | None = None) -> int:
             command += ["--db", str(args.work_dir / "old.sqlite3"), "--receiver", target.url]
             command += ["--log", str(target.access_log), "--sizes", csv(args.sizes)]
             command += ["--repeat", str(args.repeat), "--creates", str(args.creates)]
-            command += ["--hooks", str(args.hooks)]
+            command += ["--hooks", str(args.hooks), "--slow-hooks", str(args.old_slow_hooks)]
+            command += slow_options(args, slow)
             (args.work_dir / "old.sqlite3").unlink(missing_ok=True)
             results["old"] = run_side(command, "django-rest-hooks 1.5 (SQLite)")
         dbs = {"sqlite": f"sqlite:///{args.work_dir / 'ours.sqlite3'}", "postgres": args.pg}
         for name, db in dbs.items():
             if name in args.sides:
-                side = run_side(ours_command(args, name, db, target), f"rest_hooks ({name})")
+                command = ours_command(args, name, db, target, slow, gate_redis_url)
+                side = run_side(command, f"rest_hooks ({name})")
                 results.setdefault("ours", {})[name] = side
         if "bare" in args.sides:
             results["bare"] = run_bare(args, target)
+            if slow is not None:
+                results["bare_async"] = run_bare_slow(args, slow)
         if "gate" in args.sides:
             results["gate"] = run_gate(args)
     results["seconds"] = time.monotonic() - started

@@ -5,8 +5,12 @@
 - ``BENCH_DB``: ``sqlite:///path/to/file`` or ``postgresql://user@host:port/name``;
 - ``BENCH_REDIS_URL``: the redis-server: database 0 is Dramatiq's broker, database 1
   the flow-control gate (``REST_HOOKS["REDIS_URL"]``), so the Redis gate runs;
+- ``BENCH_GATE_REDIS_URL``: the gate's redis-server instead, when set (``run.py`` starts
+  one of its own, so that each server's ``INFO`` counts the broker's or the gate's work);
 - ``BENCH_MAX_IN_FLIGHT``: the gate's in-flight cap, set above the total number of
-  worker threads so that it never throttles (every hook points at the same receiver);
+  worker threads so that it never throttles (every hook points at the same receiver),
+  except where the slow receivers' parts measure the cap itself (10, the default);
+- ``BENCH_RATE_LIMIT``: ``RATE_LIMIT`` (unset or empty: none);
 - ``BENCH_CONN_MAX_AGE``: Django's ``CONN_MAX_AGE`` (``ours.py`` passes 60 by default;
   Django's own default, 0, means a new database connection per message, as
   django-dramatiq's middleware closes it after each: see benchmarks/README.md);
@@ -69,7 +73,8 @@ _redis = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
 _redis = _redis.rsplit("/", 1)[0] if _redis.count("/") > 2 else _redis
 DRAMATIQ_BROKER = dramatiq_broker(f"{_redis}/0")
 REST_HOOKS = {
-    "REDIS_URL": f"{_redis}/1",
+    "REDIS_URL": os.environ.get("BENCH_GATE_REDIS_URL") or f"{_redis}/1",
     "ALLOW_PRIVATE_TARGETS": True,
     "MAX_IN_FLIGHT": int(os.environ.get("BENCH_MAX_IN_FLIGHT", "1000")),
+    "RATE_LIMIT": os.environ.get("BENCH_RATE_LIMIT") or None,
 }

@@ -177,6 +177,8 @@ TINY = [
     *("--sizes", "0,2", "--repeat", "1", "--creates", "2", "--hooks", "20"),
     *("--processes", "1", "--threads", "2,3", "--latency-events", "5", "--latency-rate", "50"),
     *("--memory", "20,40", "--gate-n", "50", "--gate-threads", "1"),
+    *("--sustained-events", "10", "--slow-origins", "2", "--slow-hooks", "8"),
+    *("--old-slow-hooks", "4", "--slow-threads", "2", "--isolation-hooks", "4"),
 ]
 
 
@@ -213,7 +215,14 @@ def test_bench_this_project(tmp_path):
         assert all(
             spread_ok(r["create_ms"]) and r["create_ms"]["median"] > 0 for r in side["request_path"]
         )
-        assert [(r["processes"], r["threads"]) for r in side["fanout"]] == [(1, 2), (1, 3)]
+        assert [(r["processes"], r["threads"], r["rate_limit"]) for r in side["fanout"]][:2] == [
+            (1, 2, None),
+            (1, 3, None),
+        ]
+        # Once more with a rate limit that never binds, with the faster thread count.
+        [limited] = side["fanout"][2:]
+        assert limited["rate_limit"] == "1000000/s"
+        assert limited["threads"] in (2, 3)
         fanout = side["fanout"][0]
         assert fanout["hooks"] == 20
         assert spread_ok(fanout["per_s"])
@@ -226,11 +235,34 @@ def test_bench_this_project(tmp_path):
         assert latency["events"] == 5
         assert 0 < latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"]
         assert latency["per_event"]["workers_cpu_ms"] > 0
+        # The gate has a redis-server of its own: round trips by server, broker messages.
+        assert set(latency["per_event"]["redis"]) == {"broker", "gate"}
+        assert latency["per_event"]["redis"]["gate"]["round_trips"] > 0
+        assert latency["per_event"]["broker_messages"] >= 1  # the event's dispatch
         # pg_stat_statements (scripts/bench loads it): the statements of a delivery.
         statements = cost["sql_statements"]
         assert bool(statements) == (db == "postgres")
         assert sum(q["per_delivery"] for q in statements) >= (1 if statements else 0)
         assert ("memory" in side) == (db == "postgres")  # --memory-db
+        for part in ("sustained", "slow", "isolation"):
+            assert (part in side) == (db == "postgres")  # --engine-dbs
+    engine = results["ours"]["postgres"]
+    assert [r["threads"] for r in engine["sustained"]] == [2, 3]
+    assert all(r["events"] == 10 and r["per_s"] > 0 for r in engine["sustained"])
+    [slow] = engine["slow"]
+    assert (slow["threads"], slow["hooks"], slow["origins"]) == (2, 8, 2)
+    assert spread_ok(slow["per_s"])
+    # The receiver counted the requests each origin had open; the gate allows 10.
+    assert 1 <= slow["open_at_once"] <= slow["max_in_flight"] == 10
+    isolation = engine["isolation"]
+    assert (isolation["stalled_hooks"], isolation["fast_hooks"]) == (2, 4)
+    assert spread_ok(isolation["alone_per_s"])
+    assert spread_ok(isolation["with_stalled_per_s"])
+    assert isolation["kept"]["median"] > 0
+    bare_async = results["bare_async"]
+    assert bare_async["slow"]["hooks"] == 8
+    assert 1 <= bare_async["slow"]["open_at_once"] <= 10
+    assert bare_async["isolation"]["fast_hooks"] == 4
     points = results["ours"]["postgres"]["memory"]["points"]
     assert [p["deliveries"] for p in points] == [20, 40]
     assert all(len(p["rss_mib"]) == 1 and p["rss_mib"][0] > 10 for p in points)
@@ -251,6 +283,10 @@ def test_bench_this_project(tmp_path):
         for g in goals
     )
     assert "flow-control gate per delivery (Redis)" in goals
+    assert any(g.startswith("one-hook events sustained, 1 processes of") for g in goals)
+    assert any(g.startswith("worker CPU per one-hook event at 50 events/s") for g in goals)
+    assert any(g.startswith("slow receivers (2 origins, 100-150 ms)") for g in goals)
+    assert any(g.startswith("isolation: the fast origin's pace") for g in goals)
     assert all(isinstance(g["met"], bool) for g in goals.values())
     machine = results["machine"]
     assert machine["nproc"] >= 1
@@ -262,6 +298,9 @@ def test_bench_this_project(tmp_path):
         "**4. Latency**",
         "**5. The",
         "**6. Memory**",
+        "**7. Sustained",
+        "**8. Slow receivers**",
+        "**9. Isolation**",
     ):
         assert heading in md
 
@@ -277,6 +316,12 @@ def test_bench_old_library(tmp_path_factory):
     assert all(spread_ok(r["create_ms"]) for r in old["request_path"])
     assert old["fanout"]["hooks"] == 20
     assert spread_ok(old["fanout"]["per_s"])
+    # The slow receivers' parts, on the same origins as this project's side.
+    assert old["slow"]["hooks"] == 4
+    assert spread_ok(old["slow"]["per_s"])
+    assert old["slow"]["open_at_once"] >= 1
+    assert old["isolation"]["fast_hooks"] == 4
+    assert "**8. Slow receivers**" in md
     assert "django-rest-hooks 1.5 (SQLite)" in md
 
 

@@ -2,7 +2,7 @@
 
     benchmarks/.venv-old/bin/python benchmarks/old_project/bench.py --db PATH \\
         --receiver http://127.0.0.1:PORT --log ACCESS_LOG [--sizes 0,1,100] [--repeat 3] \\
-        [--creates 50] [--hooks 5000]
+        [--creates 50] [--hooks 5000] [--slow-receivers JSON --slow-hooks 400 ...]
 
 Run by ``run.py`` in the old library's virtualenv; prints its figures as JSON on its last
 line. What the caller of ``Book.objects.create()`` waits for is timed: the old library
@@ -10,12 +10,18 @@ queries the hooks and, for each, serialises the payload and queues the POST for 
 threads, in the request. After each K's creates it waits until the receiver has every POST
 they queued, so that the next K starts on a quiet machine: the sizes are timed one at a
 time, forward and backward in turn from one repetition to the next.
+
+With ``--slow-receivers`` (``slow_receiver.py``'s URLs and log, as ``run.py`` passes them)
+it also measures the slow receivers' fan-out and the isolation of a fast origin, as this
+project's side does (``ours.py``), on fewer hooks: its three threads make ~24 deliveries a
+second to receivers that answer in 100-150 ms.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import json
 import sys
 import time
 from collections.abc import Sequence
@@ -57,15 +63,44 @@ def configure(db: str) -> None:
 
 def subscribe(name: str, k: int, receiver: str):
     """A user with ``k`` hooks on ``book.added``, each with its own URL."""
+    return subscribe_to(name, [f"{receiver}/old/{name}/{i}" for i in range(k)])
+
+
+def subscribe_to(name: str, targets: Sequence[str]):
+    """A user with a hook on ``book.added`` for each of ``targets``."""
     from django.contrib.auth.models import User
 
     from rest_hooks.models import Hook
 
     user = User.objects.create(username=name)
-    Hook.objects.bulk_create(
-        Hook(user=user, event="book.added", target=f"{receiver}/old/{name}/{i}") for i in range(k)
-    )
+    Hook.objects.bulk_create(Hook(user=user, event="book.added", target=t) for t in targets)
     return user
+
+
+def slow_parts(args: argparse.Namespace, slow: dict) -> dict:
+    """The slow receivers' fan-out and the fast origin's isolation (see ``ours.py``)."""
+    log = common.AccessLog(slow["log"])
+    origins = slow["urls"]["slow"]
+    send = event_to("slow", common.spread_targets(origins, args.slow_hooks, "/old/slow"))
+    runs = [common.slow_fan_out(send, args.slow_hooks, log) for _ in range(args.repeat)]
+    isolation = common.isolation(
+        event_to,
+        slow["urls"],
+        args.isolation_stalled_per_origin,
+        args.isolation_hooks,
+        "/old",
+        log,
+        1,  # 40 stalled deliveries of 2 s hold its three threads ~27 s
+    )
+    return {
+        "slow": {"hooks": args.slow_hooks, "origins": len(origins), **common.slow_runs(runs)},
+        "isolation": isolation,
+    }
+
+
+def event_to(name: str, targets: list[str]):
+    """What makes one event to the hooks of a new user on each of ``targets``."""
+    return functools.partial(create_book, subscribe_to(name, targets))
 
 
 def create_book(user) -> None:
@@ -87,6 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--creates", type=int, default=50)
     parser.add_argument("--hooks", type=int, default=5000)
+    parser.add_argument("--slow-receivers", default="", help="slow_receiver.py's URLs and log")
+    parser.add_argument("--slow-hooks", type=int, default=400)
+    parser.add_argument("--isolation-hooks", type=int, default=1000)
+    parser.add_argument("--isolation-stalled-per-origin", type=int, default=1)
     args = parser.parse_args(argv)
     configure(args.db)
     log = common.AccessLog(args.log)
@@ -120,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
             arrivals = log.wait_for(args.hooks, drain_timeout(args.hooks))
             rates.append(args.hooks / (max(a[0] for a in arrivals) - started))
         result["fanout"] = {"hooks": args.hooks, "per_s": common.spread(rates)}
+    if args.slow_receivers:
+        result.update(slow_parts(args, json.loads(args.slow_receivers)))
     common.emit(result)
     return 0
 
