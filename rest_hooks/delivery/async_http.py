@@ -58,6 +58,7 @@ from rest_hooks.delivery.http import (
     DeliveryError,
     HttpOptions,
     HttpResult,
+    attempt_answered,
     attempt_failed,
     check_addresses,
 )
@@ -359,21 +360,8 @@ class AsyncDeliveryClient:
             raise attempt_failed("connect", host, exc, started) from exc
         except (httpx.ProtocolError, httpx.UnsupportedProtocol) as exc:
             raise attempt_failed("protocol", host, exc, started) from exc
-        duration = time.monotonic() - started
-        logger.debug(
-            "POST to %s: HTTP %d, %d bytes%s in %.3fs.",
-            host,
-            response.status_code,
-            len(content),
-            " (truncated)" if truncated else "",
-            duration,
-        )
-        return HttpResult(
-            status_code=response.status_code,
-            headers=response.headers,
-            body=content,
-            duration=duration,
-            truncated=truncated,
+        return attempt_answered(
+            host, response.status_code, response.headers, content, truncated, started
         )
 
     async def _read_capped(self, response: httpx.Response) -> tuple[bytes, bool]:

@@ -206,6 +206,30 @@ def attempt_failed(
     return DeliveryError(kind, f"{type(exc).__name__}: {detail}")
 
 
+def attempt_answered(
+    host: str,
+    status_code: int,
+    headers: httpx.Headers,
+    body: bytes,
+    truncated: bool,
+    started: float,
+) -> HttpResult:
+    """The :class:`HttpResult` of an attempt to ``host`` begun at ``started`` (monotonic)
+    that got an answer, logged."""
+    duration = time.monotonic() - started
+    logger.debug(
+        "POST to %s: HTTP %d, %d bytes%s in %.3fs.",
+        host,
+        status_code,
+        len(body),
+        " (truncated)" if truncated else "",
+        duration,
+    )
+    return HttpResult(
+        status_code=status_code, headers=headers, body=body, duration=duration, truncated=truncated
+    )
+
+
 # -- resolution and connection ---------------------------------------------------------------
 
 
@@ -561,22 +585,8 @@ class DeliveryClient:
             raise attempt_failed("protocol", host, exc, started) from exc
         finally:
             _ATTEMPT_DEADLINE.reset(token)
-        duration = time.monotonic() - started
-        logger.debug(
-            "POST to %s: HTTP %d, %d bytes%s in %.3fs.",
-            host,
-            response.status,
-            len(content),
-            " (truncated)" if truncated else "",
-            duration,
-        )
-        return HttpResult(
-            status_code=response.status,
-            headers=httpx.Headers(response.headers),
-            body=content,
-            duration=duration,
-            truncated=truncated,
-        )
+        headers = httpx.Headers(response.headers)
+        return attempt_answered(host, response.status, headers, content, truncated, started)
 
     def _read_capped(self, response: httpcore.Response, deadline: float) -> tuple[bytes, bool]:
         """Read at most ``max_response_bytes`` of the raw body; say whether there was more."""
