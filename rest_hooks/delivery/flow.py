@@ -40,6 +40,7 @@ from urllib.parse import urlsplit
 
 #: A reservation presented this much before its slot still counts (clock rounding, s).
 RESERVATION_EARLY = 0.005
+SEND_HORIZON = 1.0
 
 
 class Reason(enum.StrEnum):
@@ -104,6 +105,25 @@ class Ticket:
     origin: str
     token: str
     probe: bool
+
+
+@dataclass(frozen=True)
+class Tally:
+    successes: int = 0
+    failures: int = 0
+    trailing_failures: int = 0
+
+    @classmethod
+    def of(cls, *results: Result) -> Tally:
+        s = f = t = 0
+        for r in results:
+            if r is Result.SUCCESS:
+                s += 1
+                t = 0
+            elif r is Result.FAILURE:
+                f += 1
+                t += 1
+        return cls(s, f, t)
 
 
 class Gate(Protocol):

@@ -49,6 +49,9 @@ class Admission:
 
     ticket: Ticket | None  # None: admitted without the gate (Redis down, fail-open)
     limits: Limits
+    send_at: tuple[float, ...] = (0.0,)
+    lanes: int = 1
+    rest: Decision | None = None
 
 
 _gate: Gate | None = None
@@ -113,7 +116,7 @@ def limits_for(origin: str, hook_rate: str = "") -> Limits:
     )
 
 
-def admit(hook: Any, reservation: float | None = None) -> Admission | Decision:
+def admit(hook: Any, reservation: float | None = None, count: int = 1, horizon: float = 0.0, max_lanes: int = 1) -> Admission | Decision:
     """Ask the gate; an ``Admission`` to go ahead, or the refusing ``Decision``.
 
     ``reservation``: the slot an earlier refusal of this delivery reserved.
@@ -129,10 +132,13 @@ def admit(hook: Any, reservation: float | None = None) -> Admission | Decision:
         _announce(origin, decision.transition)
     if not decision.allowed:
         return decision
-    return Admission(Ticket(origin, token, decision.probe), limits)
+    n = 1 if decision.probe else count
+    return Admission(Ticket(origin, token, decision.probe), limits, (0.0,) * n, 1)
 
 
-def report(admission: Admission, result: Result, pause: float | None, successes: int = 0) -> None:
+def report(admission: Admission, tally: Any, pause: float | None) -> None:
+    result = Result.FAILURE if tally.failures else Result.SUCCESS if tally.successes else Result.NEUTRAL
+    successes = tally.successes - (result is Result.SUCCESS)
     """Give the slot back and tell the breaker how the request (or batch) went."""
     if admission.ticket is None:
         return
