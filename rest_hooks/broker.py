@@ -15,7 +15,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -44,12 +44,15 @@ def is_embedded(broker: dramatiq.Broker | None = None) -> bool:
     return isinstance(broker or current_broker(), StubBroker)
 
 
-def setup_broker(relay: Callable[[], object]) -> dramatiq.Broker:
+def setup_broker(
+    relay: Callable[[], object], middleware: Sequence[Middleware] = ()
+) -> dramatiq.Broker:
     """Make sure a broker exists before the actors are declared, and equip it.
 
     ``relay`` is what the relay middleware runs in each worker process
-    (``rest_hooks.worker.relay.relay_pending``): handed down by ``rest_hooks.tasks``, so
-    that the broker imports nothing of the worker.
+    (``rest_hooks.worker.relay.relay_pending``) and ``middleware`` the worker's own
+    (``rest_hooks.worker.handoff.HandOff``): handed down by ``rest_hooks.tasks``, so that
+    the broker imports nothing of the worker.
     """
     broker = current_broker()
     if broker is None:
@@ -58,11 +61,12 @@ def setup_broker(relay: Callable[[], object]) -> dramatiq.Broker:
         dramatiq.set_broker(broker)
         logger.debug("rest_hooks: no Dramatiq broker configured; using the embedded one.")
     wanted: list[Middleware] = [RelayMiddleware(relay), PromptDelays(), MetricsMiddleware()]
+    wanted.extend(middleware)
     if is_embedded(broker) and hook_settings.EMBEDDED_WORKER:
         wanted.append(EmbeddedWorker())
-    for middleware in wanted:
-        if not any(isinstance(m, type(middleware)) for m in broker.middleware):
-            broker.add_middleware(middleware)
+    for added in wanted:
+        if not any(isinstance(m, type(added)) for m in broker.middleware):
+            broker.add_middleware(added)
     return broker
 
 

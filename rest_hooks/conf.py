@@ -97,6 +97,10 @@ DEFAULTS: dict[str, Any] = {
     "FANOUT_CHUNK_SIZE": 500,
     # At most this many deliveries to one target go in one deliver message (a batch).
     "DELIVERY_BATCH_SIZE": 50,
+    # At most this many requests open at once in one worker process, all targets together
+    # (they are coroutines of its event loop, not threads). A worker thread with a batch
+    # to send waits while its process is at the cap.
+    "MAX_IN_FLIGHT_PER_PROCESS": 500,
     # /metrics: a bearer token, and/or the client networks allowed to read it. Neither:
     # loopback clients only.
     "METRICS_TOKEN": None,

@@ -24,11 +24,13 @@ from rest_hooks.broker import setup_broker
 from rest_hooks.conf import hook_settings
 from rest_hooks.worker.batch import deliver_batch
 from rest_hooks.worker.fanout import fan_out
+from rest_hooks.worker.handoff import HandOff
 from rest_hooks.worker.messages import DELIVER, DISPATCH, RELAY
 from rest_hooks.worker.relay import relay_pending
 
-# Each worker process runs the relay in a thread of its own, besides the relay actor.
-_broker = setup_broker(relay=relay_pending)
+# Each worker process runs the relay in a thread of its own, besides the relay actor, and
+# sends its batches' requests on its event loop.
+_broker = setup_broker(relay=relay_pending, middleware=[HandOff()])
 
 
 def _actor(fn: Any, actor_name: str, **options: Any) -> Any:

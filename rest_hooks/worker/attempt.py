@@ -1,8 +1,10 @@
 """One attempt of one delivery: its body, its headers, the request, and the verdict.
 
-``make_attempt`` never raises: whatever the receiver answers or whatever fails on the way
-becomes an ``Attempt`` (its outcome, the breaker health, the pause and retry-after the
-answer asks for), which the batch acts on and ``record`` writes.
+``http_attempt`` (a coroutine of the process's event loop) and ``deliverer_attempt`` (the
+``HOOK_DELIVERER`` extension point, in the worker thread) never raise: whatever the
+receiver answers or whatever fails on the way becomes an ``Attempt`` through one
+``verdict`` (its outcome, the breaker health, the pause and retry-after the answer asks
+for), which the batch acts on and ``record`` writes.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ from django.utils import timezone
 
 from rest_hooks import __version__, metrics
 from rest_hooks.conf import address_policy, hook_settings, on_reload, refusal_message
+from rest_hooks.delivery import loop
+from rest_hooks.delivery.async_http import AsyncDeliveryClient
 from rest_hooks.delivery.flow import Result, health, pause_for
-from rest_hooks.delivery.http import DeliveryClient, DeliveryError, HttpOptions, HttpResult
+from rest_hooks.delivery.http import DeliveryError, HttpOptions, HttpResult
 from rest_hooks.delivery.retry import Outcome, RetryPolicy, classify, parse_retry_after
 from rest_hooks.models import Delivery, Event
 from rest_hooks.security.encryption import DecryptionError
@@ -35,16 +39,17 @@ logger = logging.getLogger(__name__)
 USER_AGENT = f"rest-hooks/{__version__}"
 
 
-_client: DeliveryClient | None = None
+_client: AsyncDeliveryClient | None = None
 _client_pid = 0
 
 
-def http_client() -> DeliveryClient:
-    """One pooled, thread-safe client per process (rebuilt after a fork or a setting change)."""
+def http_client() -> AsyncDeliveryClient:
+    """The process's delivery client, for the coroutines of its event loop (rebuilt after
+    a fork or a setting change)."""
     global _client, _client_pid
     if _client is None or _client_pid != os.getpid():
         s = hook_settings
-        _client = DeliveryClient(
+        _client = AsyncDeliveryClient(
             HttpOptions(
                 connect_timeout=s.CONNECT_TIMEOUT,
                 read_timeout=s.READ_TIMEOUT,
@@ -55,6 +60,7 @@ def http_client() -> DeliveryClient:
                 policy=address_policy(),
                 user_agent=USER_AGENT,
                 https_only=bool(s.HTTPS_ONLY),
+                max_connections=int(s.MAX_IN_FLIGHT_PER_PROCESS),
             )
         )
         _client_pid = os.getpid()
@@ -64,8 +70,9 @@ def http_client() -> DeliveryClient:
 @on_reload
 def _forget_client() -> None:
     global _client
-    if _client is not None:
-        _client.close()
+    if _client is not None and _client_pid == os.getpid():
+        # Its connections belong to the loop it ran on: closed there, not waited for.
+        loop.submit(_client.aclose())
     _client = None
 
 
@@ -123,82 +130,118 @@ class Attempt:
     resolver_busy: bool = False
 
 
-def make_attempt(delivery: Delivery, instances: dict[int, Any]) -> Attempt:
-    """Make one attempt and say how it went, whatever the receiver answered.
+def deliverer_attempt(delivery: Delivery, instances: dict[int, Any]) -> Attempt:
+    """One attempt through ``HOOK_DELIVERER``, the old extension point that replaces the
+    POST: called in the worker thread (it may query the database); an exception means
+    "retry". Never raises."""
+    hook, event = delivery.hook, delivery.event
+    deliverer = hook_settings.HOOK_DELIVERER
+    assert deliverer is not None
+    delivery.last_attempt_at = timezone.now()
+    started = time.monotonic()
+    body = b""
+    try:
+        body = build_body(event, hook)
+        deliverer(hook.target, json.loads(body), instance=instance_of(event, instances), hook=hook)
+    except Exception as exc:
+        return verdict(delivery, started, body, None, exc)
+    return verdict(delivery, started, body, None, None)
+
+
+async def http_attempt(delivery: Delivery, client: AsyncDeliveryClient) -> Attempt:
+    """One attempt: sign the body and POST it from the event loop. Never raises.
 
     Everything that can fail is inside the ``try``, from building the body to reading
-    the answer's ``Retry-After``: an exception let out here would leave the delivery
-    claimed but never recorded, resent by the relay again and again, and its batch's gate
-    slot taken.
+    the answer: an exception let out here would leave the delivery claimed but never
+    recorded, resent by the relay again and again, and its batch's gate slots taken.
     """
     hook, event = delivery.hook, delivery.event
     delivery.last_attempt_at = timezone.now()
     started = time.monotonic()
     body = b""
-    result: HttpResult | None = None
+    try:
+        body = build_body(event, hook)
+        headers = _headers(delivery, event, hook, body)
+        with metrics.deliveries_in_flight.track_inprogress():
+            result = await client.post(hook.target, body, headers)
+    except Exception as exc:
+        return verdict(delivery, started, body, None, exc)
+    return verdict(delivery, started, body, result, None)
+
+
+def verdict(
+    delivery: Delivery,
+    started: float,
+    body: bytes,
+    result: HttpResult | None,
+    error: Exception | None,
+) -> Attempt:
+    """The one verdict of an attempt: what the answer (``result``) or the ``error`` means
+    for the delivery (outcome, retry-after, the reported error) and for its target (the
+    breaker's health, the pause it asks for). Never raises."""
+    hook = delivery.hook
     retry_after: float | None = None
-    error = ""
+    message = ""
     # False when the target was never tried (refused, no lookup of its name could start,
     # our own fault): its breaker must learn nothing from the attempt.
     target_asked = True
     resolver_busy = False
-    try:
-        body = build_body(event, hook)
-        if hook_settings.HOOK_DELIVERER is not None:
-            # The old extension point replaces the POST; an exception means "retry".
-            hook_settings.HOOK_DELIVERER(
-                hook.target, json.loads(body), instance=instance_of(event, instances), hook=hook
-            )
-            outcome = Outcome.SUCCESS
-        else:
-            with metrics.deliveries_in_flight.track_inprogress():
-                result = http_client().post(
-                    hook.target, body, _headers(delivery, event, hook, body)
-                )
-            outcome = classify(result.status_code)
+    if error is None and result is None:  # HOOK_DELIVERER returned
+        outcome = Outcome.SUCCESS
+    elif error is None and result is not None:
+        outcome = classify(result.status_code)
+        try:
             retry_after = parse_retry_after(result.headers.get("retry-after"), time.time())
             if retry_after is not None:
                 retry_after = retry_policy().clamp_retry_after(retry_after)
-    except DeliveryError as exc:
-        outcome = classify(None, refused=exc.kind == "refused")
-        target_asked = exc.counts_against_target
-        resolver_busy = exc.kind == "busy"
+        except Exception as exc:  # our own fault: the answer still counts as it came
+            logger.exception(
+                "Delivery %s: reading the answer's Retry-After failed.",
+                delivery.pk,
+                extra={"delivery_id": str(delivery.pk), "hook_id": hook.pk},
+            )
+            message = f"rest_hooks raised {type(exc).__name__}: {exc}"
+        if outcome is not Outcome.SUCCESS:
+            message = f"HTTP {result.status_code}"
+    elif isinstance(error, DeliveryError):
+        outcome = classify(None, refused=error.kind == "refused")
+        target_asked = error.counts_against_target
+        resolver_busy = error.kind == "busy"
         # The address policy's refusals say which setting would allow the target.
-        policy_refusal = exc.__cause__
+        policy_refusal = error.__cause__
         if isinstance(policy_refusal, TargetRefused):
-            error = f"{exc.kind}: {refusal_message(policy_refusal)}"
+            message = f"{error.kind}: {refusal_message(policy_refusal)}"
         else:
-            error = f"{exc.kind}: {exc}"
-    except DecryptionError as exc:
+            message = f"{error.kind}: {error}"
+    elif isinstance(error, DecryptionError):
         # This hook's secret only: the target was not asked, its breaker learns nothing.
-        outcome, error, target_asked = Outcome.RETRY, str(exc), False
+        outcome, message, target_asked = Outcome.RETRY, str(error), False
         logger.warning(
             "Delivery %s not sent: %s",
             delivery.pk,
-            exc,
+            error,
             extra={"delivery_id": str(delivery.pk), "hook_id": hook.pk},
         )
-    except Exception as exc:
+    else:
         culprit = "HOOK_DELIVERER" if hook_settings.HOOK_DELIVERER else "rest_hooks"
         # A fault of rest_hooks says nothing of the target's health; the deliverer's may.
         target_asked = culprit == "HOOK_DELIVERER"
         if culprit == "rest_hooks":
-            logger.exception(
+            logger.error(
                 "Delivery %s failed in rest_hooks itself; it will be retried.",
                 delivery.pk,
+                exc_info=error,
                 extra={"delivery_id": str(delivery.pk), "hook_id": hook.pk},
             )
         outcome = Outcome.RETRY
-        error = f"{culprit} raised {type(exc).__name__}: {exc}"
+        message = f"{culprit} raised {type(error).__name__}: {error}"
     status_code = result.status_code if result else None
-    if result is not None and outcome is not Outcome.SUCCESS:
-        error = f"HTTP {result.status_code}"
     return Attempt(
         delivery=delivery,
         body=body,
         outcome=outcome,
         result=result,
-        error=error,
+        error=message,
         duration_ms=(time.monotonic() - started) * 1000,
         retry_after=retry_after,
         health=health(status_code) if target_asked else Result.NEUTRAL,

@@ -7,7 +7,9 @@ failure or a pause, the batch's time was up) goes back, its attempt not counted.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 import random
 import time
 from datetime import timedelta
@@ -19,10 +21,19 @@ from django.utils import timezone
 
 from rest_hooks import metrics
 from rest_hooks.conf import hook_settings
-from rest_hooks.delivery.flow import Decision, Reason, Result
+from rest_hooks.delivery.async_http import AsyncDeliveryClient
+from rest_hooks.delivery.flow import (
+    SEND_HORIZON,
+    Decision,
+    Limits,
+    Reason,
+    Result,
+    Tally,
+    origin_of,
+)
 from rest_hooks.models import Delivery, Event, get_hook_model
-from rest_hooks.worker import gate
-from rest_hooks.worker.attempt import Attempt, make_attempt, refused_attempt
+from rest_hooks.worker import attempt, gate, handoff
+from rest_hooks.worker.attempt import Attempt
 from rest_hooks.worker.messages import DELIVER, send_each
 from rest_hooks.worker.record import record
 from rest_hooks.worker.tables import Expression, Table
@@ -33,6 +44,9 @@ logger = logging.getLogger(__name__)
 EARLY_TOLERANCE = timedelta(seconds=1)
 # A delivery whose host name no lookup could start for waits this long (s, plus jitter).
 RESOLVER_BUSY_WAIT = 1.0
+# A target's deliveries are cut into this many batches, or as many as it may have
+# requests in flight if fewer, so that batches run side by side.
+SPREAD = 10
 
 
 def deliver_batch(delivery_ids: list[str], reservation: float | None = None) -> None:
@@ -64,14 +78,17 @@ def deliver_batch(delivery_ids: list[str], reservation: float | None = None) -> 
 
 
 def deliver_claimed(claimed: list[Delivery], reservation: float | None = None) -> None:
-    """Make one attempt of each delivery of a claimed batch, in order; record them.
+    """Make one attempt of each delivery of a claimed batch, at the gate's pace; record them.
 
-    The batch shares one admission of the gate, and one write of its results. It stops at
-    the first failure or pause the target answers (the rest go back to the queue, to be
-    held back by the gate), and after ``BATCH_BUDGET`` seconds. The claim comes before
-    the gate, so that only CPU work stands between the gate's admission and the request:
-    a claim that waited for a database lock after it would bunch up requests the gate had
-    spaced.
+    The gate admits the batch in one call: it gives each delivery it admits a send time
+    (at once without a rate limit; one rate slot apart with one, within ``SEND_HORIZON``)
+    and the batch in-flight slots (*lanes*) to send them over; what it did not admit goes
+    back deferred, with its booked slots. The requests are made on the process's event
+    loop (``handoff``). The batch stops starting requests at the first failure or pause
+    the target answers (the rest go back to the queue, to be held back by the gate) and
+    after ``BATCH_BUDGET`` seconds. The claim comes before the gate, so that only CPU
+    work stands between the gate's admission and the requests: a claim that waited for a
+    database lock after it would bunch up requests the gate had spaced.
     """
     try:
         admitted = _admit(claimed, reservation)
@@ -82,66 +99,134 @@ def deliver_claimed(claimed: list[Delivery], reservation: float | None = None) -
         raise
     if admitted is None:
         return
-    admission, claimed = admitted
+    admission, sending = admitted
 
+    def finish(ended: list[Attempt]) -> None:
+        _finish(admission, sending, ended)
+
+    if hook_settings.HOOK_DELIVERER is not None:
+        finish(_through_deliverer(sending))
+        return
+    client = attempt.http_client()
+    handoff.run(admission.lanes, lambda lanes: _send(admission, sending, lanes, client), finish)
+
+
+def _stops_batch(done: Attempt) -> bool:
+    """Whether the target's answer holds back the rest of its batch: a failure, a pause,
+    or no lookup of its name could start (the same host name for all of them)."""
+    return done.resolver_busy or done.health is Result.FAILURE or done.pause is not None
+
+
+async def _send(
+    admission: gate.Admission, sending: list[Delivery], lanes: int, client: AsyncDeliveryClient
+) -> list[Attempt]:
+    """Send each delivery at its time over ``lanes`` concurrent lanes; the attempts made,
+    in the order they ended."""
+    clock = asyncio.get_running_loop().time
+    started = clock()
+    budget = float(hook_settings.BATCH_BUDGET)
+    queue = iter(zip(sending, admission.send_at, strict=True))
+    ended: list[Attempt] = []
+    stopped = False
+
+    async def lane() -> None:
+        nonlocal stopped
+        for delivery, send_at in queue:  # the lanes share the queue: each takes the next
+            if stopped or (ended and clock() - started > budget):
+                return
+            if (wait := started + send_at - clock()) > 0:
+                await asyncio.sleep(wait)
+                if stopped:
+                    return
+            done = await attempt.http_attempt(delivery, client)
+            ended.append(done)
+            stopped = stopped or _stops_batch(done)
+
+    await asyncio.gather(*(lane() for _ in range(lanes)))
+    return ended
+
+
+def _through_deliverer(sending: list[Delivery]) -> list[Attempt]:
+    """The batch through ``HOOK_DELIVERER``, one delivery after the other in this thread."""
     started = time.monotonic()
     budget = float(hook_settings.BATCH_BUDGET)
-    attempts: list[Attempt] = []
     instances: dict[int, Any] = {}
-    successes = 0
-    resolver_busy = False
-    for delivery in claimed:
-        if attempts and time.monotonic() - started > budget:
+    ended: list[Attempt] = []
+    for delivery in sending:
+        if ended and (_stops_batch(ended[-1]) or time.monotonic() - started > budget):
             break
-        done = make_attempt(delivery, instances)
-        if done.resolver_busy:
-            # Nothing was tried: it and the rest of the batch (the same host name) wait a
-            # moment, their attempts not counted, instead of using up a retry each.
-            resolver_busy = True
-            break
-        attempts.append(done)
-        if done.health is Result.SUCCESS:
-            successes += 1
-        if done.health is Result.FAILURE or done.pause is not None:
-            break
-    last_health = attempts[-1].health if attempts else Result.NEUTRAL
-    last_pause = attempts[-1].pause if attempts else None
-    gate.report(admission, last_health, last_pause, successes - (last_health is Result.SUCCESS))
-    untried = claimed[len(attempts) :]
-    if resolver_busy:
+        ended.append(attempt.deliverer_attempt(delivery, instances))
+    return ended
+
+
+def _finish(admission: gate.Admission, sending: list[Delivery], ended: list[Attempt]) -> None:
+    """Tell the gate how the batch went, put back what was not tried, record the rest."""
+    tried = [a for a in ended if not a.resolver_busy]
+    pauses = [a.pause for a in tried if a.pause is not None]
+    gate.report(admission, Tally.of(*(a.health for a in tried)), max(pauses, default=None))
+    done = {a.delivery.pk for a in tried}
+    untried = [d for d in sending if d.pk not in done]
+    if len(tried) < len(ended):
+        # No lookup could start for the host name: it and the rest of the batch (the same
+        # name) wait a moment, their attempts not counted, instead of using up a retry.
         _defer(untried, Decision(False, RESOLVER_BUSY_WAIT, Reason.RESOLVER_BUSY))
     elif untried:
         give_back(untried)
-    if attempts:
-        record(attempts, instances)
+    if tried:
+        record(tried, {})
 
 
 def _admit(
     claimed: list[Delivery], reservation: float | None
 ) -> tuple[gate.Admission, list[Delivery]] | None:
     """The gate's admission of a batch, and the deliveries to send under it; None when
-    none is to be sent now (cancelled, refused, deferred: each recorded or enqueued)."""
+    none is to be sent now (cancelled, refused, deferred: each recorded or enqueued).
+    What the gate did not admit of the batch goes back deferred."""
     disabled = [d for d in claimed if not d.hook.is_active]
     if disabled:
         _cancel(disabled, "The hook is disabled.")
         claimed = [d for d in claimed if d.hook.is_active]
         if not claimed:
             return None
+    hook = claimed[0].hook
     try:
-        admission = gate.admit(claimed[0].hook, reservation)
+        admission = gate.admit(
+            hook,
+            reservation,
+            count=len(claimed),
+            horizon=SEND_HORIZON,
+            max_lanes=lanes_for(
+                gate.limits_for(origin_of(hook.target), hook.rate_limit), len(claimed)
+            ),
+        )
     except ValueError as exc:
         # A Hook.rate_limit stored without full_clean() (bulk_create, update(), raw SQL).
         # A batch shares one rate_limit (plan_batches): it fails for good, with why.
-        record([refused_attempt(d, f"the hook's rate_limit: {exc}") for d in claimed], {})
+        record([attempt.refused_attempt(d, f"the hook's rate_limit: {exc}") for d in claimed], {})
         return None
     if not isinstance(admission, gate.Admission):
         _defer(claimed, admission)
         return None
-    if admission.ticket is not None and admission.ticket.probe and len(claimed) > 1:
+    sending, rest = claimed[: len(admission.send_at)], claimed[len(admission.send_at) :]
+    if rest and admission.rest is not None:
+        _defer(rest, admission.rest)
+    elif rest:
         # The half-open breaker lets one request through; the others wait for its answer.
-        give_back(claimed[1:])
-        claimed = claimed[:1]
-    return admission, claimed
+        give_back(rest)
+    return admission, sending
+
+
+def lanes_for(limits: Limits, count: int) -> int:
+    """How many of a batch's ``count`` deliveries it sends at once, at most: its share of
+    the target's in-flight slots.
+
+    A target's deliveries are cut into ``SPREAD`` batches (``plan_batches``) that run side
+    by side, each holding the slots it was given until its last request ends: a batch
+    that took every slot would send its deliveries no sooner, and hold the others back.
+    """
+    if limits.max_in_flight is None:
+        return count
+    return max(1, min(count, math.ceil(limits.max_in_flight / SPREAD)))
 
 
 def _cancel(deliveries: list[Delivery], reason: str) -> None:
@@ -185,11 +270,12 @@ def lease(size: int) -> timedelta:
     """How long a claimed batch of ``size`` deliveries is kept from the relay.
 
     Its attempts end within it (each within ``DEADLINE``, none started after
-    ``BATCH_BUDGET``); ``LEASE_MARGIN`` covers the writes around them. Should the worker
-    die, the relay takes the batch over once the lease has run out.
+    ``BATCH_BUDGET`` nor later than ``SEND_HORIZON`` after its admission);
+    ``LEASE_MARGIN`` covers the writes around them. Should the worker die, the relay
+    takes the batch over once the lease has run out.
     """
     s = hook_settings
-    budget = float(s.DEADLINE) + (float(s.BATCH_BUDGET) if size > 1 else 0)
+    budget = float(s.DEADLINE) + SEND_HORIZON + (float(s.BATCH_BUDGET) if size > 1 else 0)
     return timedelta(seconds=budget + float(s.LEASE_MARGIN))
 
 

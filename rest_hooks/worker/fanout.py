@@ -17,10 +17,10 @@ from django.utils import timezone
 
 from rest_hooks import metrics
 from rest_hooks.conf import hook_settings
-from rest_hooks.delivery.flow import origin_of
+from rest_hooks.delivery.flow import SEND_HORIZON, origin_of
 from rest_hooks.models import Delivery, Event, get_hook_model
 from rest_hooks.worker import gate
-from rest_hooks.worker.batch import deliver_claimed, give_back, lease
+from rest_hooks.worker.batch import SPREAD, deliver_claimed, give_back, lease
 from rest_hooks.worker.messages import DELIVER, send_each
 from rest_hooks.worker.tables import Table, write_transaction
 
@@ -33,9 +33,6 @@ logger = logging.getLogger(__name__)
 # a machine whose clock runs ahead is still served: a subscriber that existed must not
 # miss an event, and one made within this margin after it may get it.
 CAPTURE_SKEW = timedelta(seconds=1)
-# A target's deliveries are cut into this many batches, or as many as it may have
-# requests in flight if fewer, so that batches run side by side.
-SPREAD = 10
 
 
 def fan_out(event_id: int, *, deliver_here: bool = False) -> int:
@@ -159,11 +156,12 @@ def plan_batches(rows: Iterable[tuple[Any, str, str]]) -> list[list[str]]:
     """Cut deliveries, given as (id, hook target, hook rate limit), into batches.
 
     A batch is what one ``deliver`` message carries: deliveries to one target under the
-    same limits, sent one after the other by one worker thread under one admission of the
-    gate, with their database work done a batch at a time. A target with a rate limit gets
-    one delivery a message (each waits for a slot of its own). Others are cut into
-    ``SPREAD`` batches (fewer if the target may have fewer requests in flight), so that
-    batches run side by side, of at most ``DELIVERY_BATCH_SIZE`` deliveries.
+    same limits, admitted by the gate in one call and sent by the event loop, with their
+    database work done a batch at a time. A target's deliveries are cut into ``SPREAD``
+    batches (fewer if the target may have fewer requests in flight), so that batches run
+    side by side, of at most ``DELIVERY_BATCH_SIZE`` deliveries; under a rate limit, of
+    at most what the rate lets go within ``SEND_HORIZON`` (the rest of a bigger batch
+    would only be deferred).
     """
     lanes: dict[tuple[str, str], list[str]] = {}
     for delivery_id, target, rate_limit in rows:
@@ -174,11 +172,11 @@ def plan_batches(rows: Iterable[tuple[Any, str, str]]) -> list[list[str]]:
         try:
             limits = gate.limits_for(origin, rate_limit)
         except ValueError:  # a malformed Hook.rate_limit: the deliver actor reports it
-            limits = None
-        if limits is None or limits.rate:
             size = 1
         else:
             spread = min(limits.max_in_flight or SPREAD, SPREAD)
             size = max(1, min(largest, math.ceil(len(ids) / spread)))
+            if limits.rate:
+                size = min(size, max(1, math.floor(limits.rate * SEND_HORIZON)))
         batches.extend(ids[i : i + size] for i in range(0, len(ids), size))
     return batches

@@ -116,7 +116,13 @@ def limits_for(origin: str, hook_rate: str = "") -> Limits:
     )
 
 
-def admit(hook: Any, reservation: float | None = None, count: int = 1, horizon: float = 0.0, max_lanes: int = 1) -> Admission | Decision:
+def admit(
+    hook: Any,
+    reservation: float | None = None,
+    count: int = 1,
+    horizon: float = 0.0,
+    max_lanes: int = 1,
+) -> Admission | Decision:
     """Ask the gate; an ``Admission`` to go ahead, or the refusing ``Decision``.
 
     ``reservation``: the slot an earlier refusal of this delivery reserved.
@@ -133,11 +139,13 @@ def admit(hook: Any, reservation: float | None = None, count: int = 1, horizon: 
     if not decision.allowed:
         return decision
     n = 1 if decision.probe else count
-    return Admission(Ticket(origin, token, decision.probe), limits, (0.0,) * n, 1)
+    return Admission(Ticket(origin, token, decision.probe), limits, (0.0,) * n, min(n, max_lanes))
 
 
 def report(admission: Admission, tally: Any, pause: float | None) -> None:
-    result = Result.FAILURE if tally.failures else Result.SUCCESS if tally.successes else Result.NEUTRAL
+    result = (
+        Result.FAILURE if tally.failures else Result.SUCCESS if tally.successes else Result.NEUTRAL
+    )
     successes = tally.successes - (result is Result.SUCCESS)
     """Give the slot back and tell the breaker how the request (or batch) went."""
     if admission.ticket is None:
