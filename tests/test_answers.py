@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from bookstore.models import Book
 from bookstore.receiver import Answer
-from rest_hooks.delivery.flow import Result
+from rest_hooks.delivery.flow import Tally
 from rest_hooks.delivery.retry import parse_retry_after
 from rest_hooks.models import Delivery, Event, Hook
 from rest_hooks.worker import gate
@@ -181,7 +181,7 @@ def test_whatever_a_receiver_answers_the_attempt_is_recorded(user, raw_listener)
             assert delivery.finished_at is not None
         admission = gate.admit(hook)
         assert isinstance(admission, gate.Admission), admission
-        gate.report(admission, Result.NEUTRAL, None)
+        gate.report(admission, Tally(), None)
 
     with override_settings(REST_HOOKS=overrides):
         attempt()

@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bookstore.models import Book
 from bookstore.receiver import Answer, Receiver
-from rest_hooks.delivery.flow import Result, origin_of
+from rest_hooks.delivery.flow import Result, Tally, origin_of
 from rest_hooks.metrics import breakers
 from rest_hooks.metrics.middleware import MetricsMiddleware
 from rest_hooks.models import Delivery, Event, Hook
@@ -180,7 +180,7 @@ def test_open_breakers_are_counted_from_the_gate(client, user, receiver, redis_u
         for _ in range(2):
             admission = gate.admit(hook)
             assert isinstance(admission, gate.Admission)
-            gate.report(admission, Result.FAILURE, None)
+            gate.report(admission, Tally.of(Result.FAILURE), None)
         assert gate.current_gate().state(origin_of(hook.target)).value == "open"
         assert value(client, "rest_hooks_breakers", state="open") == 1
         assert value(client, "rest_hooks_breaker_transitions_total", to_state="open", host="") >= 1

@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from rest_hooks import metrics
 from rest_hooks.conf import hook_settings
-from rest_hooks.delivery.flow import Decision, Reason, Result
+from rest_hooks.delivery.flow import Decision, Reason, Result, Tally
 from rest_hooks.models import Delivery, Event, get_hook_model
 from rest_hooks.worker import gate
 from rest_hooks.worker.attempt import Attempt, make_attempt, refused_attempt
@@ -88,7 +88,6 @@ def deliver_claimed(claimed: list[Delivery], reservation: float | None = None) -
     budget = float(hook_settings.BATCH_BUDGET)
     attempts: list[Attempt] = []
     instances: dict[int, Any] = {}
-    successes = 0
     resolver_busy = False
     for delivery in claimed:
         if attempts and time.monotonic() - started > budget:
@@ -100,13 +99,10 @@ def deliver_claimed(claimed: list[Delivery], reservation: float | None = None) -
             resolver_busy = True
             break
         attempts.append(done)
-        if done.health is Result.SUCCESS:
-            successes += 1
         if done.health is Result.FAILURE or done.pause is not None:
             break
-    last_health = attempts[-1].health if attempts else Result.NEUTRAL
     last_pause = attempts[-1].pause if attempts else None
-    gate.report(admission, last_health, last_pause, successes - (last_health is Result.SUCCESS))
+    gate.report(admission, Tally.of(*(a.health for a in attempts)), last_pause)
     untried = claimed[len(attempts) :]
     if resolver_busy:
         _defer(untried, Decision(False, RESOLVER_BUSY_WAIT, Reason.RESOLVER_BUSY))
