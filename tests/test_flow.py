@@ -13,13 +13,16 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import redis
+from django.test import override_settings
 
 from rest_hooks.delivery.flow import (
     RESERVATION_EARLY,
+    SEND_HORIZON,
     BreakerPolicy,
     BreakerState,
     Decision,
@@ -35,6 +38,8 @@ from rest_hooks.delivery.flow import (
 )
 from rest_hooks.delivery.gates.memory import IN_FLIGHT_WAIT, MemoryGate
 from rest_hooks.delivery.gates.redis import STATE_TTL, RedisGate
+from rest_hooks.worker import gate
+from tests.helpers import free_port
 
 ORIGIN = "https://api.example.com:443"
 OTHER = "https://other.example.com:443"
@@ -770,6 +775,75 @@ def test_a_probe_batch_sends_one_and_holds_the_rest_back(flow: Flow) -> None:
     decision, _ = flow.acquire(limits, count=5, horizon=1.0)
     assert len(decision.send_at) == 5
     assert not decision.probe
+
+
+# -- the worker's side: admit and report ------------------------------------------------
+
+
+@pytest.fixture(params=["memory", "redis"])
+def gate_settings(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The worker's flow control on this process's memory, or on the test Redis."""
+    overrides: dict[str, Any] = {"RATE_BURST": 1, "BREAKER_FAILURES": 3, "MAX_IN_FLIGHT": 4}
+    if request.param == "redis":
+        overrides["REDIS_URL"] = request.getfixturevalue("redis_url")
+    with override_settings(REST_HOOKS=overrides):
+        yield
+
+
+def hook_at(rate_limit: str = "") -> Any:
+    """A hook as ``admit`` reads it, at a target of its own."""
+    return SimpleNamespace(target=f"https://{new_token()}.example.com/in", rate_limit=rate_limit)
+
+
+def test_admit_a_batch_with_what_holds_its_rest_back(gate_settings: None) -> None:
+    hook = hook_at("10/s")
+    admission = gate.admit(hook, count=30, horizon=SEND_HORIZON)
+    assert isinstance(admission, gate.Admission)
+    assert admission.ticket is not None
+    sent = len(admission.send_at)
+    assert 10 <= sent <= 11
+    assert admission.lanes == admission.ticket.lanes == 4  # MAX_IN_FLIGHT
+    rest = admission.rest
+    assert rest is not None
+    assert not rest.allowed
+    assert rest.reason is Reason.RATE_LIMIT
+    assert rest.reservation is not None
+    assert rest.wait == pytest.approx(sent * 0.1, abs=0.03)
+    gate.report(admission, tally("SSF"), None)
+    # A batch admitted whole has no rest.
+    whole = gate.admit(hook_at(), count=5, horizon=SEND_HORIZON)
+    assert isinstance(whole, gate.Admission)
+    assert (whole.send_at, whole.lanes, whole.rest) == ((0.0,) * 5, 4, None)
+    gate.report(whole, tally("SSSSS"), None)
+
+
+def test_report_tells_the_breaker_how_the_batch_went(gate_settings: None) -> None:
+    hook = hook_at()
+    origin = origin_of(hook.target)
+    admission = gate.admit(hook, count=5)
+    assert isinstance(admission, gate.Admission)
+    gate.report(admission, tally("SFSFF"), None)  # two failures in a row, of three
+    assert gate.current_gate().state(origin) is CLOSED
+    admission = gate.admit(hook, count=5)
+    assert isinstance(admission, gate.Admission)
+    gate.report(admission, tally("F"), None)
+    assert gate.current_gate().state(origin) is OPEN
+    refusal = gate.admit(hook, count=5)
+    assert isinstance(refusal, Decision)
+    assert refusal.reason is Reason.CIRCUIT_OPEN
+
+
+@pytest.mark.parametrize("mode", ["open", "closed"])
+def test_admit_a_batch_while_redis_is_unreachable(mode: str) -> None:
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    with override_settings(REST_HOOKS={"REDIS_URL": dead, "FLOW_ON_REDIS_ERROR": mode}):
+        admission = gate.admit(hook_at("10/s"), count=7, horizon=SEND_HORIZON)
+        if mode == "closed":
+            assert admission == Decision(False, gate.REDIS_DOWN_WAIT, Reason.CIRCUIT_OPEN)
+            return
+        # Unchecked: every delivery of the batch at once, each on a lane of its own.
+        assert admission == gate.Admission(None, admission.limits, (0.0,) * 7, 7, None)
+        gate.report(admission, tally("SF"), None)  # nothing to tell
 
 
 # -- isolation --------------------------------------------------------------------------
