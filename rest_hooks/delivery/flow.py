@@ -177,10 +177,12 @@ class Gate(Protocol):
         count: int = 1,
         horizon: float = 0.0,
     ) -> Decision:
-        """Admit up to ``count`` requests, or refuse them with how long to wait.
+        """Admit the first of ``count`` (at least 1) requests, or refuse them all, with
+        how long the others are to wait.
 
         ``reservation``: the first slot a former refusal booked for these requests, if
         any. ``horizon``: how long from now an admitted request may wait for its slot.
+        A half-open breaker's probe is admitted alone.
         """
         ...
 

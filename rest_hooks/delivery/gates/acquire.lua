@@ -88,21 +88,21 @@ local rest_wait, rest_reason, rest_reserved = 0, '', ''
 if rate > 0 then
   local interval = 1 / rate
   local tolerance = (burst - 1) * interval
-  local first
+  local booked  -- the slot booked for the j-th request (from 0)
   if reservation == 0 then
     -- GCRA, in the form that stays exact: how far the theoretical arrival time is ahead
     -- of now, against the burst's tolerance. Every slot is booked, whether or not it
     -- comes within the horizon.
     local ahead = math.max(tat - now, 0)
     redis.call('HSET', state_key, 'tat', now + ahead + wanted * interval)
-    first = function(j) return now + math.max(ahead + j * interval - tolerance, 0) end
+    booked = function(j) return now + math.max(ahead + j * interval - tolerance, 0) end
   else
     -- Booked when these requests were refused (a hair early counts as on time).
     local start = math.min(reservation, now)
-    first = function(j) return start + j * interval end
+    booked = function(j) return start + j * interval end
   end
   for j = 0, wanted - 1 do
-    local slot = first(j)
+    local slot = booked(j)
     -- The same GCRA over the times requests really go: one that comes back late to its
     -- slot does not go out together with the next ones.
     local go = math.max(now, slot, sent - tolerance)
