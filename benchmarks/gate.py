@@ -11,6 +11,8 @@ This measures:
   for both gates, with every rule switched on (rate limit, in-flight cap, breaker);
 - the cost of a refusal (an ``acquire`` that says "wait" and reserves the delivery's
   slot: what holding a delivery back for the rate limit costs, once per deferral);
+- the cost of that pair per delivery when a batch of ``BATCH`` deliveries is admitted in
+  one ``acquire`` (its send times, its in-flight lanes) and reported in one ``release``;
 - the admissions per second one Redis sustains from N threads of this process (each an
   acquire + release pair, with its latency under that load), and the time Redis itself
   spends per delivery (from ``INFO commandstats``), which bounds what one Redis core can
@@ -45,7 +47,15 @@ from urllib.parse import urlsplit
 
 import redis
 
-from rest_hooks.delivery.flow import BreakerPolicy, Gate, Limits, Result, Ticket, new_token
+from rest_hooks.delivery.flow import (
+    SEND_HORIZON,
+    BreakerPolicy,
+    Gate,
+    Limits,
+    Tally,
+    Ticket,
+    new_token,
+)
 from rest_hooks.delivery.gates.memory import MemoryGate
 from rest_hooks.delivery.gates.redis import RedisGate
 
@@ -54,6 +64,8 @@ from common import free_port, percentile, stop
 
 GOAL_MS = 0.3
 PREFIX = "rest_hooks_bench"
+#: The deliveries of one admission in the batch rows.
+BATCH = 50
 #: Every rule on, none refusing: the full path of both scripts.
 ADMIT_ALL = Limits(rate=1e9, burst=1_000_000, max_in_flight=1_000, breaker=BreakerPolicy())
 #: One request per hour: after the first, every acquire is refused by the rate limit
@@ -63,7 +75,7 @@ REFUSE_ALL = Limits(rate=1 / 3600, burst=1, max_in_flight=1_000, breaker=Breaker
 
 @dataclass
 class Row:
-    measurement: str  # "acquire+release", "refused acquire" or "throughput"
+    measurement: str  # "acquire+release", "refused acquire", "... batch of 50", "throughput"
     gate: str
     threads: int
     n: int
@@ -77,28 +89,37 @@ class Row:
 
 
 def summarise(
-    measurement: str, gate: str, threads: int, samples_ns: list[int], wall_s: float
+    measurement: str,
+    gate: str,
+    threads: int,
+    samples_ns: list[int],
+    wall_s: float,
+    per: int = 1,
 ) -> Row:
-    ms = sorted(s / 1e6 for s in samples_ns)
+    """The row of these samples, each of which covered ``per`` deliveries: its times are
+    per delivery."""
+    ms = sorted(s / 1e6 / per for s in samples_ns)
+    n = len(ms) * per
     return Row(
         measurement=measurement,
         gate=gate,
         threads=threads,
-        n=len(ms),
+        n=n,
         mean_ms=statistics.fmean(ms),
         p50_ms=percentile(ms, 0.50),
         p99_ms=percentile(ms, 0.99),
-        ops_per_s=len(ms) / wall_s if wall_s > 0 else 0.0,
+        ops_per_s=n / wall_s if wall_s > 0 else 0.0,
     )
 
 
-def one_delivery(gate: Gate, origin: str, limits: Limits) -> None:
-    """What the deliver actor asks of the gate for one successful request."""
+def one_delivery(gate: Gate, origin: str, limits: Limits, count: int = 1) -> None:
+    """What the worker asks of the gate for a batch of ``count`` successful requests."""
     token = new_token()
-    decision = gate.acquire(origin, limits, token)
-    if not decision.allowed:
+    decision = gate.acquire(origin, limits, token, count=count, horizon=SEND_HORIZON)
+    if len(decision.send_at) < count:
         raise RuntimeError(f"the benchmark's limits refused a delivery: {decision}")
-    gate.release(Ticket(origin, token, decision.probe), limits, Result.SUCCESS)
+    ticket = Ticket(origin, token, decision.probe, decision.lanes)
+    gate.release(ticket, limits, Tally(successes=count))
 
 
 def one_refusal(gate: Gate, origin: str, limits: Limits) -> None:
@@ -125,7 +146,7 @@ def warm_up(step: Callable[[], None], n: int) -> None:
 
 
 def latency(name: str, gate: Gate, n: int, origin: str) -> list[Row]:
-    """One thread: the pair for an admitted delivery, then a refusal."""
+    """One thread: the pair for an admitted delivery, a refusal, the pair for a batch."""
     rows = []
 
     def deliver() -> None:
@@ -144,6 +165,14 @@ def latency(name: str, gate: Gate, n: int, origin: str) -> list[Row]:
     warm_up(refuse, n)
     samples, wall = timed(refuse, n)
     rows.append(summarise("refused acquire", name, 1, samples, wall))
+
+    def deliver_batch() -> None:
+        one_delivery(gate, origin, ADMIT_ALL, BATCH)
+
+    batches = max(1, n // BATCH)
+    warm_up(deliver_batch, batches)
+    samples, wall = timed(deliver_batch, batches)
+    rows.append(summarise(f"acquire+release, batch of {BATCH}", name, 1, samples, wall, per=BATCH))
     return rows
 
 

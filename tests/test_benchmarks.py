@@ -20,8 +20,10 @@ ROOT = Path(__file__).resolve().parent.parent
 ROWS = [
     ("acquire+release", "MemoryGate", 1),
     ("refused acquire", "MemoryGate", 1),
+    ("acquire+release, batch of 50", "MemoryGate", 1),
     ("acquire+release", "RedisGate", 1),
     ("refused acquire", "RedisGate", 1),
+    ("acquire+release, batch of 50", "RedisGate", 1),
     ("throughput", "RedisGate", 1),
     ("throughput", "RedisGate", 3),
 ]
@@ -84,7 +86,7 @@ def test_gate_benchmark_starts_its_own_redis(capsys):
     assert gate.main(["--n", "50", "--threads", "2"]) == 0
     printed = capsys.readouterr().out
     assert "(started by the benchmark)" in printed
-    assert table_rows(printed) == [*ROWS[:4], ("throughput", "RedisGate", 2)]
+    assert table_rows(printed) == [*ROWS[:6], ("throughput", "RedisGate", 2)]
 
 
 @pytest.mark.integration

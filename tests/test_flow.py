@@ -7,18 +7,22 @@ that ``flow.advance`` moves, and on ``RedisGate`` (the Redis server's clock), wh
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import redis
+from django.test import override_settings
 
 from rest_hooks.delivery.flow import (
     RESERVATION_EARLY,
+    SEND_HORIZON,
     BreakerPolicy,
     BreakerState,
     Decision,
@@ -26,6 +30,7 @@ from rest_hooks.delivery.flow import (
     Limits,
     Reason,
     Result,
+    Tally,
     Ticket,
     new_token,
     origin_of,
@@ -33,6 +38,8 @@ from rest_hooks.delivery.flow import (
 )
 from rest_hooks.delivery.gates.memory import IN_FLIGHT_WAIT, MemoryGate
 from rest_hooks.delivery.gates.redis import STATE_TTL, RedisGate
+from rest_hooks.worker import gate
+from tests.helpers import free_port
 
 ORIGIN = "https://api.example.com:443"
 OTHER = "https://other.example.com:443"
@@ -51,11 +58,16 @@ class Flow:
     tol: float  # how far a returned wait may be from the expected one
 
     def acquire(
-        self, limits: Limits, origin: str = ORIGIN, reservation: float | None = None
+        self,
+        limits: Limits,
+        origin: str = ORIGIN,
+        reservation: float | None = None,
+        count: int = 1,
+        horizon: float = 0.0,
     ) -> tuple[Decision, Ticket]:
         token = new_token()
-        decision = self.gate.acquire(origin, limits, token, reservation)
-        return decision, Ticket(origin, token, decision.probe)
+        decision = self.gate.acquire(origin, limits, token, reservation, count, horizon)
+        return decision, Ticket(origin, token, decision.probe, decision.lanes)
 
     def admit(self, limits: Limits, origin: str = ORIGIN) -> Ticket:
         decision, ticket = self.acquire(limits, origin)
@@ -71,7 +83,7 @@ class Flow:
 
     def call(self, limits: Limits, result: Result, origin: str = ORIGIN) -> BreakerState | None:
         """One request, from its admission to its result; the breaker's transition."""
-        return self.gate.release(self.admit(limits, origin), limits, result)
+        return self.gate.release(self.admit(limits, origin), limits, Tally.of(result))
 
     def trip(self, limits: Limits, origin: str = ORIGIN) -> None:
         """Open the breaker with consecutive failures."""
@@ -99,6 +111,11 @@ def flow(request: pytest.FixtureRequest) -> Iterator[Flow]:
 
 def breaker(**policy: Any) -> Limits:
     return Limits(breaker=BreakerPolicy(**policy))
+
+
+def tally(letters: str) -> Tally:
+    """The tally of results spelled as letters of ``RESULTS``, in the order they ended."""
+    return Tally.of(*(RESULTS[letter] for letter in letters))
 
 
 # -- parse_rate, origin_of ----------------------------------------------------------------
@@ -340,11 +357,11 @@ def test_rate_over_a_second(flow: Flow) -> None:
 
 def test_pause_holds_everyone_back(flow: Flow) -> None:
     limits = Limits()
-    flow.gate.release(flow.admit(limits), limits, Result.NEUTRAL, pause=0.3)
+    flow.gate.release(flow.admit(limits), limits, Tally.of(Result.NEUTRAL), pause=0.3)
     decision = flow.refused(limits, Reason.RATE_LIMIT)
     assert decision.wait == pytest.approx(0.3, abs=flow.tol)
     # A shorter pause asked for meanwhile does not cut the longer one short.
-    flow.gate.release(Ticket(ORIGIN, new_token(), False), limits, Result.NEUTRAL, pause=0.05)
+    flow.gate.release(Ticket(ORIGIN, new_token(), False), limits, Tally(), pause=0.05)
     flow.advance(0.1)
     decision = flow.refused(limits, Reason.RATE_LIMIT)
     assert decision.wait == pytest.approx(0.2, abs=flow.tol)
@@ -365,11 +382,11 @@ def test_in_flight_cap(flow: Flow) -> None:
     flow.admit(limits)
     decision = flow.refused(limits, Reason.IN_FLIGHT)
     assert decision.wait == pytest.approx(IN_FLIGHT_WAIT)
-    flow.gate.release(first, limits, Result.SUCCESS)
+    flow.gate.release(first, limits, Tally.of(Result.SUCCESS))
     flow.admit(limits)
     flow.refused(limits, Reason.IN_FLIGHT)
     # Releasing the same request twice frees one slot, not two.
-    flow.gate.release(first, limits, Result.SUCCESS)
+    flow.gate.release(first, limits, Tally.of(Result.SUCCESS))
     flow.refused(limits, Reason.IN_FLIGHT)
 
 
@@ -442,31 +459,56 @@ def test_failure_ratio_window_forgets_old_calls(flow: Flow) -> None:
     assert flow.call(limits, Result.FAILURE) is OPEN  # 4/4
 
 
-def test_a_batch_reports_its_successes_with_its_last_result(flow: Flow) -> None:
-    """A batch sent under one admission ends at its first failure; the successes before
-    it count as they would one by one."""
+def test_a_batch_reports_its_results_in_one_tally(flow: Flow) -> None:
+    """The requests of one admission count as they would one by one."""
     limits = breaker(failures=3, failure_ratio=0.5, min_calls=8, window=60)
     assert flow.call(limits, Result.FAILURE) is None
     assert flow.call(limits, Result.FAILURE) is None
     # S, S, F: the successes break the run of failures (1, not 3, in a row)...
-    batch = flow.admit(limits)
-    assert flow.gate.release(batch, limits, Result.FAILURE, successes=2) is None
+    assert flow.gate.release(flow.admit(limits), limits, tally("SSF")) is None
     assert flow.gate.state(ORIGIN) is CLOSED
     # ...and count as calls, towards the ratio.
     assert flow.call(limits, Result.FAILURE) is None  # 4 of 6 (under 8 calls), 2 in a row
-    batch = flow.admit(limits)
-    assert flow.gate.release(batch, limits, Result.SUCCESS, successes=3) is None
+    assert flow.gate.release(flow.admit(limits), limits, tally("SSSS")) is None
     assert flow.call(limits, Result.FAILURE) is None  # 5 of 11
     assert flow.call(limits, Result.FAILURE) is OPEN  # 6 of 12: the ratio
 
 
-def test_a_batch_of_successes_ending_neutral_still_counts_them(flow: Flow) -> None:
-    limits = breaker(failures=2)
-    assert flow.call(limits, Result.FAILURE) is None
-    batch = flow.admit(limits)  # S, S, N (a 404 on the last hook): the run is broken
-    assert flow.gate.release(batch, limits, Result.NEUTRAL, successes=2) is None
-    assert flow.call(limits, Result.FAILURE) is None
-    assert flow.call(limits, Result.FAILURE) is OPEN
+@pytest.mark.parametrize(
+    ("before", "batch", "failures_to_open"),
+    [
+        ("FF", "SFSFF", 1),  # two failures after its last success: two in a row
+        ("FF", "SSFF", 1),
+        ("FF", "FS", 3),  # ends with a success: none in a row
+        ("FF", "SSNN", 3),  # the neutral ones after the last success change nothing
+        ("FF", "NNN", 1),  # only neutral ones: the run goes on
+        ("", "SFFF", 0),  # three after its last success: open
+        ("F", "FF", 0),  # no success: its failures add to the run before
+    ],
+)
+def test_what_a_batch_tally_does_to_the_breaker(
+    flow: Flow, before: str, batch: str, failures_to_open: int
+) -> None:
+    limits = breaker(failures=3, min_calls=1000)
+    for letter in before:
+        assert flow.call(limits, RESULTS[letter]) is None
+    transition = flow.gate.release(flow.admit(limits), limits, tally(batch))
+    assert transition is (OPEN if failures_to_open == 0 else None)
+    transitions = [flow.call(limits, Result.FAILURE) for _ in range(failures_to_open)]
+    assert transitions[-1:] == [OPEN] * bool(failures_to_open)
+    assert flow.gate.state(ORIGIN) is OPEN
+
+
+def test_tally_of_results() -> None:
+    assert tally("SFSFF") == Tally(successes=2, failures=3, trailing_failures=2)
+    assert tally("FNF") == Tally(successes=0, failures=2, trailing_failures=2)
+    assert tally("FSN") == Tally(successes=1, failures=1, trailing_failures=0)
+    assert tally("") == tally("NN") == Tally()
+    assert [tally(t).result for t in ("FFS", "NF", "NN")] == [
+        Result.SUCCESS,
+        Result.FAILURE,
+        Result.NEUTRAL,
+    ]
 
 
 def test_one_probe_after_the_cooldown_and_its_success_closes(flow: Flow) -> None:
@@ -486,14 +528,14 @@ def test_one_probe_after_the_cooldown_and_its_success_closes(flow: Flow) -> None
     assert flow.gate.state(OTHER) is CLOSED
     flow.admit(limits, OTHER)
 
-    assert flow.gate.release(probe, limits, Result.SUCCESS) is CLOSED
+    assert flow.gate.release(probe, limits, Tally.of(Result.SUCCESS)) is CLOSED
     assert flow.gate.state(ORIGIN) is CLOSED
     tickets = [flow.admit(limits) for _ in range(5)]
     assert not any(ticket.probe for ticket in tickets)
     # Closed afresh: it takes the full count of consecutive failures to open it again.
-    assert flow.gate.release(tickets[0], limits, Result.FAILURE) is None
-    assert flow.gate.release(tickets[1], limits, Result.FAILURE) is None
-    assert flow.gate.release(tickets[2], limits, Result.FAILURE) is OPEN
+    assert flow.gate.release(tickets[0], limits, Tally.of(Result.FAILURE)) is None
+    assert flow.gate.release(tickets[1], limits, Tally.of(Result.FAILURE)) is None
+    assert flow.gate.release(tickets[2], limits, Tally.of(Result.FAILURE)) is OPEN
 
 
 def test_failed_probe_reopens_with_doubled_capped_cooldown(flow: Flow) -> None:
@@ -504,16 +546,16 @@ def test_failed_probe_reopens_with_doubled_capped_cooldown(flow: Flow) -> None:
         flow.advance(flow.refused(limits, Reason.CIRCUIT_OPEN).wait + EPS)
         probe = flow.admit(limits)
         assert probe.probe
-        assert flow.gate.release(probe, limits, Result.FAILURE) is OPEN
+        assert flow.gate.release(probe, limits, Tally.of(Result.FAILURE)) is OPEN
         decision = flow.refused(limits, Reason.CIRCUIT_OPEN)
         assert decision.wait == pytest.approx(cooldown, abs=flow.tol)
     # A successful probe forgets the doubling: it starts again from the base cooldown.
     flow.advance(0.25 + EPS)
-    assert flow.gate.release(flow.admit(limits), limits, Result.SUCCESS) is CLOSED
+    assert flow.gate.release(flow.admit(limits), limits, Tally.of(Result.SUCCESS)) is CLOSED
     flow.trip(limits)
     assert flow.refused(limits, Reason.CIRCUIT_OPEN).wait == pytest.approx(0.1, abs=flow.tol)
     flow.advance(0.1 + EPS)
-    assert flow.gate.release(flow.admit(limits), limits, Result.FAILURE) is OPEN
+    assert flow.gate.release(flow.admit(limits), limits, Tally.of(Result.FAILURE)) is OPEN
     assert flow.refused(limits, Reason.CIRCUIT_OPEN).wait == pytest.approx(0.2, abs=flow.tol)
 
 
@@ -534,7 +576,7 @@ def test_lost_probe_frees_its_place_after_its_lease(flow: Flow) -> None:
     assert decision.probe
     assert decision.transition is None  # half-open already
     flow.refused(limits, Reason.CIRCUIT_OPEN)
-    assert flow.gate.release(probe, limits, Result.SUCCESS) is CLOSED
+    assert flow.gate.release(probe, limits, Tally.of(Result.SUCCESS)) is CLOSED
 
 
 def test_neutral_probe_lets_another_probe_go(flow: Flow) -> None:
@@ -543,13 +585,13 @@ def test_neutral_probe_lets_another_probe_go(flow: Flow) -> None:
     flow.advance(0.1 + EPS)
     probe = flow.admit(limits)
     flow.refused(limits, Reason.CIRCUIT_OPEN)
-    assert flow.gate.release(probe, limits, Result.NEUTRAL) is None
+    assert flow.gate.release(probe, limits, Tally.of(Result.NEUTRAL)) is None
     assert flow.gate.state(ORIGIN) is HALF_OPEN
     decision, probe = flow.acquire(limits)
     assert decision.allowed
     assert decision.probe
     flow.refused(limits, Reason.CIRCUIT_OPEN)
-    assert flow.gate.release(probe, limits, Result.FAILURE) is OPEN
+    assert flow.gate.release(probe, limits, Tally.of(Result.FAILURE)) is OPEN
 
 
 def test_results_of_earlier_requests_do_not_move_an_open_breaker(flow: Flow) -> None:
@@ -557,8 +599,8 @@ def test_results_of_earlier_requests_do_not_move_an_open_breaker(flow: Flow) -> 
     late = [flow.admit(limits) for _ in range(4)]
     flow.trip(limits)
     flow.advance(0.1)
-    assert flow.gate.release(late[0], limits, Result.FAILURE) is None
-    assert flow.gate.release(late[1], limits, Result.SUCCESS) is None
+    assert flow.gate.release(late[0], limits, Tally.of(Result.FAILURE)) is None
+    assert flow.gate.release(late[1], limits, Tally.of(Result.SUCCESS)) is None
     assert flow.gate.state(ORIGIN) is OPEN
     decision = flow.refused(limits, Reason.CIRCUIT_OPEN)  # the cool-down goes on
     assert decision.wait == pytest.approx(0.2, abs=flow.tol)
@@ -566,17 +608,17 @@ def test_results_of_earlier_requests_do_not_move_an_open_breaker(flow: Flow) -> 
     probe = flow.admit(limits)
     assert probe.probe
     # Nor a half-open one: only the probe's result counts.
-    assert flow.gate.release(late[2], limits, Result.FAILURE) is None
-    assert flow.gate.release(late[3], limits, Result.SUCCESS) is None
+    assert flow.gate.release(late[2], limits, Tally.of(Result.FAILURE)) is None
+    assert flow.gate.release(late[3], limits, Tally.of(Result.SUCCESS)) is None
     assert flow.gate.state(ORIGIN) is HALF_OPEN
     flow.refused(limits, Reason.CIRCUIT_OPEN)
-    assert flow.gate.release(probe, limits, Result.SUCCESS) is CLOSED
+    assert flow.gate.release(probe, limits, Tally.of(Result.SUCCESS)) is CLOSED
 
 
 def test_half_open_transition_reported_once_when_paused(flow: Flow) -> None:
     limits = breaker(failures=1, cooldown=0.1)
     ticket = flow.admit(limits)
-    assert flow.gate.release(ticket, limits, Result.FAILURE, pause=0.3) is OPEN
+    assert flow.gate.release(ticket, limits, Tally.of(Result.FAILURE), pause=0.3) is OPEN
     flow.advance(0.1 + EPS)
     decision = flow.refused(limits, Reason.RATE_LIMIT)  # the pause is still on
     assert decision.transition is HALF_OPEN
@@ -588,6 +630,222 @@ def test_half_open_transition_reported_once_when_paused(flow: Flow) -> None:
     assert decision.transition is None
 
 
+# -- batches ----------------------------------------------------------------------------
+
+
+def test_a_batch_without_limits_goes_at_once_on_the_free_lanes(flow: Flow) -> None:
+    decision, _ = flow.acquire(Limits(), OTHER, count=5, horizon=1.0)
+    assert decision.allowed
+    assert decision.send_at == (0.0,) * 5
+    assert decision.lanes == 5
+    assert (decision.reason, decision.reservation) == (None, None)
+    # Under an in-flight cap: every delivery admitted, over the lanes still free.
+    limits = Limits(max_in_flight=3)
+    single = flow.admit(limits)
+    decision, _ = flow.acquire(limits, count=5)
+    assert decision.send_at == (0.0,) * 5
+    assert decision.lanes == 2
+    flow.refused(limits, Reason.IN_FLIGHT)
+    flow.gate.release(single, limits, tally("S"))
+    decision, _ = flow.acquire(limits, count=5)
+    assert decision.lanes == 1
+    flow.refused(limits, Reason.IN_FLIGHT)
+
+
+def test_one_release_frees_every_lane_of_a_batch(flow: Flow) -> None:
+    limits = Limits(max_in_flight=4)
+    decision, batch = flow.acquire(limits, count=4)
+    assert decision.lanes == batch.lanes == 4
+    flow.refused(limits, Reason.IN_FLIGHT)
+    flow.gate.release(batch, limits, tally("SSSS"))
+    decision, _ = flow.acquire(limits, count=6)
+    assert decision.lanes == 4
+
+
+def test_the_lanes_of_a_batch_never_released_free_themselves(flow: Flow) -> None:
+    limits = Limits(max_in_flight=3, slot_lease=0.3)
+    decision, _ = flow.acquire(limits, count=3)
+    assert decision.lanes == 3
+    flow.advance(0.3 - EPS)
+    flow.refused(limits, Reason.IN_FLIGHT)
+    flow.advance(2 * EPS)
+    decision, _ = flow.acquire(limits, count=3)
+    assert decision.lanes == 3
+
+
+def test_a_rate_the_batch_stays_under_admits_it_whole_at_once(flow: Flow) -> None:
+    decision, _ = flow.acquire(Limits(rate=1e6, burst=1), count=50, horizon=1.0)
+    assert len(decision.send_at) == decision.lanes == 50
+    assert max(decision.send_at) <= 50e-6 + flow.tol
+    assert (decision.reason, decision.reservation) == (None, None)
+
+
+def test_a_binding_rate_admits_what_goes_within_the_horizon(flow: Flow) -> None:
+    limits = Limits(rate=10, burst=1)
+    interval = 0.1
+    first, _ = flow.acquire(limits, count=30, horizon=1.0)
+    sent = len(first.send_at)
+    assert first.allowed
+    assert 10 <= sent <= 11
+    assert first.lanes == sent
+    assert first.send_at == pytest.approx([i * interval for i in range(sent)], abs=flow.tol)
+    # The rest keep the slots booked for them: the first of them is their reservation.
+    assert first.reason is Reason.RATE_LIMIT
+    assert first.reservation is not None
+    assert first.wait == pytest.approx(sent * interval, abs=flow.tol)
+
+    flow.advance(first.wait + EPS)
+    second, _ = flow.acquire(limits, reservation=first.reservation, count=30 - sent, horizon=1.0)
+    more = len(second.send_at)
+    assert 9 <= more <= 11
+    # One interval apart from the one actually sent first, then from each other.
+    assert second.send_at == pytest.approx([i * interval for i in range(more)], abs=flow.tol)
+    assert second.reservation == pytest.approx(first.reservation + more * interval, abs=1e-5)
+    # Coming back did not book anything: a newcomer gets the slot after all thirty.
+    newcomer = flow.refused(limits, Reason.RATE_LIMIT)
+    assert newcomer.reservation == pytest.approx(
+        first.reservation + (30 - sent) * interval, abs=1e-5
+    )
+    assert newcomer.wait == pytest.approx((30 - sent) * interval - EPS, abs=flow.tol)
+
+
+def test_a_batch_presenting_its_reservation_early_is_refused_keeping_it(flow: Flow) -> None:
+    limits = Limits(rate=10, burst=1)
+    first, _ = flow.acquire(limits, count=15, horizon=0.5)
+    assert first.reservation is not None
+    flow.advance(first.wait / 2)
+    early, _ = flow.acquire(limits, reservation=first.reservation, count=9, horizon=0.5)
+    assert not early.allowed
+    assert early.send_at == ()
+    assert early.reservation == first.reservation
+    assert early.wait == pytest.approx(first.wait / 2, abs=flow.tol)
+
+
+def test_a_batch_none_of_which_comes_within_the_horizon_is_refused(flow: Flow) -> None:
+    limits = Limits(rate=10, burst=1, max_in_flight=5)
+    flow.admit(limits)
+    decision, _ = flow.acquire(limits, count=4, horizon=0.05)
+    assert not decision.allowed
+    assert (decision.send_at, decision.lanes) == ((), 0)
+    assert decision.reason is Reason.RATE_LIMIT
+    assert decision.wait == pytest.approx(0.1, abs=flow.tol)
+    # It took no lane: four more fit besides the single one.
+    decision, _ = flow.acquire(limits, reservation=decision.reservation, count=4, horizon=0.05)
+    assert decision.lanes == 0
+    flow.advance(0.1 + EPS)
+    decision, _ = flow.acquire(limits, reservation=decision.reservation, count=4, horizon=1.0)
+    assert decision.lanes == 4
+
+
+def test_racing_batches_get_send_times_an_interval_apart(flow: Flow) -> None:
+    interval = 0.05
+    limits = Limits(rate=1 / interval, burst=1)
+    answers: list[tuple[float, float, Decision]] = []  # (asked, answered, decision)
+
+    def batch(barrier: threading.Barrier) -> None:
+        barrier.wait()
+        asked = flow.clock()
+        decision, _ = flow.acquire(limits, count=8, horizon=1.0)
+        answers.append((asked, flow.clock(), decision))
+
+    _run_threads(4, batch)
+    assert sum(len(d.send_at) for _, _, d in answers) >= 1.0 / interval
+    # Each batch's send times, on this clock, within when it asked and when it was told.
+    times = sorted(
+        (asked + at, answered + at) for asked, answered, d in answers for at in d.send_at
+    )
+    for (_, earlier), (later, _) in itertools.pairwise(times):
+        assert later - earlier >= interval - flow.tol
+
+
+def test_a_probe_batch_sends_one_and_holds_the_rest_back(flow: Flow) -> None:
+    limits = breaker(failures=1, cooldown=0.2)
+    flow.trip(limits)
+    flow.advance(0.2 + EPS)
+    decision, probe = flow.acquire(limits, count=5, horizon=1.0)
+    assert decision.allowed
+    assert decision.probe
+    assert (decision.send_at, decision.lanes) == ((0.0,), 1)
+    assert decision.reason is Reason.CIRCUIT_OPEN  # the others wait for its answer
+    assert decision.wait == pytest.approx(0.2, abs=flow.tol)
+    refusal, _ = flow.acquire(limits, count=5, horizon=1.0)
+    assert not refusal.allowed
+    assert refusal.reason is Reason.CIRCUIT_OPEN
+    assert flow.gate.release(probe, limits, tally("S")) is CLOSED
+    decision, _ = flow.acquire(limits, count=5, horizon=1.0)
+    assert len(decision.send_at) == 5
+    assert not decision.probe
+
+
+# -- the worker's side: admit and report ------------------------------------------------
+
+
+@pytest.fixture(params=["memory", "redis"])
+def gate_settings(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The worker's flow control on this process's memory, or on the test Redis."""
+    overrides: dict[str, Any] = {"RATE_BURST": 1, "BREAKER_FAILURES": 3, "MAX_IN_FLIGHT": 4}
+    if request.param == "redis":
+        overrides["REDIS_URL"] = request.getfixturevalue("redis_url")
+    with override_settings(REST_HOOKS=overrides):
+        yield
+
+
+def hook_at(rate_limit: str = "") -> Any:
+    """A hook as ``admit`` reads it, at a target of its own."""
+    return SimpleNamespace(target=f"https://{new_token()}.example.com/in", rate_limit=rate_limit)
+
+
+def test_admit_a_batch_with_what_holds_its_rest_back(gate_settings: None) -> None:
+    hook = hook_at("10/s")
+    admission = gate.admit(hook, count=30, horizon=SEND_HORIZON)
+    assert isinstance(admission, gate.Admission)
+    assert admission.ticket is not None
+    sent = len(admission.send_at)
+    assert 10 <= sent <= 11
+    assert admission.lanes == admission.ticket.lanes == 4  # MAX_IN_FLIGHT
+    rest = admission.rest
+    assert rest is not None
+    assert not rest.allowed
+    assert rest.reason is Reason.RATE_LIMIT
+    assert rest.reservation is not None
+    assert rest.wait == pytest.approx(sent * 0.1, abs=0.03)
+    gate.report(admission, tally("SSF"), None)
+    # A batch admitted whole has no rest.
+    whole = gate.admit(hook_at(), count=5, horizon=SEND_HORIZON)
+    assert isinstance(whole, gate.Admission)
+    assert (whole.send_at, whole.lanes, whole.rest) == ((0.0,) * 5, 4, None)
+    gate.report(whole, tally("SSSSS"), None)
+
+
+def test_report_tells_the_breaker_how_the_batch_went(gate_settings: None) -> None:
+    hook = hook_at()
+    origin = origin_of(hook.target)
+    admission = gate.admit(hook, count=5)
+    assert isinstance(admission, gate.Admission)
+    gate.report(admission, tally("SFSFF"), None)  # two failures in a row, of three
+    assert gate.current_gate().state(origin) is CLOSED
+    admission = gate.admit(hook, count=5)
+    assert isinstance(admission, gate.Admission)
+    gate.report(admission, tally("F"), None)
+    assert gate.current_gate().state(origin) is OPEN
+    refusal = gate.admit(hook, count=5)
+    assert isinstance(refusal, Decision)
+    assert refusal.reason is Reason.CIRCUIT_OPEN
+
+
+@pytest.mark.parametrize("mode", ["open", "closed"])
+def test_admit_a_batch_while_redis_is_unreachable(mode: str) -> None:
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    with override_settings(REST_HOOKS={"REDIS_URL": dead, "FLOW_ON_REDIS_ERROR": mode}):
+        admission = gate.admit(hook_at("10/s"), count=7, horizon=SEND_HORIZON)
+        if mode == "closed":
+            assert admission == Decision(False, gate.REDIS_DOWN_WAIT, Reason.CIRCUIT_OPEN)
+            return
+        # Unchecked: every delivery of the batch at once, each on a lane of its own.
+        assert admission == gate.Admission(None, admission.limits, (0.0,) * 7, 7, None)
+        gate.report(admission, tally("SF"), None)  # nothing to tell
+
+
 # -- isolation --------------------------------------------------------------------------
 
 
@@ -596,10 +854,10 @@ def test_origins_do_not_share_state(flow: Flow) -> None:
     ticket = flow.admit(limits)
     flow.refused(limits, Reason.IN_FLIGHT)
     other = flow.admit(limits, OTHER)  # in-flight and rate are ORIGIN's alone
-    assert flow.gate.release(ticket, limits, Result.FAILURE, pause=60) is OPEN
+    assert flow.gate.release(ticket, limits, Tally.of(Result.FAILURE), pause=60) is OPEN
     flow.refused(limits, Reason.CIRCUIT_OPEN)
     assert flow.gate.state(OTHER) is CLOSED
-    assert flow.gate.release(other, limits, Result.SUCCESS) is None
+    assert flow.gate.release(other, limits, Tally.of(Result.SUCCESS)) is None
     # Its own rate, not ORIGIN's pause.
     assert flow.refused(limits, Reason.RATE_LIMIT, OTHER).wait <= 1 + flow.tol
 
@@ -616,7 +874,7 @@ def test_redis_keys_carry_the_origin_and_expire(redis_url: str) -> None:
         assert gate.acquire(origin, limits, token).allowed
         gate.acquire(origin, limits, new_token())  # left in flight
         pause = 30 if "paused" in origin else None
-        gate.release(Ticket(origin, token, False), limits, Result.FAILURE, pause)
+        gate.release(Ticket(origin, token, False), limits, Tally.of(Result.FAILURE), pause)
     assert gate.state(ORIGIN) is OPEN
 
     keys = [key.decode() for key in client.keys(f"{prefix}:*")]
@@ -672,7 +930,7 @@ def test_redis_in_flight_cap_under_concurrency(redis_url: str) -> None:
             time.sleep(0.001)
             with lock:
                 holding -= 1
-            gate.release(Ticket(ORIGIN, token, False), limits, Result.SUCCESS)
+            gate.release(Ticket(ORIGIN, token, False), limits, Tally.of(Result.SUCCESS))
 
     _run_threads(8, worker)
     assert peak == 3
@@ -741,7 +999,7 @@ def test_redis_one_probe_among_concurrent_requests(redis_url: str) -> None:
     limits = breaker(failures=1, cooldown=0.2)
     token = new_token()
     assert gate.acquire(ORIGIN, limits, token).allowed
-    assert gate.release(Ticket(ORIGIN, token, False), limits, Result.FAILURE) is OPEN
+    assert gate.release(Ticket(ORIGIN, token, False), limits, Tally.of(Result.FAILURE)) is OPEN
     time.sleep(0.2 + EPS)
     decisions: list[Decision] = []
 

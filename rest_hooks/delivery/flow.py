@@ -26,6 +26,13 @@ The rules, shared by both implementations:
    spread one slot apart rather than all at once at every slot. The same GCRA also spaces
    the requests really admitted, so that reservations coming back late (a busy or stalled
    worker releasing many at once) still go out one slot apart, never in a flood.
+
+A batch of deliveries to one target asks once for all of them (``count``): it takes up to
+``count`` in-flight slots (its *lanes*) and books ``count`` rate slots at once. The ones
+whose slot comes within ``horizon`` seconds are admitted, each with the time it may be
+sent (the worker's loop waits for it); the rest keep their bookings and are told, with
+the first of them as their reservation, when to come back. Its ``release`` frees every
+lane and tells the breaker how the whole batch went (a ``Tally``).
 """
 
 from __future__ import annotations
@@ -40,6 +47,11 @@ from urllib.parse import urlsplit
 
 #: A reservation presented this much before its slot still counts (clock rounding, s).
 RESERVATION_EARLY = 0.005
+
+#: The longest a batch's delivery waits on the worker's loop for its rate slot (s): the
+#: ``horizon`` the worker asks the gate with. What would wait longer is held back, to
+#: come back with its reservation, rather than hold a worker's lane (and its in-flight
+#: slot, whose lease covers this wait) for long.
 SEND_HORIZON = 1.0
 
 
@@ -88,68 +100,100 @@ class Limits:
 
 @dataclass(frozen=True)
 class Decision:
-    allowed: bool
-    wait: float = 0.0  # seconds until trying again makes sense, when refused
+    """The gate's answer to a batch of ``count`` requests: ``len(send_at)`` admitted."""
+
+    allowed: bool  # some of them were admitted
+    # For those not admitted (all, when refused): seconds until trying again makes sense,
+    # and why they were held back.
+    wait: float = 0.0
     reason: Reason | None = None
-    probe: bool = False  # this request is the half-open breaker's probe
+    probe: bool = False  # the admitted one is the half-open breaker's probe
     transition: BreakerState | None = None  # the breaker changed state (to half-open)
-    # Refused by the rate: the slot (on the gate's clock) held for this request; present
-    # it to ``acquire`` when coming back after ``wait``.
+    # Held back by the rate: the first slot (on the gate's clock) booked for those not
+    # admitted, the next ones following one interval apart; present it to ``acquire``
+    # when coming back after ``wait``.
     reservation: float | None = None
+    # One for each admitted request, in order: seconds from now when it may be sent.
+    send_at: tuple[float, ...] = ()
+    # In-flight slots taken (at most ``len(send_at)``): how many of the admitted requests
+    # may be on their way at once.
+    lanes: int = 0
 
 
 @dataclass(frozen=True)
 class Ticket:
-    """What ``release`` needs to know about an admitted request."""
+    """What ``release`` needs to know about an admission."""
 
     origin: str
     token: str
     probe: bool
+    lanes: int = 1  # the in-flight slots it holds, ``slot_member(token, i)`` for i < lanes
+
+
+def slot_member(token: str, lane: int) -> str:
+    """The name of an admission's in-flight slot for one of its lanes."""
+    return f"{token}:{lane}"
 
 
 @dataclass(frozen=True)
 class Tally:
+    """How the requests of one admission went, in the order they ended."""
+
     successes: int = 0
     failures: int = 0
-    trailing_failures: int = 0
+    trailing_failures: int = 0  # failures after the last success (all, if none succeeded)
 
     @classmethod
     def of(cls, *results: Result) -> Tally:
-        s = f = t = 0
-        for r in results:
-            if r is Result.SUCCESS:
-                s += 1
-                t = 0
-            elif r is Result.FAILURE:
-                f += 1
-                t += 1
-        return cls(s, f, t)
+        """The tally of these results, in the order they ended (neutral ones not counted)."""
+        successes = failures = trailing = 0
+        for result in results:
+            if result is Result.SUCCESS:
+                successes += 1
+                trailing = 0
+            elif result is Result.FAILURE:
+                failures += 1
+                trailing += 1
+        return cls(successes, failures, trailing)
+
+    @property
+    def result(self) -> Result:
+        """What a probe's tally says: any success closes the breaker, else any failure
+        re-opens it."""
+        if self.successes:
+            return Result.SUCCESS
+        if self.failures:
+            return Result.FAILURE
+        return Result.NEUTRAL
 
 
 class Gate(Protocol):
     def acquire(
-        self, origin: str, limits: Limits, token: str, reservation: float | None = None
+        self,
+        origin: str,
+        limits: Limits,
+        token: str,
+        reservation: float | None = None,
+        count: int = 1,
+        horizon: float = 0.0,
+        lanes: int | None = None,
     ) -> Decision:
-        """Admit a request, or refuse it with how long to wait.
+        """Admit the first of ``count`` (at least 1) requests, or refuse them all, with
+        how long the others are to wait.
 
-        ``reservation``: the slot a former refusal reserved for this request, if any.
+        ``reservation``: the first slot a former refusal booked for these requests, if
+        any. ``horizon``: how long from now an admitted request may wait for its slot.
+        ``lanes``: the most in-flight slots to take (None: one per request), which is
+        how many of them may be on their way at once. A half-open breaker's probe is
+        admitted alone.
         """
         ...
 
     def release(
-        self,
-        ticket: Ticket,
-        limits: Limits,
-        result: Result,
-        pause: float | None = None,
-        successes: int = 0,
+        self, ticket: Ticket, limits: Limits, tally: Tally, pause: float | None = None
     ) -> BreakerState | None:
-        """Free the slot, record the result; the breaker's new state if it changed.
-
-        ``successes``: for a batch sent under one admission, how many requests before the
-        last (``result``) succeeded. A batch stops at its first failure, so these and the
-        last one are the whole story for the breaker.
-        """
+        """Free the admission's slots, record how its requests went; the breaker's new
+        state if it changed."""
         ...
 
     def state(self, origin: str) -> BreakerState: ...

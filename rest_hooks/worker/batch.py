@@ -190,14 +190,9 @@ def _admit(
             return None
     hook = claimed[0].hook
     try:
+        limits = gate.limits_for(origin_of(hook.target), getattr(hook, "rate_limit", ""))
         admission = gate.admit(
-            hook,
-            reservation,
-            count=len(claimed),
-            horizon=SEND_HORIZON,
-            max_lanes=lanes_for(
-                gate.limits_for(origin_of(hook.target), hook.rate_limit), len(claimed)
-            ),
+            hook, reservation, len(claimed), SEND_HORIZON, lanes_for(limits, len(claimed))
         )
     except ValueError as exc:
         # A Hook.rate_limit stored without full_clean() (bulk_create, update(), raw SQL).

@@ -20,13 +20,14 @@ import redis
 from rest_hooks import metrics
 from rest_hooks.conf import hook_settings, on_reload
 from rest_hooks.delivery.flow import (
+    SEND_HORIZON,
     BreakerPolicy,
     BreakerState,
     Decision,
     Gate,
     Limits,
     Reason,
-    Result,
+    Tally,
     Ticket,
     new_token,
     origin_of,
@@ -45,12 +46,14 @@ REDIS_DOWN_WAIT = 5.0
 
 @dataclass(frozen=True)
 class Admission:
-    """A request the gate let through; hand it back to ``report``."""
+    """The requests of a batch the gate let through; hand it back to ``report``."""
 
     ticket: Ticket | None  # None: admitted without the gate (Redis down, fail-open)
     limits: Limits
-    send_at: tuple[float, ...] = (0.0,)
-    lanes: int = 1
+    # One for each admitted request, in order: seconds from now when it may be sent.
+    send_at: tuple[float, ...]
+    lanes: int  # how many of them may be on their way at once
+    # The refusal of the batch's other requests (after the admitted ones), None if none.
     rest: Decision | None = None
 
 
@@ -110,8 +113,9 @@ def limits_for(origin: str, hook_rate: str = "") -> Limits:
         rate=rate,
         burst=int(burst),
         max_in_flight=overrides.get("MAX_IN_FLIGHT", s.MAX_IN_FLIGHT),
-        # A batch holds its slot for as long as its lease; a killed worker's comes back then.
-        slot_lease=float(s.DEADLINE) + float(s.BATCH_BUDGET) + float(s.LEASE_MARGIN),
+        # A batch holds its slots for as long as its lease, and its wait for its rate
+        # slots; a killed worker's come back then.
+        slot_lease=float(s.DEADLINE) + float(s.BATCH_BUDGET) + float(s.LEASE_MARGIN) + SEND_HORIZON,
         breaker=_breaker_policy(),
     )
 
@@ -121,39 +125,44 @@ def admit(
     reservation: float | None = None,
     count: int = 1,
     horizon: float = 0.0,
-    max_lanes: int = 1,
+    lanes: int | None = None,
 ) -> Admission | Decision:
-    """Ask the gate; an ``Admission`` to go ahead, or the refusing ``Decision``.
+    """Ask the gate for ``count`` deliveries to the hook's target; an ``Admission`` for
+    those to go ahead (the first ones), or the refusing ``Decision``.
 
-    ``reservation``: the slot an earlier refusal of this delivery reserved.
+    ``reservation``: the slot an earlier refusal of these deliveries reserved.
+    ``horizon``: how long an admitted delivery may wait for its send time. ``lanes``:
+    how many of them may be on their way at once, at most (None: all).
     """
     origin = origin_of(hook.target)
     limits = limits_for(origin, getattr(hook, "rate_limit", ""))
     token = new_token()
     try:
-        decision = current_gate().acquire(origin, limits, token, reservation)
+        decision = current_gate().acquire(origin, limits, token, reservation, count, horizon, lanes)
     except redis.RedisError as exc:
-        return _redis_down(origin, limits, exc)
+        return _redis_down(origin, limits, count, min(count, lanes or count), exc)
     if decision.transition is not None:
         _announce(origin, decision.transition)
     if not decision.allowed:
         return decision
-    n = 1 if decision.probe else count
-    return Admission(Ticket(origin, token, decision.probe), limits, (0.0,) * n, min(n, max_lanes))
-
-
-def report(admission: Admission, tally: Any, pause: float | None) -> None:
-    result = (
-        Result.FAILURE if tally.failures else Result.SUCCESS if tally.successes else Result.NEUTRAL
+    rest = None
+    if len(decision.send_at) < count:
+        rest = Decision(False, decision.wait, decision.reason, reservation=decision.reservation)
+    return Admission(
+        Ticket(origin, token, decision.probe, decision.lanes),
+        limits,
+        decision.send_at,
+        decision.lanes,
+        rest,
     )
-    successes = tally.successes - (result is Result.SUCCESS)
-    """Give the slot back and tell the breaker how the request (or batch) went."""
+
+
+def report(admission: Admission, tally: Tally, pause: float | None) -> None:
+    """Give the slots back and tell the breaker how the batch's requests went."""
     if admission.ticket is None:
         return
     try:
-        transition = current_gate().release(
-            admission.ticket, admission.limits, result, pause, successes
-        )
+        transition = current_gate().release(admission.ticket, admission.limits, tally, pause)
     except redis.RedisError as exc:
         logger.warning("Flow control: Redis unreachable (%s); result not recorded.", exc)
         return
@@ -166,7 +175,9 @@ def breaker_state(origin: str) -> str:
     return current_gate().state(origin).value
 
 
-def _redis_down(origin: str, limits: Limits, exc: Exception) -> Admission | Decision:
+def _redis_down(
+    origin: str, limits: Limits, count: int, lanes: int, exc: Exception
+) -> Admission | Decision:
     fail_open = hook_settings.FLOW_ON_REDIS_ERROR != "closed"
     logger.warning(
         "Flow control: Redis unreachable (%s); deliveries to %s %s.",
@@ -175,7 +186,7 @@ def _redis_down(origin: str, limits: Limits, exc: Exception) -> Admission | Deci
         "go ahead unchecked" if fail_open else "wait",
     )
     if fail_open:
-        return Admission(None, limits)
+        return Admission(None, limits, (0.0,) * count, lanes)
     return Decision(False, REDIS_DOWN_WAIT, Reason.CIRCUIT_OPEN)
 
 

@@ -18,7 +18,7 @@ from rest_hooks.delivery.flow import (
     Decision,
     Limits,
     Reason,
-    Result,
+    Tally,
     Ticket,
 )
 
@@ -41,9 +41,16 @@ class RedisGate:
         return [f"{self._prefix}:{{{origin}}}:state", f"{self._prefix}:{{{origin}}}:slots"]
 
     def acquire(
-        self, origin: str, limits: Limits, token: str, reservation: float | None = None
+        self,
+        origin: str,
+        limits: Limits,
+        token: str,
+        reservation: float | None = None,
+        count: int = 1,
+        horizon: float = 0.0,
+        lanes: int | None = None,
     ) -> Decision:
-        allowed, wait, reason, probe, transition, reserved = self._acquire(
+        allowed, wait, reason, probe, transition, reserved, send_at, lanes = self._acquire(
             keys=self._keys(origin),
             args=[
                 token,
@@ -55,6 +62,9 @@ class RedisGate:
                 STATE_TTL,
                 reservation or 0,
                 RESERVATION_EARLY,
+                count,
+                horizon,
+                count if lanes is None else lanes,
             ],
         )
         return Decision(
@@ -64,22 +74,22 @@ class RedisGate:
             probe=bool(probe),
             transition=BreakerState(_text(transition)) if _text(transition) else None,
             reservation=float(reserved) if _text(reserved) else None,
+            send_at=tuple(float(at) for at in send_at),
+            lanes=int(lanes),
         )
 
     def release(
-        self,
-        ticket: Ticket,
-        limits: Limits,
-        result: Result,
-        pause: float | None = None,
-        successes: int = 0,
+        self, ticket: Ticket, limits: Limits, tally: Tally, pause: float | None = None
     ) -> BreakerState | None:
         policy = limits.breaker
         changed = self._release(
             keys=self._keys(ticket.origin),
             args=[
                 ticket.token,
-                result.value,
+                ticket.lanes,
+                tally.successes,
+                tally.failures,
+                tally.trailing_failures,
                 pause or 0,
                 int(ticket.probe),
                 policy.failures,
@@ -89,7 +99,6 @@ class RedisGate:
                 policy.cooldown,
                 policy.max_cooldown,
                 STATE_TTL,
-                successes,
             ],
         )
         return BreakerState(_text(changed)) if _text(changed) else None
