@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,9 @@ from django.db import connection
 from prometheus_client.parser import text_string_to_metric_families
 
 from rest_hooks import metrics
+from rest_hooks.delivery import loop
+from rest_hooks.delivery.async_http import AsyncDeliveryClient
+from rest_hooks.delivery.http import HttpResult
 from rest_hooks.metrics.collectors import COLLECTORS
 from rest_hooks.metrics.exposition import scrape_registry
 
@@ -532,3 +535,20 @@ class HoldingReceiver:
         self._loop.call_soon_threadsafe(self._released.set)
         self._loop.call_soon_threadsafe(self._closing.set)
         self._thread.join(timeout=5)
+
+
+# -- the delivery client, called from a thread --------------------------------------------
+
+
+class OnTheLoop:
+    """The event loop's client, called as the threaded one is: each post a coroutine on
+    the process's delivery loop, waited for."""
+
+    def __init__(self, client: AsyncDeliveryClient) -> None:
+        self.client = client
+
+    def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> HttpResult:
+        return loop.wait(loop.submit(self.client.post(url, body, headers)))
+
+    def close(self) -> None:
+        loop.wait(loop.submit(self.client.aclose()))

@@ -64,9 +64,10 @@ class Flow:
         reservation: float | None = None,
         count: int = 1,
         horizon: float = 0.0,
+        lanes: int | None = None,
     ) -> tuple[Decision, Ticket]:
         token = new_token()
-        decision = self.gate.acquire(origin, limits, token, reservation, count, horizon)
+        decision = self.gate.acquire(origin, limits, token, reservation, count, horizon, lanes)
         return decision, Ticket(origin, token, decision.probe, decision.lanes)
 
     def admit(self, limits: Limits, origin: str = ORIGIN) -> Ticket:
@@ -649,6 +650,16 @@ def test_a_batch_without_limits_goes_at_once_on_the_free_lanes(flow: Flow) -> No
     flow.gate.release(single, limits, tally("S"))
     decision, _ = flow.acquire(limits, count=5)
     assert decision.lanes == 1
+    flow.refused(limits, Reason.IN_FLIGHT)
+
+
+def test_a_batch_takes_no_more_lanes_than_it_asks_for(flow: Flow) -> None:
+    """Batches of one target run side by side, each on its share of the slots."""
+    limits = Limits(max_in_flight=4)
+    first, _ = flow.acquire(limits, count=5, lanes=2)
+    assert (first.send_at, first.lanes) == ((0.0,) * 5, 2)
+    second, _ = flow.acquire(limits, count=5, lanes=2)
+    assert second.lanes == 2
     flow.refused(limits, Reason.IN_FLIGHT)
 
 

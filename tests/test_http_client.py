@@ -20,7 +20,7 @@ import ssl
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
@@ -28,12 +28,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rest_hooks.delivery import loop
 from rest_hooks.delivery.async_http import AsyncDeliveryClient
-from rest_hooks.delivery.http import DeliveryClient, DeliveryError, HttpOptions, HttpResult
+from rest_hooks.delivery.http import DeliveryClient, DeliveryError, HttpOptions
 from rest_hooks.delivery.resolver import resolve_host
 from rest_hooks.security.network import AddressPolicy, IPAddress, TargetRefused, check_url
-from tests.helpers import RawListener, wait_until
+from tests.helpers import OnTheLoop, RawListener, wait_until
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -242,20 +241,6 @@ def fake_resolver(names: dict[str, list[str]], calls: list[str] | None = None) -
         return resolve_host(host, port)
 
     return resolve
-
-
-class OnTheLoop:
-    """The event loop's client, called as the threaded one is: each post a coroutine on
-    the process's delivery loop, waited for."""
-
-    def __init__(self, client: AsyncDeliveryClient) -> None:
-        self.client = client
-
-    def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> HttpResult:
-        return loop.wait(loop.submit(self.client.post(url, body, headers)))
-
-    def close(self) -> None:
-        loop.wait(loop.submit(self.client.aclose()))
 
 
 Client: TypeAlias = DeliveryClient | OnTheLoop

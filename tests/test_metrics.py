@@ -79,7 +79,7 @@ def test_metrics_shows_every_family_with_bounded_labels(
     flow = {"RETRY_SCHEDULE": [60], "BREAKER_FAILURES": 1}
     try:
         # One of the two deliveries to `receiver` goes, the other is deferred (rate_limit).
-        with override_settings(REST_HOOKS={**PRIVATE_OK, **flow, "RATE_LIMIT": "1/s"}):
+        with override_settings(REST_HOOKS={**PRIVATE_OK, **flow, "RATE_LIMIT": "1/5s"}):
             run_pipeline()
         Delivery.objects.filter(attempts=0).update(next_attempt_at=timezone.now())
         with override_settings(REST_HOOKS={**PRIVATE_OK, **flow}):

@@ -359,7 +359,8 @@ def test_a_deferred_delivery_uses_no_retry(user, receiver, run_pipeline):
     make_hook(user, receiver, "/one")
     make_hook(user, receiver, "/two")
     add_book(user)
-    with override_settings(REST_HOOKS={**FAST_RETRIES, "RATE_LIMIT": "1/s", "RATE_BURST": 1}):
+    # A slot every 2 s: beyond the second a batch may wait for its slot on the loop.
+    with override_settings(REST_HOOKS={**FAST_RETRIES, "RATE_LIMIT": "1/2s", "RATE_BURST": 1}):
         deliveries = run_pipeline()
     assert len(receiver.requests) == 1
     sent, deferred = sorted(deliveries, key=lambda d: d.status != Delivery.Status.SUCCESS)
@@ -367,7 +368,23 @@ def test_a_deferred_delivery_uses_no_retry(user, receiver, run_pipeline):
     assert deferred.status == Delivery.Status.PENDING
     assert deferred.attempts == 0  # held back, not tried
     wait = (deferred.next_attempt_at - timezone.now()).total_seconds()
-    assert 0.5 < wait <= 1.3
+    assert 1.5 < wait <= 2.3
+
+
+def test_a_delivery_whose_slot_comes_within_the_horizon_waits_for_it_on_the_loop(
+    user, receiver, run_pipeline
+):
+    """One slot a second: the second delivery is not deferred through the broker, it is
+    sent at its slot, one interval after the first."""
+    make_hook(user, receiver, "/one")
+    make_hook(user, receiver, "/two")
+    add_book(user)
+    with override_settings(REST_HOOKS={**FAST_RETRIES, "RATE_LIMIT": "1/s", "RATE_BURST": 1}):
+        deliveries = run_pipeline()
+    assert {d.status for d in deliveries} == {Delivery.Status.SUCCESS}
+    assert {d.attempts for d in deliveries} == {1}
+    first, second = sorted(r.received_at for r in receiver.requests)
+    assert second - first == pytest.approx(1.0, abs=0.1)
 
 
 def deliver_messages(redis_url: str, queue: str = "rest_hooks") -> list[dict[str, Any]]:
@@ -384,9 +401,10 @@ def test_a_delivery_held_back_by_the_rate_comes_back_for_its_slot(
         make_hook(user, receiver, path)
     add_book(user)
     # A burst of two: two go at once, and a late slot (this machine may be busy) does not
-    # hold back the next one. The interval (1 s) is long beside the four attempts, so that
-    # however slow this machine is, the last two come before a slot frees itself.
-    with override_settings(REST_HOOKS={**FAST_RETRIES, "RATE_LIMIT": "1/s", "RATE_BURST": 2}):
+    # hold back the next one. The interval (2 s) is longer than the horizon a batch may
+    # wait for its slot on the loop, and long beside the four attempts, so that however
+    # slow this machine is, the last two come before a slot frees itself.
+    with override_settings(REST_HOOKS={**FAST_RETRIES, "RATE_LIMIT": "1/2s", "RATE_BURST": 2}):
         deliveries = run_pipeline()
         held = [d for d in deliveries if d.status == Delivery.Status.PENDING]
         assert len(held) == 2
@@ -395,9 +413,9 @@ def test_a_delivery_held_back_by_the_rate_comes_back_for_its_slot(
         messages = {m["args"][0][0]: m for m in deliver_messages(redis_url, "rest_hooks.DQ")}
         assert set(messages) == {str(d.pk) for d in held}
         slots = sorted(messages[str(d.pk)]["kwargs"]["reservation"] for d in held)
-        assert slots[1] - slots[0] == pytest.approx(1.0, abs=1e-6)
+        assert slots[1] - slots[0] == pytest.approx(2.0, abs=1e-6)
         waits = sorted((d.next_attempt_at - timezone.now()).total_seconds() for d in held)
-        assert waits[1] - waits[0] == pytest.approx(1.0, abs=0.05)
+        assert waits[1] - waits[0] == pytest.approx(2.0, abs=0.05)
         # Each comes back at its slot, with it, and goes.
         for delivery in sorted(held, key=lambda d: d.next_attempt_at):
             time.sleep(max((delivery.next_attempt_at - timezone.now()).total_seconds(), 0))
@@ -528,7 +546,9 @@ def test_a_probing_batch_sends_the_probe_only(user, receiver, redis_url):
         redis.Redis.from_url(redis_url).flushdb()
         deliver_batch([str(d.pk) for d in rest])
     assert [r.path for r in receiver.requests] == ["/h0", "/h1"]
-    assert queued_batches(redis_url) == [[str(d.pk) for d in rest[1:]]]
+    # The others wait for the probe's answer, deferred, in one message.
+    held = [m["args"][0] for m in deliver_messages(redis_url, "rest_hooks.DQ")]
+    assert held == [[str(d.pk) for d in rest[1:]]]
     assert [d.attempts for d in Delivery.objects.filter(pk__in=[d.pk for d in rest[1:]])] == [0, 0]
 
 

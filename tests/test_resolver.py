@@ -10,6 +10,7 @@ or the memory gate) like a worker's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import socket
 import threading
@@ -24,8 +25,9 @@ from django.utils import timezone
 
 from bookstore.models import Book
 from bookstore.receiver import Receiver
+from rest_hooks.delivery.async_http import AsyncDeliveryClient
 from rest_hooks.delivery.flow import BreakerState, origin_of
-from rest_hooks.delivery.http import DeliveryClient, DeliveryError, HttpOptions
+from rest_hooks.delivery.http import DeliveryError, HttpOptions
 from rest_hooks.delivery.resolver import (
     BoundedResolver,
     ResolutionFailed,
@@ -37,7 +39,7 @@ from rest_hooks.models import Delivery, Hook
 from rest_hooks.security.network import AddressPolicy, IPAddress
 from rest_hooks.worker import attempt
 from rest_hooks.worker.gate import current_gate
-from tests.helpers import attempts_metric, wait_until
+from tests.helpers import OnTheLoop, attempts_metric, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -94,12 +96,23 @@ HANGING_NAMES = [f"hang-{i}.attacker.test" for i in range(HANGING // 2)] + [
 
 
 @pytest.fixture
-def client(dns: FakeDns, monkeypatch: pytest.MonkeyPatch) -> Iterator[DeliveryClient]:
+def client(dns: FakeDns, monkeypatch: pytest.MonkeyPatch) -> Iterator[OnTheLoop]:
     """The deliver actor's HTTP client, resolving with ``dns``."""
     options = HttpOptions(connect_timeout=CONNECT_TIMEOUT, policy=AddressPolicy(allow_private=True))
-    with DeliveryClient(options, resolver=dns) as delivery_client:
-        monkeypatch.setattr(attempt, "http_client", lambda: delivery_client)
+    with _delivery_client(options, dns, monkeypatch) as delivery_client:
         yield delivery_client
+
+
+@contextlib.contextmanager
+def _delivery_client(
+    options: HttpOptions, dns: FakeDns, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[OnTheLoop]:
+    delivery_client = OnTheLoop(AsyncDeliveryClient(options, resolver=dns))
+    monkeypatch.setattr(attempt, "http_client", lambda: delivery_client.client)
+    try:
+        yield delivery_client
+    finally:
+        delivery_client.close()
 
 
 def add_hooks(owner: Any, *targets: str) -> None:
@@ -193,8 +206,7 @@ def test_a_lookup_that_cannot_start_defers_its_delivery_without_counting_anythin
     options = HttpOptions(
         connect_timeout=CONNECT_TIMEOUT, policy=AddressPolicy(allow_private=True), max_lookups=2
     )
-    with DeliveryClient(options, resolver=dns) as delivery_client:
-        monkeypatch.setattr(attempt, "http_client", lambda: delivery_client)
+    with _delivery_client(options, dns, monkeypatch) as delivery_client:
         for name in ("hang.one.test", "hang.two.test"):
             with pytest.raises(DeliveryError):
                 delivery_client.post(f"http://{name}/", b"{}", {})
@@ -222,7 +234,8 @@ def test_a_post_to_a_healthy_name_is_not_held_up_by_hanging_names(receiver: Rece
     options = HttpOptions(connect_timeout=CONNECT_TIMEOUT, policy=AddressPolicy(allow_private=True))
     names = [f"hang-{i}.attacker.test" for i in range(HANGING)]
     names += [f"hang.attacker-{i}.test" for i in range(HANGING)]
-    with DeliveryClient(options, resolver=dns) as client, ThreadPoolExecutor(len(names)) as pool:
+    client = OnTheLoop(AsyncDeliveryClient(options, resolver=dns))
+    with ThreadPoolExecutor(len(names)) as pool:
 
         def post_to(name: str) -> str:
             try:
@@ -235,6 +248,7 @@ def test_a_post_to_a_healthy_name_is_not_held_up_by_hanging_names(receiver: Rece
         assert set(pool.map(post_to, names)) <= {"timeout", "busy"}
         for url in (f"http://healthy.test:{receiver.port}/a", receiver.url("/b")):
             assert client.post(url, b"{}", {}).status_code == 200
+    client.close()
 
 
 # -- the resolver ------------------------------------------------------------------------------
