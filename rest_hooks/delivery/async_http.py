@@ -192,7 +192,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 request.method,
                 yarl.URL(str(request.url), encoded=True),
                 headers=CIMultiDict(
-                    (name.decode("latin-1"), value.decode("latin-1"))
+                    # aiohttp writes header lines as UTF-8: these bytes, unchanged.
+                    (name.decode("latin-1"), value.decode())
                     for name, value in request.headers.raw
                 ),
                 data=await request.aread() or None,
@@ -336,7 +337,16 @@ class AsyncDeliveryClient:
                 request = httpx.Request(
                     "POST",
                     target.url,
-                    headers=[("Host", target.netloc), *self._headers, *headers.items()],
+                    # Values as UTF-8 (an event name may be any text); httpx would take
+                    # text values as ASCII only.
+                    headers=[
+                        (name.encode("latin-1"), value.encode())
+                        for name, value in (
+                            ("Host", target.netloc),
+                            *self._headers,
+                            *headers.items(),
+                        )
+                    ],
                     content=body,
                     extensions=self._extensions,
                 )

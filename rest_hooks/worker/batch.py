@@ -122,21 +122,32 @@ async def _send(
 ) -> list[Attempt]:
     """Send each delivery at its time over ``lanes`` concurrent lanes; the attempts made,
     in the order they ended."""
-    clock = asyncio.get_running_loop().time
+    clock = time.monotonic
     started = clock()
     budget = float(hook_settings.BATCH_BUDGET)
+    origin = origin_of(sending[0].hook.target)
     queue = iter(zip(sending, admission.send_at, strict=True))
     ended: list[Attempt] = []
     stopped = False
 
+    def stopping() -> bool:
+        """Whether to start no more requests: the batch's own target answered a failure or
+        a pause, its breaker opened (seen by another batch of this process), or its
+        time is up."""
+        return (
+            stopped
+            or gate.opened_since(origin, started)
+            or bool(ended and clock() - started > budget)
+        )
+
     async def lane() -> None:
         nonlocal stopped
         for delivery, send_at in queue:  # the lanes share the queue: each takes the next
-            if stopped or (ended and clock() - started > budget):
+            if stopping():
                 return
             if (wait := started + send_at - clock()) > 0:
                 await asyncio.sleep(wait)
-                if stopped:
+                if stopping():
                     return
             done = await attempt.http_attempt(delivery, client)
             ended.append(done)

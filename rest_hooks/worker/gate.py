@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -190,7 +191,28 @@ def _redis_down(
     return Decision(False, REDIS_DOWN_WAIT, Reason.CIRCUIT_OPEN)
 
 
+#: When this process last saw each origin's breaker open (``time.monotonic()``).
+_opened_at: dict[str, float] = {}
+#: Origins remembered at most; the oldest are forgotten first.
+_OPENED_KEPT = 10_000
+
+
+def opened_since(origin: str, since: float) -> bool:
+    """Whether this process saw ``origin``'s breaker open after ``since`` (monotonic).
+
+    A batch's deliveries admitted to wait for their send time ask before each request:
+    those of a target whose breaker opened meanwhile are not sent (they go back, and the
+    gate holds them while it is open).
+    """
+    return _opened_at.get(origin, -math.inf) > since
+
+
 def _announce(origin: str, state: BreakerState) -> None:
+    if state is BreakerState.OPEN:
+        _opened_at.pop(origin, None)
+        _opened_at[origin] = time.monotonic()
+        if len(_opened_at) > _OPENED_KEPT:
+            del _opened_at[next(iter(_opened_at))]
     log = logger.info if state is BreakerState.CLOSED else logger.warning
     log("Circuit breaker of %s is now %s.", origin, state.value, extra={"origin": origin})
     metrics.breaker_changed(origin, state.value)
