@@ -289,7 +289,7 @@ def fanout_table(results: dict[str, Any]) -> list[str]:
     if not workers and not old:
         return []
     hooks = next((r["hooks"] for side in ours.values() for r in side["fanout"]), None)
-    columns = [f"rest_hooks ({DBS[db]})" for db in ours] + ["bare `httpx.Client` loop"]
+    columns = [f"rest_hooks ({DBS[db]})" for db in ours] + ["bare aiohttp loop"]
     lines = [
         f"**2, 3. Fan-out**: one event to {hooks or old['hooks']:,} hooks, deliveries/s from the "
         "commit until nginx has every POST, median [min, max]. django-rest-hooks 1.5: "
@@ -446,7 +446,7 @@ def slow_table(results: dict[str, Any]) -> list[str]:
     if bare:
         versus = f"{bare['per_s']['median'] / old_rate:.1f}x" if old_rate else "-"
         lines.append(
-            f"| bare `httpx.AsyncClient` loop | {results['bare_async']['processes']} | 1 "
+            f"| bare aiohttp loop | {results['bare_async']['processes']} | 1 "
             f"| {bare['hooks']:,} | {cell(bare['per_s'], '{:,.0f}')} | {bare['open_at_once']} "
             f"| {bare['open_in_all']} | {versus} | - |"
         )
@@ -459,7 +459,7 @@ def isolation_table(results: dict[str, Any]) -> list[str]:
         rows.append(("django-rest-hooks 1.5", {"threads": 3, **results["old"]["isolation"]}))
     if results.get("bare_async", {}).get("isolation"):
         rows.append(
-            ("bare `httpx.AsyncClient` loop", {"threads": 1, **results["bare_async"]["isolation"]})
+            ("bare aiohttp loop", {"threads": 1, **results["bare_async"]["isolation"]})
         )
     if not rows:
         return []

@@ -41,8 +41,9 @@ SIDES = ("old", "sqlite", "postgres", "bare", "gate")
 ENGINE_PARTS = ("sustained", "slow", "isolation")
 #: Parts that need ``slow_receiver.py``'s origins.
 SLOW_PARTS = ("slow", "isolation")
-#: Tries of a request of the bare asyncio loop (``post_concurrently``).
-BARE_ATTEMPTS = 3
+#: Requests a process of the bare loop keeps open at once: what one batch of the engine
+#: sends at once to a target without an in-flight cap (``DELIVERY_BATCH_SIZE``).
+BARE_LANES = 50
 ALIASES = {"this": ["sqlite", "postgres", "bare", "gate"]}
 OLD_REQUIREMENTS = ("django-rest-hooks==1.5.0", "Django==3.2.25", "requests==2.34.2")
 
@@ -104,27 +105,46 @@ def csv(values: list[int]) -> str:
 # -- the bare loop ----------------------------------------------------------------------
 
 
-def bare_process(url: str, n: int, body: bytes, ready: Any, go: Any) -> None:
-    import httpx
+def bare_process(url: str, n: int, lanes: int, body: bytes, ready: Any, go: Any) -> None:
+    import asyncio
+
+    import aiohttp
 
     headers = {"Content-Type": "application/json"}
-    with httpx.Client() as client:
-        client.post(url, content=body, headers=headers)  # connected before the start
-        ready.release()
-        go.wait()
-        for _ in range(n):
-            client.post(url, content=body, headers=headers)
+
+    async def main() -> None:
+        connector = aiohttp.TCPConnector(limit=lanes)
+        async with aiohttp.ClientSession(connector=connector) as session:
+
+            async def post() -> None:
+                async with session.post(url, data=body, headers=headers) as response:
+                    await response.read()
+
+            await asyncio.gather(*(post() for _ in range(lanes)))  # connected before the start
+            ready.release()
+            await asyncio.get_running_loop().run_in_executor(None, go.wait)
+            left = iter(range(n))
+
+            async def lane() -> None:
+                for _ in left:
+                    await post()
+
+            await asyncio.gather(*(lane() for _ in range(lanes)))
+
+    asyncio.run(main())
 
 
 def bare_loop(
     target: receiver.Receiver, n: int, processes: int, body: bytes, log: common.AccessLog
 ) -> float:
-    """``processes`` processes POST ``n`` bodies in all with ``httpx.Client``: per second."""
+    """``processes`` processes POST ``n`` bodies in all with aiohttp (the client under the
+    engine's), ``BARE_LANES`` requests open at once each: per second."""
     context = multiprocessing.get_context("fork")
     ready, go = context.Semaphore(0), context.Event()
     url = f"{target.url}/bare"
+    lanes = BARE_LANES
     procs = [
-        context.Process(target=bare_process, args=(url, n // processes, body, ready, go))
+        context.Process(target=bare_process, args=(url, n // processes, lanes, body, ready, go))
         for _ in range(processes)
     ]
     for proc in procs:
@@ -158,41 +178,20 @@ def bare_async_process(urls: list[str], body: bytes, per_origin: int) -> None:
 
 async def post_concurrently(urls: list[str], body: bytes, per_origin: int) -> None:
     """POST ``body`` to every URL at once, at most ``per_origin`` requests open on an
-    origin (the gate's ``MAX_IN_FLIGHT``), through one ``httpx.AsyncClient`` an origin:
-    httpcore's async pool looks at every connection it holds for each request, so that
-    one client for hundreds of connections costs several times the CPU a request.
-
-    A request that fails is sent again, up to ``BARE_ATTEMPTS`` times: httpcore's async
-    pool now and then hands a request a connection it has closed (seen here as
-    ``ReadError(ClosedResourceError())``, about one request in 5,000 with one client for
-    hundreds of connections), and a missing arrival would stall the measurement until
-    its timeout."""
+    origin (the gate's ``MAX_IN_FLIGHT``), through one aiohttp session (the client under
+    the engine's), its connector bounding each origin's connections."""
     import asyncio
 
-    import httpx
+    import aiohttp
 
     headers = {"Content-Type": "application/json"}
-    limits = httpx.Limits(max_connections=per_origin, max_keepalive_connections=per_origin)
-    async with contextlib.AsyncExitStack() as stack:
-        clients: dict[str, httpx.AsyncClient] = {}
-        open_slots: dict[str, asyncio.Semaphore] = {}
-        for url in urls:
-            origin = url.split("/")[2]
-            if origin not in clients:
-                client = httpx.AsyncClient(limits=limits, timeout=60)
-                clients[origin] = await stack.enter_async_context(client)
-                open_slots[origin] = asyncio.Semaphore(per_origin)
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=per_origin)
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
 
         async def post(url: str) -> None:
-            origin = url.split("/")[2]
-            async with open_slots[origin]:
-                for attempt in range(1, BARE_ATTEMPTS + 1):
-                    try:
-                        await clients[origin].post(url, content=body, headers=headers)
-                        return
-                    except httpx.TransportError:
-                        if attempt == BARE_ATTEMPTS:
-                            raise
+            async with session.post(url, data=body, headers=headers) as response:
+                await response.read()
 
         await asyncio.gather(*map(post, urls))
 
@@ -235,12 +234,12 @@ class BareAsync:
 
 def run_bare_slow(args: argparse.Namespace, slow: receiver.SlowReceivers) -> dict[str, Any]:
     """The slow receivers' fan-out and the fast origin's isolation, by ``BareAsync``."""
-    import httpx  # noqa: F401  (imported once here, not in each forked process)
+    import aiohttp  # noqa: F401  (imported once here, not in each forked process)
 
     log = common.AccessLog(slow.access_log)
     processes = max(args.processes)
     bare = BareAsync(processes, common.SLOW_MAX_IN_FLIGHT)
-    result: dict[str, Any] = {"processes": processes, "client": "httpx.AsyncClient"}
+    result: dict[str, Any] = {"processes": processes, "client": "aiohttp"}
     if "slow" in args.part_list:
         urls = common.spread_targets(slow.urls["slow"], args.slow_hooks, "/bare/slow")
         runs = []
