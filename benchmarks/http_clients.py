@@ -10,14 +10,13 @@ included; nginx is another process) and the requests per second:
 
 - ``httpx-aiohttp``: a bare ``httpx.AsyncClient`` over the ``httpx-aiohttp`` transport;
 - ``aiohttp``: a bare ``aiohttp.ClientSession``;
-- ``AsyncDeliveryClient``: the delivery client of the event loop
-  (``rest_hooks.delivery.async_http``) with all its checks (URL, address policy, deadline,
-  the response cap);
-- ``DeliveryClient``: the threaded delivery client (``rest_hooks.delivery.http``).
+- ``AsyncDeliveryClient``: the delivery client (``rest_hooks.delivery.async_http``) with
+  all its checks (URL, address policy, deadline, the response cap).
 
-At concurrency C the async clients run C coroutines on the process's delivery loop
-(``rest_hooks.delivery.loop``), each posting its share one after the other; the threaded
-client runs C threads. Each repetition measures every client and concurrency in turn,
+At concurrency C each client runs C coroutines on the process's delivery loop
+(``rest_hooks.delivery.loop``), each posting its share one after the other. The CPU of
+each is also given as a ratio to bare aiohttp's, the cost of what the delivery client
+and httpx add. Each repetition measures every client and concurrency in turn,
 forward and backward from one repetition to the next; figures are the median [min, max]
 over the repetitions, and ratios are taken within each repetition (the machine is shared:
 compare ratios, not absolute figures, across runs).
@@ -33,7 +32,6 @@ import os
 import platform
 import statistics
 import sys
-import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from importlib import metadata
@@ -46,14 +44,14 @@ import httpx_aiohttp
 
 from rest_hooks.delivery import loop
 from rest_hooks.delivery.async_http import AsyncDeliveryClient
-from rest_hooks.delivery.http import DeliveryClient, HttpOptions
+from rest_hooks.delivery.http import HttpOptions
 from rest_hooks.security.network import AddressPolicy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import abba, spread
 from receiver import nginx
 
-CLIENTS = ("httpx-aiohttp", "aiohttp", "AsyncDeliveryClient", "DeliveryClient")
+CLIENTS = ("httpx-aiohttp", "aiohttp", "AsyncDeliveryClient")
 BODY = json.dumps({"hook": {"id": 1, "event": "book.added", "target": "x"}, "data": "y" * 200})
 HEADERS = {
     "Content-Type": "application/json",
@@ -68,7 +66,7 @@ OPTIONS = HttpOptions(
     max_connections=200,
 )
 
-#: One POST of a client: awaited (the async ones) or called (the threaded one).
+#: One POST of a client, awaited.
 Post = Callable[[str], Awaitable[Any]]
 
 
@@ -85,25 +83,10 @@ def _run_async(post: Post, url: str, n: int, concurrency: int) -> None:
         raise errors[0]
 
 
-def _run_threads(client: DeliveryClient, url: str, n: int, concurrency: int) -> None:
-    body = BODY.encode()
-
-    def share() -> None:
-        for _ in range(n // concurrency):
-            client.post(url, body, HEADERS)
-
-    threads = [threading.Thread(target=share) for _ in range(concurrency)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-
-
 class Clients:
     """One client of each kind, kept for the whole run (their connections kept alive)."""
 
     def __init__(self) -> None:
-        self.threaded = DeliveryClient(OPTIONS)
         self.delivery = AsyncDeliveryClient(OPTIONS)
         self.httpx, self.session = loop.wait(loop.submit(self._open()))
 
@@ -129,9 +112,6 @@ class Clients:
         assert result.ok, result.status_code
 
     def run(self, name: str, url: str, n: int, concurrency: int) -> None:
-        if name == "DeliveryClient":
-            _run_threads(self.threaded, url, n, concurrency)
-            return
         posts: dict[str, Post] = {
             "httpx-aiohttp": self._httpx,
             "aiohttp": self._aiohttp,
@@ -140,8 +120,6 @@ class Clients:
         _run_async(posts[name], url, n, concurrency)
 
     def close(self) -> None:
-        self.threaded.close()
-
         async def close_all() -> None:
             await self.delivery.aclose()
             await self.httpx.aclose()
@@ -176,7 +154,6 @@ def run(n: int, repeat: int, concurrencies: Sequence[int]) -> dict[str, Any]:
     for name, concurrency in cases:
         runs = samples[name, concurrency]
         bare = samples["aiohttp", concurrency]
-        threaded = samples["DeliveryClient", concurrency]
         rows.append(
             {
                 "client": name,
@@ -187,9 +164,6 @@ def run(n: int, repeat: int, concurrencies: Sequence[int]) -> dict[str, Any]:
                 "cpu_vs_aiohttp": statistics.median(
                     r["cpu_ms"] / b["cpu_ms"] for r, b in zip(runs, bare, strict=True)
                 ),
-                "cpu_vs_threaded": statistics.median(
-                    r["cpu_ms"] / t["cpu_ms"] for r, t in zip(runs, threaded, strict=True)
-                ),
             }
         )
     return {
@@ -197,8 +171,7 @@ def run(n: int, repeat: int, concurrencies: Sequence[int]) -> dict[str, Any]:
         "nproc": os.cpu_count(),
         "python": platform.python_version(),
         "versions": {
-            package: metadata.version(package)
-            for package in ("httpx", "aiohttp", "httpx-aiohttp", "httpcore")
+            package: metadata.version(package) for package in ("httpx", "aiohttp", "httpx-aiohttp")
         },
         "nginx": nginx_version,
         "n": n,
@@ -214,9 +187,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"{versions}, {result['nginx']}; {result['n']} POSTs a measurement, "
         f"{result['repeat']} repetitions.",
         "",
-        "| client | concurrency | CPU ms / request | requests/s | CPU vs aiohttp "
-        "| CPU vs DeliveryClient |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| client | concurrency | CPU ms / request | requests/s | CPU vs aiohttp |",
+        "|---|---:|---:|---:|---:|",
     ]
     for row in result["rows"]:
         cpu, rate = row["cpu_ms"], row["per_s"]
@@ -224,7 +196,7 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {row['client']} | {row['concurrency']} "
             f"| {cpu['median']:.3f} [{cpu['min']:.3f}, {cpu['max']:.3f}] "
             f"| {rate['median']:,.0f} [{rate['min']:,.0f}, {rate['max']:,.0f}] "
-            f"| {row['cpu_vs_aiohttp']:.2f} | {row['cpu_vs_threaded']:.2f} |"
+            f"| {row['cpu_vs_aiohttp']:.2f} |"
         )
     return "\n".join(lines)
 

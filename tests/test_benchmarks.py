@@ -372,7 +372,8 @@ def test_the_report_shows_a_profile_of_the_latency_run(tmp_path, monkeypatch):
     samples.write_text(
         "run (a.py:1);fan_out (rest_hooks/worker/fanout.py:100);"
         "get (django/db/models/query.py:631) 30\n"
-        "run (a.py:1);DeliveryClient.post (rest_hooks/delivery/http.py:433) 10\n"
+        "run (a.py:1);AsyncDeliveryClient.post (rest_hooks/delivery/async_http.py:340) 10\n"
+        "_run_once (asyncio/base_events.py:1);data_received (aiohttp/client_proto.py:1) 5\n"
     )
     summary = profile_report.summarise([samples], deliveries=10, rate=250)
     latency = {"rate": 100.0, "threads": 2, "profile": summary}
@@ -381,3 +382,5 @@ def test_the_report_shows_a_profile_of_the_latency_run(tmp_path, monkeypatch):
     assert "the latency run at 100 events/s with 2 threads a process" in text
     # 30 samples at 250 a second over 10 events: 12 ms an event in the fan-out step.
     assert "| fan-out (dispatch actor: hook ids, bulk INSERT, enqueue) | 12.000 |" in text
+    # The client's own frames and aiohttp's callbacks on the loop: the POST.
+    assert "| HTTP POST (AsyncDeliveryClient over aiohttp, checked DNS) | 6.000 |" in text

@@ -31,7 +31,6 @@ from rest_hooks.delivery.http import DeliveryError, HttpOptions
 from rest_hooks.delivery.resolver import (
     BoundedResolver,
     ResolutionFailed,
-    ResolutionTimeout,
     ResolverBusy,
     registered_domain,
 )
@@ -262,10 +261,20 @@ def make_resolver(dns: FakeDns) -> Callable[..., BoundedResolver]:
     return make
 
 
+def resolve(resolver: BoundedResolver, host: str, timeout: float = 1.0) -> list[IPAddress]:
+    """The addresses of ``host``, awaited for at most ``timeout`` as the delivery client
+    awaits them (``TimeoutError`` after, the lookup no longer waited for)."""
+
+    async def wait() -> list[IPAddress]:
+        return await asyncio.wait_for(asyncio.wrap_future(resolver.start(host, 80)), timeout)
+
+    return asyncio.run(wait())
+
+
 def hang(resolver: BoundedResolver, host: str) -> None:
     """Look ``host`` up and stop waiting: the lookup goes on, nobody waiting for it."""
-    with pytest.raises(ResolutionTimeout):
-        resolver.resolve(host, 80, timeout=0.01)
+    with pytest.raises(TimeoutError):
+        resolve(resolver, host, timeout=0.01)
 
 
 @pytest.mark.parametrize(
@@ -285,7 +294,7 @@ def test_literal_addresses_need_no_lookup(
 ) -> None:
     resolver = make_resolver(max_lookups=1)
     hang(resolver, "hang.example.test")  # every lookup taken
-    assert resolver.resolve(host, 80, timeout=1) == [ipaddress.ip_address(address)]
+    assert resolve(resolver, host) == [ipaddress.ip_address(address)]
     assert dns.lookups == ["hang.example.test"]
 
 
@@ -303,20 +312,20 @@ def test_hanging_names_of_one_domain_take_a_few_threads(make_resolver, dns: Fake
     hang(resolver, "hang-1.evil.test")
     hang(resolver, "hang-2.evil.test")
     with pytest.raises(ResolverBusy, match=r"2 lookups of other names of evil\.test"):
-        resolver.resolve("hang-3.evil.test", 80, timeout=1)
+        resolve(resolver, "hang-3.evil.test")
     # The hanging name itself may still be waited for: its own lookup, its own failure.
     hang(resolver, "hang-1.evil.test")
     # Other domains are not held up, even under the same public suffix.
     dns.answers.update({"ok.evil.co.uk": "192.0.2.7", "ok.shop.co.uk": "192.0.2.8"})
     hang(resolver, "hang-1.evil.co.uk")
     hang(resolver, "hang-2.evil.co.uk")
-    assert resolver.resolve("ok.shop.co.uk", 80, timeout=1) == [ipaddress.ip_address("192.0.2.8")]
+    assert resolve(resolver, "ok.shop.co.uk") == [ipaddress.ip_address("192.0.2.8")]
     with pytest.raises(ResolverBusy):
-        resolver.resolve("ok.evil.co.uk", 80, timeout=1)
+        resolve(resolver, "ok.evil.co.uk")
     wait_until(lambda: resolver_threads() == 4, "only the hanging lookups left")
     dns.release.set()
     wait_until(lambda: resolver_threads() == 0, "the hanging lookups to end")
-    assert resolver.resolve("ok.evil.co.uk", 80, timeout=1) == [ipaddress.ip_address("192.0.2.7")]
+    assert resolve(resolver, "ok.evil.co.uk") == [ipaddress.ip_address("192.0.2.7")]
 
 
 def test_names_of_one_domain_that_answer_are_never_limited(make_resolver, dns: FakeDns) -> None:
@@ -326,7 +335,7 @@ def test_names_of_one_domain_that_answer_are_never_limited(make_resolver, dns: F
     dns.answers.update(dict.fromkeys(names, "192.0.2.9"))
     resolver = make_resolver(max_hung_per_domain=1)
     with ThreadPoolExecutor(len(names)) as pool:
-        answers = [pool.submit(resolver.resolve, name, 443, 10) for name in names]
+        answers = [pool.submit(resolve, resolver, name, 10) for name in names]
         wait_until(lambda: len(dns.lookups) == len(names), "every lookup to start")
         dns.release.set()
         assert [a.result() for a in answers] == [[ipaddress.ip_address("192.0.2.9")]] * 20
@@ -337,7 +346,7 @@ def test_when_every_lookup_is_taken_a_new_one_fails_at_once(make_resolver) -> No
     for i in range(3):
         hang(resolver, f"hang.domain-{i}.test")
     with pytest.raises(ResolverBusy, match="all 3 lookups of this process are taken"):
-        resolver.resolve("healthy.test", 80, timeout=1)
+        resolve(resolver, "healthy.test")
     assert resolver_threads() == 3
 
 
@@ -352,30 +361,15 @@ def test_a_lookup_that_gets_no_thread_is_busy_and_leaves_no_trace(
     resolver = make_resolver()
     monkeypatch.setattr(threading.Thread, "start", refuse)
     with pytest.raises(ResolverBusy, match="can't start new thread"):
-        resolver.resolve("healthy.test", 80, timeout=1)
+        resolve(resolver, "healthy.test")
     monkeypatch.undo()
-    assert resolver.resolve("healthy.test", 80, timeout=1) == [ipaddress.ip_address("127.0.0.1")]
+    assert resolve(resolver, "healthy.test") == [ipaddress.ip_address("127.0.0.1")]
 
 
 def test_a_failed_lookup_is_the_targets_failure(make_resolver) -> None:
     with pytest.raises(ResolutionFailed, match=r"cannot resolve 'nowhere\.test'"):
-        make_resolver().resolve("nowhere.test", 80, timeout=1)
+        resolve(make_resolver(), "nowhere.test")
     wait_until(lambda: resolver_threads() == 0, "the lookup's thread to end")
-
-
-def test_an_event_loop_awaits_a_lookup_and_stopping_to_wait_leaves_it_hanging(
-    make_resolver, dns: FakeDns
-) -> None:
-    resolver = make_resolver(max_hung_per_domain=1)
-
-    async def resolve(host: str, timeout: float) -> list[IPAddress]:
-        return await asyncio.wait_for(asyncio.wrap_future(resolver.start(host, 80)), timeout)
-
-    assert asyncio.run(resolve("healthy.test", 5)) == [ipaddress.ip_address("127.0.0.1")]
-    with pytest.raises(TimeoutError):
-        asyncio.run(resolve("hang-1.evil.test", 0.01))
-    with pytest.raises(ResolverBusy):  # the cancelled wait left that lookup hanging
-        resolver.start("hang-2.evil.test", 80)
 
 
 @pytest.mark.parametrize(

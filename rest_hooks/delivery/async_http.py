@@ -1,8 +1,9 @@
-"""The delivery client of the event loop: one attempt, as :class:`DeliveryClient`'s, awaited.
+"""The delivery client: one webhook delivery attempt, awaited on the event loop.
 
-:class:`AsyncDeliveryClient` keeps every property of the threaded client
-(:mod:`rest_hooks.delivery.http`, whose options, results and errors it shares) while a
-request in flight costs a coroutine instead of a thread. It sends httpx requests through
+Webhook targets are chosen by users, so every attempt is a request to an untrusted
+server from inside the operator's network. :class:`AsyncDeliveryClient` makes that safe
+and bounded (its options, results and errors are :mod:`rest_hooks.delivery.http`'s), and
+a request in flight costs a coroutine, not a thread. It sends httpx requests through
 :class:`AiohttpTransport`, an httpx transport on an aiohttp session of its own:
 
 * **No SSRF through DNS.** aiohttp asks :class:`CheckedResolver` for the addresses of a
@@ -10,9 +11,11 @@ request in flight costs a coroutine instead of a thread. It sends httpx requests
   without the check); the resolver looks the name up through the process's
   :class:`~rest_hooks.delivery.resolver.BoundedResolver`, checks every address with the
   :class:`~rest_hooks.security.network.AddressPolicy` (any refused address refuses the
-  name, as in :class:`~rest_hooks.delivery.http.PinnedBackend`) and hands aiohttp the
-  checked addresses, which it connects to; TLS still uses the host name for SNI and
-  certificate verification. aiohttp connects to a literal IP without asking any resolver,
+  name: one that mixes public and internal addresses is a misconfiguration or a
+  rebinding attempt) and hands aiohttp the checked addresses, which it connects to.
+  Nothing resolves the name a second time, so there is no rebinding window between the
+  check and the connect; TLS still uses the host name for SNI and certificate
+  verification. aiohttp connects to a literal IP without asking any resolver,
   so literal hosts are checked before the request, read as the kernel reads them (the
   legacy spellings, ``2130706433``, ``127.1``, are sent to the address they spell).
 * **A hard deadline per attempt**: one ``asyncio.timeout`` around everything (the lookup,
@@ -30,10 +33,10 @@ loop (:mod:`rest_hooks.delivery.loop`); used on another (a forked child's), it s
 afresh there.
 
 Why not the ``httpx-aiohttp`` package's transport: it sends header names lowercased
-(receivers that match ``X-Hook-Signature`` case-sensitively exist, and the threaded
-client keeps the case), it turns a refused connection into a ``ConnectTimeout`` and
-aiohttp's protocol errors into no httpx error at all, and it reads bodies in fixed
-16 KiB pieces. Ours is the same idea, a page long, with those right.
+(receivers that match ``X-Hook-Signature`` case-sensitively exist), it turns a refused
+connection into a ``ConnectTimeout`` and aiohttp's protocol errors into no httpx error
+at all, and it reads bodies in fixed 16 KiB pieces. Ours is the same idea, a page long,
+with those right.
 """
 
 from __future__ import annotations
@@ -85,8 +88,7 @@ class CheckedResolver(AbstractResolver):
 
     The lookup waits at most ``lookup_timeout`` (the connect timeout; the attempt's
     deadline bounds it too) and is cancelled when nobody waits for it any more, which is
-    how the :class:`BoundedResolver` tells a hanging lookup. Its errors are httpx's (as
-    :class:`~rest_hooks.delivery.http.PinnedBackend`'s are httpcore's), or
+    how the :class:`BoundedResolver` tells a hanging lookup. Its errors are httpx's, or
     :class:`TargetRefused` and :class:`ResolverBusy`; aiohttp lets them all through (none
     is an ``OSError``).
     """
@@ -232,9 +234,10 @@ def _parse_target(url: str, https_only: bool) -> _Target:
 
     A literal IP in a legacy spelling (``2130706433``, ``127.1``) is sent to its address
     in the standard one, which is all aiohttp connects to; the Host header keeps what the
-    subscriber wrote, as with the threaded client. Raises ValueError (``check_url``) or
-    ``httpx.InvalidURL``. Remembered, as in :mod:`rest_hooks.delivery.http`: the busiest
-    targets get request after request.
+    subscriber wrote. Raises ValueError (``check_url``) or ``httpx.InvalidURL``. Parsing
+    a URL costs a tenth of a request's CPU, and the busiest targets get request after
+    request: their URLs are remembered. Few of them: a fan-out to thousands of hooks,
+    each once, would only churn a large cache.
     """
     check_url(url, https_only=https_only)
     parsed = httpx.URL(url)  # IDNA and percent-encoding
@@ -252,13 +255,11 @@ class AsyncDeliveryClient:
     """POSTs webhook bodies from an event loop; one instance per process, for all its
     coroutines (not thread-safe: use it on its loop only).
 
-    ``resolver`` replaces ``getaddrinfo`` (tests, custom DNS), as for
-    :class:`~rest_hooks.delivery.http.DeliveryClient`.
+    ``resolver`` replaces ``getaddrinfo`` (tests, custom DNS).
 
     It hands httpx requests to :class:`AiohttpTransport` itself, not through an
-    ``httpx.AsyncClient``, for the reason the threaded client uses httpcore without
-    ``httpx.Client``: the client's cookie jar, header merging, auth and redirect logic
-    took two fifths of its CPU (``benchmarks/README.md``), and a delivery wants none of
+    ``httpx.AsyncClient``: the client's cookie jar, header merging, auth and redirect
+    logic took two fifths of its CPU (``benchmarks/README.md``), and a delivery wants none of
     them.
     """
 
@@ -309,8 +310,8 @@ class AsyncDeliveryClient:
             cookie_jar=aiohttp.DummyCookieJar(),
             trust_env=False,
             auto_decompress=False,
-            # The headers the threaded client sends, no more: not aiohttp's guess of a
-            # Content-Type, nor its "Accept: */*".
+            # The headers given, no more: not aiohttp's guess of a Content-Type, nor
+            # its "Accept: */*".
             skip_auto_headers=("Content-Type", "Accept"),
         )
         return AiohttpTransport(session)
@@ -318,9 +319,9 @@ class AsyncDeliveryClient:
     async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> HttpResult:
         """Make one attempt: POST ``body`` to ``url`` and return the (capped) response.
 
-        Raises :class:`DeliveryError` when there is no HTTP response to return, of the
-        kinds :class:`~rest_hooks.delivery.http.DeliveryClient` raises. Redirects are
-        returned as results, never followed.
+        Raises :class:`DeliveryError` when there is no HTTP response to return.
+        Redirects are returned as results, never followed: the receiver must be the URL
+        the subscriber registered.
         """
         try:
             target = _parse_target(url, self.options.https_only)

@@ -21,16 +21,16 @@ what hanging names can take from everyone else:
 * At most ``max_lookups`` run in all, each on a thread that ends with its lookup. When
   they are all taken, a lookup does not queue behind hanging names: it fails at once.
 
-The errors tell whose failure it was. :class:`ResolutionTimeout` and
-:class:`ResolutionFailed`: the host's own lookup ran (or was joined) and did not answer
-in time, or failed; that is the target's failure. :class:`ResolverBusy`: the lookup never
+The errors tell whose failure it was. :class:`ResolutionFailed` (or the caller's own
+time limit passing): the host's own lookup ran (or was joined) and failed, or did not
+answer in time; that is the target's failure. :class:`ResolverBusy`: the lookup never
 started, as every thread, or every place for a hanging lookup of the host's domain, was
 taken; that says nothing about the target.
 
-One instance serves every thread of a process: :meth:`BoundedResolver.resolve` blocks;
-:meth:`BoundedResolver.start` returns a ``concurrent.futures.Future`` that an event loop
-can await (``asyncio.wait_for(asyncio.wrap_future(future), timeout)`` cancels it when it
-stops waiting, which is how the resolver tells a hanging lookup).
+One instance serves a process: :meth:`BoundedResolver.start` returns a
+``concurrent.futures.Future`` that an event loop can await
+(``asyncio.wait_for(asyncio.wrap_future(future), timeout)`` cancels it when it stops
+waiting, which is how the resolver tells a hanging lookup).
 """
 
 from __future__ import annotations
@@ -53,7 +53,6 @@ __all__ = [
     "BoundedResolver",
     "ResolutionError",
     "ResolutionFailed",
-    "ResolutionTimeout",
     "Resolver",
     "ResolverBusy",
     "literal_addresses",
@@ -75,10 +74,6 @@ class ResolutionError(Exception):
 
 class ResolverBusy(ResolutionError):
     """The lookup never started: no thread, or no place for the host's domain, was free."""
-
-
-class ResolutionTimeout(ResolutionError):
-    """The host's own lookup did not answer within the caller's time limit."""
 
 
 class ResolutionFailed(ResolutionError):
@@ -152,7 +147,7 @@ class _Lookup:
 
 
 class BoundedResolver:
-    """Resolves host names for every thread of a process, within the bounds above.
+    """Resolves host names for a process, within the bounds above.
 
     ``resolver`` does the lookups (``getaddrinfo`` by default; tests and custom DNS
     replace it). ``max_lookups`` bounds the threads looking names up,
@@ -173,20 +168,6 @@ class BoundedResolver:
         self._max_hung_per_domain = max_hung_per_domain
         self._running: dict[_Key, _Lookup] = {}
         self._lock = threading.Lock()
-
-    def resolve(self, host: str, port: int, timeout: float | None) -> list[IPAddress]:
-        """The addresses of ``host``, waiting at most ``timeout`` seconds (None: no limit).
-
-        Raises :class:`ResolverBusy` (at once), :class:`ResolutionTimeout` or
-        :class:`ResolutionFailed`.
-        """
-        future = self.start(host, port)
-        try:
-            return future.result(timeout=timeout)
-        except TimeoutError as exc:
-            if not future.cancel():  # the answer is being handed over right now
-                return future.result()
-            raise ResolutionTimeout(f"resolving {host!r} timed out") from exc
 
     def start(self, host: str, port: int) -> _Addresses:
         """Look ``host`` up, or join the lookup of it already running; cancel the future
