@@ -458,9 +458,7 @@ def isolation_table(results: dict[str, Any]) -> list[str]:
     if results.get("old", {}).get("isolation"):
         rows.append(("django-rest-hooks 1.5", {"threads": 3, **results["old"]["isolation"]}))
     if results.get("bare_async", {}).get("isolation"):
-        rows.append(
-            ("bare aiohttp loop", {"threads": 1, **results["bare_async"]["isolation"]})
-        )
+        rows.append(("bare aiohttp loop", {"threads": 1, **results["bare_async"]["isolation"]}))
     if not rows:
         return []
     lines = [

@@ -42,7 +42,6 @@ NUMBER_SETTINGS = [
     "DISABLE_AFTER",
     "CONNECT_TIMEOUT",
     "READ_TIMEOUT",
-    "WRITE_TIMEOUT",
     "POOL_TIMEOUT",
     "DEADLINE",
     "MAX_RESPONSE_BYTES",
@@ -65,6 +64,13 @@ NUMBER_SETTINGS = [
     "EMBEDDED_WORKER_THREADS",
     "EMBEDDED_DRAIN_TIMEOUT",
 ]
+
+
+#: Settings of earlier development versions, and what replaced them.
+REMOVED_SETTINGS = {
+    "WRITE_TIMEOUT": "Remove it: DEADLINE bounds sending a request (the event loop's HTTP "
+    "client has no write timeout of its own).",
+}
 
 
 @register()
@@ -199,10 +205,11 @@ def check_rest_hooks_setting(app_configs: Any = None, **kwargs: Any) -> list[Err
     for key in user_settings:
         if key not in DEFAULTS:
             close = difflib.get_close_matches(key, DEFAULTS, n=1)
+            hint = f"Did you mean {close[0]!r}?" if close else "Remove it."
             errors.append(
                 Error(
                     f"REST_HOOKS has an unknown key {key!r}.",
-                    hint=f"Did you mean {close[0]!r}?" if close else "Remove it.",
+                    hint=REMOVED_SETTINGS.get(key, hint),
                     id="rest_hooks.E004",
                 )
             )

@@ -44,7 +44,6 @@ DEFAULTS: dict[str, Any] = {
     # HTTP, per attempt (seconds, bytes).
     "CONNECT_TIMEOUT": 5.0,
     "READ_TIMEOUT": 10.0,
-    "WRITE_TIMEOUT": 10.0,
     "POOL_TIMEOUT": 5.0,
     "DEADLINE": 30.0,
     "MAX_RESPONSE_BYTES": 64 * 1024,

@@ -176,6 +176,13 @@ def test_unknown_key_without_a_close_one():
     assert error.hint == "Remove it."
 
 
+def test_a_removed_setting_says_what_replaced_it():
+    with rest_hooks_setting(WRITE_TIMEOUT=10):
+        (error,) = only("rest_hooks.E004")
+    assert "'WRITE_TIMEOUT'" in error.msg
+    assert "DEADLINE" in error.hint
+
+
 @pytest.mark.parametrize("value", [["RETRY_SCHEDULE", [5]], "RETRY_SCHEDULE=[5]"])
 def test_rest_hooks_not_a_dict(value, use_broker):
     # Even with a Redis broker, whose checks read REST_HOOKS too: reported, no crash.

@@ -282,7 +282,6 @@ class AsyncDeliveryClient:
             "timeout": {
                 "connect": options.connect_timeout,
                 "read": options.read_timeout,
-                "write": options.write_timeout,
                 "pool": options.pool_timeout + options.connect_timeout,
             }
         }

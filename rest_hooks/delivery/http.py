@@ -51,8 +51,8 @@ class HttpOptions:
 
     The timeouts bound single operations: ``connect_timeout`` a host name lookup, a TCP
     connect or a TLS handshake, ``read_timeout`` one read, ``pool_timeout`` the wait for a
-    free connection (``write_timeout`` is handed to the transport, which has none of its
-    own: the deadline bounds the writes). ``deadline`` bounds the whole attempt, which is
+    free connection (aiohttp has no write timeout: the deadline bounds the writes).
+    ``deadline`` bounds the whole attempt, which is
     what protects the event loop's capacity from receivers that answer slowly but
     steadily. ``ssl_context`` replaces the default verification (certifi bundle, host
     name checking), e.g. to trust a private CA. ``keepalive_expiry`` is kept short
@@ -67,7 +67,6 @@ class HttpOptions:
 
     connect_timeout: float = 5.0
     read_timeout: float = 10.0
-    write_timeout: float = 10.0
     pool_timeout: float = 5.0
     deadline: float = 30.0
     max_response_bytes: int = 64 * 1024
@@ -83,7 +82,7 @@ class HttpOptions:
     https_only: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("connect_timeout", "read_timeout", "write_timeout", "pool_timeout"):
+        for name in ("connect_timeout", "read_timeout", "pool_timeout"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         if self.deadline <= 0:

@@ -53,7 +53,6 @@ def http_client() -> AsyncDeliveryClient:
             HttpOptions(
                 connect_timeout=s.CONNECT_TIMEOUT,
                 read_timeout=s.READ_TIMEOUT,
-                write_timeout=s.WRITE_TIMEOUT,
                 pool_timeout=s.POOL_TIMEOUT,
                 deadline=s.DEADLINE,
                 max_response_bytes=s.MAX_RESPONSE_BYTES,
