@@ -53,7 +53,7 @@ def test_one_worker_thread_holds_many_requests_and_a_fast_target_still_gets_thro
 ):
     slow, fast = holding(), holding(hold=False)
     # One thread: with a request in flight a thread, one request would be open at a time.
-    start_workers(processes=1, threads=1, MAX_IN_FLIGHT=50)
+    start_workers(processes=1, threads=1, MAX_IN_FLIGHT=50, DELIVERY_BATCH_SIZE=1)
     hooks_on(user, slow, 30)
     hooks_on(user, fast, 5)
     add_book(user)
