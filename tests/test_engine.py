@@ -69,6 +69,22 @@ def test_one_worker_thread_holds_many_requests_and_a_fast_target_still_gets_thro
     assert set(Delivery.objects.values_list("attempts", flat=True)) == {1}
 
 
+def test_a_batch_sends_over_as_many_lanes_as_its_target_has_slots(user, holding, start_workers):
+    first, second = holding(), holding()
+    start_workers(processes=1, threads=1, MAX_IN_FLIGHT=3)
+    # One batch a target: the dispatch actor sends one itself, the other goes by message.
+    hooks_on(user, first, 6)
+    hooks_on(user, second, 6)
+    add_book(user)
+
+    wait_until(lambda: (first.held, second.held) == (3, 3), timeout=20, what="3 and 3 held")
+    first.release()
+    second.release()
+    wait_until(lambda: succeeded(12), timeout=20, what="every delivery")
+    assert (first.most_held, second.most_held) == (3, 3)
+    assert set(Delivery.objects.values_list("attempts", flat=True)) == {1}
+
+
 def test_a_process_holds_no_more_requests_than_its_cap(user, holding, start_workers):
     slow = holding()
     start_workers(processes=1, threads=4, MAX_IN_FLIGHT=None, MAX_IN_FLIGHT_PER_PROCESS=4)

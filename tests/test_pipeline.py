@@ -24,11 +24,12 @@ from standardwebhooks.webhooks import Webhook
 from bookstore.models import Book
 from bookstore.receiver import Answer, Receiver
 from rest_hooks.broker import POLL_MS, PromptDelays
+from rest_hooks.delivery.flow import Limits
 from rest_hooks.delivery.retry import RetryPolicy, parse_retry_after
 from rest_hooks.models import Delivery, Event, Hook
 from rest_hooks.signals import hook_disabled
 from rest_hooks.worker.attempt import build_body
-from rest_hooks.worker.batch import claim, deliver_batch
+from rest_hooks.worker.batch import claim, deliver_batch, lanes_for
 from rest_hooks.worker.fanout import CAPTURE_SKEW, fan_out, plan_batches
 from rest_hooks.worker.relay import relay_pending
 from tests.helpers import attempts_metric
@@ -470,11 +471,12 @@ def test_redis_unreachable_for_flow_control(user, receiver, run_pipeline, mode, 
 # -- batches ----------------------------------------------------------------------------
 
 
-def batch_sizes(rows: list[tuple[str, str, str]], **settings: Any) -> list[int]:
+def batch_shapes(rows: list[tuple[str, str, str]], **settings: Any) -> list[tuple[int, int]]:
+    """(size, lanes) of each batch ``plan_batches`` cuts ``rows`` into."""
     with override_settings(REST_HOOKS={**FAST_RETRIES, **settings}):
         batches = plan_batches(rows)
-    assert sorted(i for batch in batches for i in batch) == sorted(r[0] for r in rows)
-    return [len(batch) for batch in batches]
+    assert sorted(i for batch in batches for i in batch.ids) == sorted(r[0] for r in rows)
+    return [(len(batch.ids), batch.lanes) for batch in batches]
 
 
 def rows(count: int, target: str, rate: str = "", start: int = 0) -> list[tuple[str, str, str]]:
@@ -483,25 +485,40 @@ def rows(count: int, target: str, rate: str = "", start: int = 0) -> list[tuple[
 
 def test_deliveries_are_batched_by_target_and_limits():
     a, b = "https://a.example/hook", "https://b.example:8443/other"
-    # A target's deliveries spread over as many batches as it may have requests in flight.
-    assert batch_sizes(rows(5, a), MAX_IN_FLIGHT=2) == [3, 2]
-    assert batch_sizes(rows(6, a) + rows(2, b, start=6), MAX_IN_FLIGHT=2) == [3, 3, 1, 1]
-    # No cap, or a high one: spread over ten; never more than DELIVERY_BATCH_SIZE in one.
-    assert batch_sizes(rows(120, a), MAX_IN_FLIGHT=None) == [12] * 10
-    assert batch_sizes(rows(500, a), MAX_IN_FLIGHT=1000) == [50] * 10
-    assert batch_sizes(rows(2000, a), MAX_IN_FLIGHT=10) == [50] * 40
-    assert batch_sizes(rows(30, a), MAX_IN_FLIGHT=10, DELIVERY_BATCH_SIZE=1) == [1] * 30
-    # A rate limit (the hook's, the origin's or the default): one delivery a message, each
-    # waiting for a slot of its own.
-    assert batch_sizes(rows(3, a, rate="5/s")) == [1, 1, 1]
-    assert batch_sizes(rows(3, a), ORIGIN_LIMITS={"https://a.example": {"RATE_LIMIT": "5/s"}}) == [
-        1,
-        1,
-        1,
+    # As few batches as DELIVERY_BATCH_SIZE allows, of even sizes, sharing the target's
+    # in-flight slots out as lanes.
+    assert batch_shapes(rows(5, a), MAX_IN_FLIGHT=2) == [(5, 2)]
+    assert batch_shapes(rows(12, a), MAX_IN_FLIGHT=10) == [(12, 10)]
+    assert batch_shapes(rows(3, a), MAX_IN_FLIGHT=10) == [(3, 3)]
+    assert batch_shapes(rows(6, a) + rows(2, b, start=6), MAX_IN_FLIGHT=2) == [(6, 2), (2, 2)]
+    assert batch_shapes(rows(60, a), MAX_IN_FLIGHT=10) == [(30, 5)] * 2
+    assert batch_shapes(rows(500, a), MAX_IN_FLIGHT=10) == [(50, 1)] * 10
+    assert batch_shapes(rows(2000, a), MAX_IN_FLIGHT=10) == [(50, 1)] * 40
+    assert batch_shapes(rows(30, a), MAX_IN_FLIGHT=10, DELIVERY_BATCH_SIZE=1) == [(1, 1)] * 30
+    # No cap: every delivery of a batch at once (the process's cap bounds them).
+    assert batch_shapes(rows(120, a), MAX_IN_FLIGHT=None) == [(40, 40)] * 3
+    assert batch_shapes(rows(500, a), MAX_IN_FLIGHT=1000) == [(50, 50)] * 10
+    # A rate limit (the hook's, the origin's or the default): no more in a batch than the
+    # rate lets go within the horizon.
+    assert batch_shapes(rows(12, a, rate="5/s")) == [(4, 3)] * 3
+    origin_rate = {"https://a.example": {"RATE_LIMIT": "5/s"}}
+    assert batch_shapes(rows(3, a), ORIGIN_LIMITS=origin_rate) == [(3, 3)]
+    assert batch_shapes(rows(2, a), RATE_LIMIT="1/s") == [(1, 1)] * 2
+    # Same origin, another hook rate: another batch.
+    assert batch_shapes(rows(4, a) + rows(1, a, rate="5/s", start=4), MAX_IN_FLIGHT=1) == [
+        (4, 1),
+        (1, 1),
     ]
-    assert batch_sizes(rows(2, a), RATE_LIMIT="5/s") == [1, 1]
-    # Same origin, another hook rate: another lane.
-    assert batch_sizes(rows(4, a) + rows(1, a, rate="5/s", start=4), MAX_IN_FLIGHT=1) == [4, 1]
+
+
+def test_a_batch_sends_over_its_planned_lanes_unless_a_binding_rate_spreads_it():
+    target = Limits(max_in_flight=10)
+    assert lanes_for(target, 12, 10) == 10
+    assert lanes_for(target, 3, 10) == 3  # no more lanes than deliveries
+    assert lanes_for(Limits(rate=1_000_000, max_in_flight=10), 50, 1) == 1  # not binding
+    # Five a second over 1 s: half the slots, so that the next batch overlaps.
+    assert lanes_for(Limits(rate=5, max_in_flight=10), 5, 1) == 5
+    assert lanes_for(Limits(rate=5, max_in_flight=4), 5, 1) == 2
 
 
 def queued_batches(redis_url: str) -> list[list[str]]:

@@ -33,7 +33,7 @@ from rest_hooks.delivery.flow import (
 from rest_hooks.models import Delivery, Event, get_hook_model
 from rest_hooks.worker import attempt, gate, handoff
 from rest_hooks.worker.attempt import Attempt
-from rest_hooks.worker.messages import DELIVER, send_each
+from rest_hooks.worker.messages import Batch, send_batches
 from rest_hooks.worker.record import record
 from rest_hooks.worker.tables import Expression, Table
 
@@ -43,15 +43,14 @@ logger = logging.getLogger(__name__)
 EARLY_TOLERANCE = timedelta(seconds=1)
 # A delivery whose host name no lookup could start for waits this long (s, plus jitter).
 RESOLVER_BUSY_WAIT = 1.0
-# A target's deliveries are cut into this many batches, or as many as it may have
-# requests in flight if fewer, so that batches run side by side.
-SPREAD = 10
-# A batch that a rate spreads over more than this many seconds sends over several lanes
-# (lanes_for).
+# A batch that a rate spreads over more than this many seconds sends over half of its
+# target's in-flight slots (lanes_for).
 SPREAD_LANES_AFTER = 0.1
 
 
-def deliver_batch(delivery_ids: list[str], reservation: float | None = None) -> None:
+def deliver_batch(
+    delivery_ids: list[str], reservation: float | None = None, lanes: int = 1
+) -> None:
     """The deliver actor: claim the deliveries of a batch still due, and deliver them.
 
     ``reservation``: the rate-limit slot the gate reserved for it when it deferred it.
@@ -68,7 +67,7 @@ def deliver_batch(delivery_ids: list[str], reservation: float | None = None) -> 
     except BaseException:
         # Nothing was tried (a database error, a time limit): the batch goes back now,
         # not when its lease ends; the message is retried meanwhile.
-        give_back(claimed)
+        give_back(claimed, lanes=lanes)
         raise
     # A hook or an event deleted since the claim took its deliveries with it (CASCADE).
     claimed = [d for d in claimed if d.hook_id in hooks and d.event_id in events]
@@ -76,28 +75,31 @@ def deliver_batch(delivery_ids: list[str], reservation: float | None = None) -> 
         delivery.hook = hooks[delivery.hook_id]
         delivery.event = events[delivery.event_id]
     if claimed:
-        deliver_claimed(claimed, reservation)
+        deliver_claimed(claimed, reservation, lanes)
 
 
-def deliver_claimed(claimed: list[Delivery], reservation: float | None = None) -> None:
+def deliver_claimed(
+    claimed: list[Delivery], reservation: float | None = None, lanes: int = 1
+) -> None:
     """Make one attempt of each delivery of a claimed batch, at the gate's pace; record them.
 
     The gate admits the batch in one call: it gives each delivery it admits a send time
     (at once without a rate limit; one rate slot apart with one, within ``SEND_HORIZON``)
-    and the batch in-flight slots (*lanes*) to send them over; what it did not admit goes
-    back deferred, with its booked slots. The requests are made on the process's event
-    loop (``handoff``). The batch stops starting requests at the first failure or pause
-    the target answers (the rest go back to the queue, to be held back by the gate) and
-    after ``BATCH_BUDGET`` seconds. The claim comes before the gate, so that only CPU
-    work stands between the gate's admission and the requests: a claim that waited for a
-    database lock after it would bunch up requests the gate had spaced.
+    and the batch in-flight slots to send them over, up to its ``lanes`` (``lanes_for``);
+    what it did not admit goes back deferred, with its booked slots. The requests are
+    made on the process's event loop (``handoff``). The batch stops starting requests at
+    the first failure or pause the target answers (the rest go back to the queue, to be
+    held back by the gate) and after ``BATCH_BUDGET`` seconds. The claim comes before the
+    gate, so that only CPU work stands between the gate's admission and the requests: a
+    claim that waited for a database lock after it would bunch up requests the gate had
+    spaced.
     """
     try:
-        admitted = _admit(claimed, reservation)
+        admitted = _admit(claimed, reservation, lanes)
     except BaseException:
         # Nothing of the batch was tried: what is still to send goes back now, not when
         # its lease ends.
-        give_back([d for d in claimed if d.hook.is_active])
+        give_back([d for d in claimed if d.hook.is_active], lanes=lanes)
         raise
     if admitted is None:
         return
@@ -190,7 +192,7 @@ def _finish(admission: gate.Admission, sending: list[Delivery], ended: list[Atte
 
 
 def _admit(
-    claimed: list[Delivery], reservation: float | None
+    claimed: list[Delivery], reservation: float | None, lanes: int
 ) -> tuple[gate.Admission, list[Delivery]] | None:
     """The gate's admission of a batch, and the deliveries to send under it; None when
     none is to be sent now (cancelled, refused, deferred: each recorded or enqueued).
@@ -204,42 +206,40 @@ def _admit(
     hook = claimed[0].hook
     try:
         limits = gate.limits_for(origin_of(hook.target), getattr(hook, "rate_limit", ""))
-        admission = gate.admit(
-            hook, reservation, len(claimed), SEND_HORIZON, lanes_for(limits, len(claimed))
-        )
+        most = lanes_for(limits, len(claimed), lanes)
+        admission = gate.admit(hook, reservation, len(claimed), SEND_HORIZON, most)
     except ValueError as exc:
         # A Hook.rate_limit stored without full_clean() (bulk_create, update(), raw SQL).
         # A batch shares one rate_limit (plan_batches): it fails for good, with why.
         record([attempt.refused_attempt(d, f"the hook's rate_limit: {exc}") for d in claimed], {})
         return None
     if not isinstance(admission, gate.Admission):
-        _defer(claimed, admission)
+        _defer(claimed, admission, lanes)
         return None
     sending, rest = claimed[: len(admission.send_at)], claimed[len(admission.send_at) :]
     if rest and admission.rest is not None:
-        _defer(rest, admission.rest)
+        _defer(rest, admission.rest, lanes)
     elif rest:
         # The half-open breaker lets one request through; the others wait for its answer.
         give_back(rest)
     return admission, sending
 
 
-def lanes_for(limits: Limits, count: int) -> int:
+def lanes_for(limits: Limits, count: int, planned: int) -> int:
     """How many of a batch's ``count`` deliveries it sends at once, at most.
 
-    One, as a rule: a target's deliveries run in ``SPREAD`` batches side by side
-    (``plan_batches``), and a batch holds its in-flight slots until its last request has
-    ended, so a batch that took more would hold the others back (deferred, to ask again)
-    and send its own no sooner. Measured, 5,000 deliveries to nginx: 1,523/s with one
-    lane a batch, 687/s with fifty. A batch that a binding rate spreads over more than
-    ``SPREAD_LANES_AFTER`` seconds is the exception: the batches of such a target run one
-    after the other, each over the next second's slots, and one lane would keep the pace
-    of the rate only with a receiver answering within an interval. It gets half of the
-    target's slots, so that it and the next batch can overlap.
+    As planned (``plan_batches``): a batch holds its in-flight slots until its last
+    request has ended, so the batches of a target share its slots out, and one that took
+    more would hold the others back (deferred, to ask again) and send its own no sooner.
+    A batch that a binding rate spreads over more than ``SPREAD_LANES_AFTER`` seconds is
+    the exception: the batches of such a target run one after the other, each over the
+    next second's slots, and few lanes would keep the pace of the rate only with a
+    receiver answering within an interval. It gets half of the target's slots, so that it
+    and the next batch can overlap.
     """
-    if not limits.rate or count / limits.rate < SPREAD_LANES_AFTER:
-        return 1
-    return max(1, min(count, (limits.max_in_flight or count) // 2))
+    if limits.rate and count / limits.rate >= SPREAD_LANES_AFTER:
+        planned = (limits.max_in_flight or count) // 2
+    return max(1, min(count, planned))
 
 
 def _cancel(deliveries: list[Delivery], reason: str) -> None:
@@ -293,18 +293,21 @@ def lease(size: int) -> timedelta:
 
 
 def give_back(
-    deliveries: list[Delivery], delay: float = 0, kwargs: dict[str, Any] | None = None
+    deliveries: list[Delivery],
+    delay: float = 0,
+    reservation: float | None = None,
+    lanes: int = 1,
 ) -> None:
     """Release claimed deliveries that were not tried, their attempt not counted, and
-    enqueue them again (after ``delay`` seconds)."""
+    enqueue them again as one batch (after ``delay`` seconds)."""
     ids = [d.pk for d in deliveries]
     Delivery.objects.filter(pk__in=ids).update(
         next_attempt_at=timezone.now() + timedelta(seconds=delay), attempts=F("attempts") - 1
     )
-    send_each(DELIVER, [[str(pk) for pk in ids]], "delivery", delay=delay, kwargs=kwargs)
+    send_batches([Batch([str(pk) for pk in ids], lanes)], delay, reservation)
 
 
-def _defer(deliveries: list[Delivery], decision: Decision) -> None:
+def _defer(deliveries: list[Delivery], decision: Decision, lanes: int = 1) -> None:
     """Hold claimed deliveries back for as long as the gate says; they use up no retry.
 
     A delivery that holds a reserved slot comes back just after it, with it; jitter
@@ -312,11 +315,9 @@ def _defer(deliveries: list[Delivery], decision: Decision) -> None:
     """
     if decision.reservation is not None:
         wait = decision.wait  # RESERVATION_EARLY absorbs a message a hair early
-        kwargs = {"reservation": decision.reservation}
     else:
         wait = decision.wait * random.uniform(1.0, 1.1) + 0.01  # noqa: S311
-        kwargs = None
-    give_back(deliveries, wait, kwargs)
+    give_back(deliveries, wait, decision.reservation, lanes)
     reason = decision.reason.value if decision.reason else "unknown"
     metrics.deferrals.labels(reason=reason).inc(len(deliveries))
     logger.debug(

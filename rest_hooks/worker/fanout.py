@@ -20,8 +20,8 @@ from rest_hooks.conf import hook_settings
 from rest_hooks.delivery.flow import SEND_HORIZON, origin_of
 from rest_hooks.models import Delivery, Event, get_hook_model
 from rest_hooks.worker import gate
-from rest_hooks.worker.batch import SPREAD, deliver_claimed, give_back, lease
-from rest_hooks.worker.messages import DELIVER, send_each
+from rest_hooks.worker.batch import deliver_claimed, give_back, lease
+from rest_hooks.worker.messages import Batch, send_batches
 from rest_hooks.worker.tables import Table, write_transaction
 
 logger = logging.getLogger(__name__)
@@ -48,12 +48,15 @@ def fan_out(event_id: int, *, deliver_here: bool = False) -> int:
     """
     total = 0
     held: list[Delivery] = []
+    lanes = 1
     try:
         while (chunk := _next_chunk(event_id, hold=deliver_here and not held)) is not None:
             event, batches, kept, done = chunk
-            held = held or kept
-            send_each(DELIVER, batches, "delivery")
-            total += sum(map(len, batches)) + len(kept)
+            if kept is not None:
+                held, lanes = kept
+                total += len(held)
+            send_batches(batches)
+            total += sum(len(batch.ids) for batch in batches)
             if done:
                 metrics.fanned_out(event.name, total)
                 logger.info(
@@ -68,20 +71,20 @@ def fan_out(event_id: int, *, deliver_here: bool = False) -> int:
         # Whatever the error (a database, the broker, a time limit), the held batch must
         # not wait for its lease: the retried message resumes after it.
         if held:
-            give_back(held)
+            give_back(held, lanes=lanes)
         raise
     if held:
-        deliver_claimed(held)
+        deliver_claimed(held, lanes=lanes)
     return total
 
 
 def _next_chunk(
     event_id: int, *, hold: bool
-) -> tuple[Event, list[list[str]], list[Delivery], bool] | None:
+) -> tuple[Event, list[Batch], tuple[list[Delivery], int] | None, bool] | None:
     """Create the deliveries of the next chunk of hooks after the event's cursor.
 
-    Returns the event, the batches to send, the first batch's deliveries if ``hold`` (then
-    created claimed, not among those to send, with their hooks), and whether the
+    Returns the event, the batches to send, the first batch's deliveries and lanes if
+    ``hold`` (then created claimed, not among those to send, with their hooks), and whether the
     fan-out is done; None when there is nothing (more) to do: the event is gone or
     dispatched, or another worker moved the cursor first (a compare-and-set, so that a
     duplicate message fans nothing out twice).
@@ -133,9 +136,11 @@ def _next_chunk(
             (d.pk, target, rate) for d, (_, target, rate) in zip(deliveries, rows, strict=True)
         )
         kept: list[Delivery] = []
+        lanes = 1
         if hold and batches:
-            first = set(batches.pop(0))
-            kept = [d for d in deliveries if str(d.pk) in first]
+            first, lanes = batches.pop(0)
+            held_ids = set(first)
+            kept = [d for d in deliveries if str(d.pk) in held_ids]
             for delivery in kept:
                 delivery.attempts = 1
                 delivery.next_attempt_at = now + lease(len(kept))
@@ -149,34 +154,41 @@ def _next_chunk(
         kept = [d for d in kept if d.hook_id in known]
         for delivery in kept:
             delivery.hook = known[delivery.hook_id]
-    return event, batches, kept, done
+    return event, batches, (kept, lanes) if kept else None, done
 
 
-def plan_batches(rows: Iterable[tuple[Any, str, str]]) -> list[list[str]]:
+def plan_batches(rows: Iterable[tuple[Any, str, str]]) -> list[Batch]:
     """Cut deliveries, given as (id, hook target, hook rate limit), into batches.
 
     A batch is what one ``deliver`` message carries: deliveries to one target under the
-    same limits, admitted by the gate in one call and sent by the event loop, with their
-    database work done a batch at a time. A target's deliveries are cut into ``SPREAD``
-    batches (fewer if the target may have fewer requests in flight), so that batches run
-    side by side, of at most ``DELIVERY_BATCH_SIZE`` deliveries; under a rate limit, of
-    at most what the rate lets go within ``SEND_HORIZON`` (the rest of a bigger batch
-    would only be deferred).
+    same limits, admitted by the gate in one call and sent on the event loop, with their
+    database work done a batch at a time. Each batch costs a message, a claim, an
+    admission and a record, so a target's deliveries make as few batches as
+    ``DELIVERY_BATCH_SIZE`` allows, of even sizes; under a rate limit, of at most what the
+    rate lets go within ``SEND_HORIZON`` (the rest of a bigger batch would only be
+    deferred). The batches share the target's in-flight slots out as *lanes*, how many of
+    its deliveries each sends at once: twelve deliveries to a target that may have ten
+    requests in flight are one batch sending ten at a time; five hundred are ten batches
+    of fifty, each sending one at a time. Measured: slow receivers (100-150 ms) got 368
+    deliveries/s from batches of two with a lane each, and nginx 687/s from batches that
+    each asked for all of the target's slots (the others refused and deferred).
     """
-    lanes: dict[tuple[str, str], list[str]] = {}
+    targets: dict[tuple[str, str], list[str]] = {}
     for delivery_id, target, rate_limit in rows:
-        lanes.setdefault((origin_of(target), rate_limit or ""), []).append(str(delivery_id))
-    largest = max(1, int(hook_settings.DELIVERY_BATCH_SIZE))
-    batches: list[list[str]] = []
-    for (origin, rate_limit), ids in lanes.items():
+        targets.setdefault((origin_of(target), rate_limit or ""), []).append(str(delivery_id))
+    batches: list[Batch] = []
+    for (origin, rate_limit), ids in targets.items():
         try:
             limits = gate.limits_for(origin, rate_limit)
         except ValueError:  # a malformed Hook.rate_limit: the deliver actor reports it
-            size = 1
-        else:
-            spread = min(limits.max_in_flight or SPREAD, SPREAD)
-            size = max(1, min(largest, math.ceil(len(ids) / spread)))
-            if limits.rate:
-                size = min(size, max(1, math.floor(limits.rate * SEND_HORIZON)))
-        batches.extend(ids[i : i + size] for i in range(0, len(ids), size))
+            batches.extend(Batch([delivery_id]) for delivery_id in ids)
+            continue
+        size = max(1, int(hook_settings.DELIVERY_BATCH_SIZE))
+        if limits.rate:
+            size = min(size, max(1, math.floor(limits.rate * SEND_HORIZON)))
+        count = math.ceil(len(ids) / size)
+        size = math.ceil(len(ids) / count)
+        slots = limits.max_in_flight
+        lanes = size if slots is None else max(1, min(size, slots // count))
+        batches.extend(Batch(ids[i : i + size], lanes) for i in range(0, len(ids), size))
     return batches

@@ -21,7 +21,7 @@ from rest_hooks.delivery.retry import Outcome
 from rest_hooks.models import Delivery
 from rest_hooks.signals import hook_disabled, hook_sent_event
 from rest_hooks.worker.attempt import Attempt, instance_of, retry_policy
-from rest_hooks.worker.messages import DELIVER, send_each
+from rest_hooks.worker.messages import Batch, send_batches
 from rest_hooks.worker.tables import Table
 
 logger = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ def record(attempts: list[Attempt], instances: dict[int, Any]) -> None:
             duration_ms=done.duration_ms,
         )
     for delivery, delay in retries:
-        send_each(DELIVER, [[str(delivery.pk)]], "delivery", delay=delay)
+        send_batches([Batch([str(delivery.pk)])], delay)
 
 
 def _excerpt(result: HttpResult | None) -> str:

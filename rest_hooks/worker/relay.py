@@ -18,7 +18,7 @@ from django.utils import timezone
 from rest_hooks.conf import hook_settings
 from rest_hooks.models import Delivery, Event
 from rest_hooks.worker.fanout import plan_batches
-from rest_hooks.worker.messages import DELIVER, DISPATCH, send_each
+from rest_hooks.worker.messages import DISPATCH, send_batches, send_each
 from rest_hooks.worker.tables import Table
 
 logger = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ def enqueue_deliveries(delivery_ids: Iterable[Any]) -> None:
             .order_by("pk")
             .values_list("pk", "hook__target", "hook__rate_limit")
         )
-        send_each(DELIVER, plan_batches(rows), "delivery")
+        send_batches(plan_batches(rows))
 
 
 def relay_pending(
