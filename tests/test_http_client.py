@@ -433,6 +433,19 @@ def test_a_literal_ip_is_never_looked_up(make_client: MakeClient, listener: List
     assert hosts == [f"127.0.0.1:{listener.port}", f"2130706433:{listener.port}"]
 
 
+def test_urls_of_one_origin_each_send_their_own_path_and_query(
+    make_client: MakeClient, listener: Listener
+) -> None:
+    # The origin is read once for all its URLs; what follows it is each URL's own.
+    client = make_client()
+    origin = listener.url("", host="2130706433")
+    for rest in ("/a", "?q=1", "/b/c?d=é&e", "", "/f#fragment"):
+        assert post(client, origin + rest).status_code == 404  # the listener's for these
+    paths = [request.path for request in listener.requests]
+    assert paths == ["/a", "/?q=1", "/b/c?d=%C3%A9&e", "/", "/f"]
+    assert {r.headers["Host"] for r in listener.requests} == {f"2130706433:{listener.port}"}
+
+
 def test_no_cookies_are_kept(make_client: MakeClient, listener: Listener) -> None:
     client = make_client()
     post(client, listener.url("/cookie"))

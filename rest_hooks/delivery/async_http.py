@@ -221,34 +221,55 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
 
 @dataclass(frozen=True)
-class _Target:
-    url: httpx.URL  # where to send to
+class _Origin:
+    send_to: str  # the scheme and authority to send to, a literal IP in its standard spelling
     netloc: str  # the Host header
     host: str  # for the address policy's reasons and log lines
     literal: list[IPAddress] | None  # the host's address if it is a literal IP
 
 
-@functools.lru_cache(maxsize=256)
-def _parse_target(url: str, https_only: bool) -> _Target:
-    """Where to send a request for ``url``.
+@dataclass(frozen=True)
+class _Target:
+    url: httpx.URL  # where to send to
+    origin: _Origin
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_origin(origin: str) -> _Origin:
+    """Where to send the requests for URLs of ``origin`` (``scheme://authority``).
 
     A literal IP in a legacy spelling (``2130706433``, ``127.1``) is sent to its address
     in the standard one, which is all aiohttp connects to; the Host header keeps what the
-    subscriber wrote. Raises ValueError (``check_url``) or ``httpx.InvalidURL``. Parsing
-    a URL costs a tenth of a request's CPU, and the busiest targets get request after
-    request: their URLs are remembered. Few of them: a fan-out to thousands of hooks,
-    each once, would only churn a large cache.
+    subscriber wrote. Raises ``httpx.InvalidURL``. A fan-out sends to thousands of URLs of
+    a few origins: reading the host (IDNA, the numeric spellings) is done once an origin.
     """
-    check_url(url, https_only=https_only)
-    parsed = httpx.URL(url)  # IDNA and percent-encoding
+    parsed = httpx.URL(origin)
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
     literal = literal_addresses(parsed.host, port)
-    return _Target(
-        url=parsed if not literal else parsed.copy_with(host=str(literal[0])),
+    send_to = parsed if not literal else parsed.copy_with(host=str(literal[0]))
+    return _Origin(
+        send_to=str(send_to),
         netloc=parsed.netloc.decode("ascii"),
         host=parsed.host,
         literal=literal,
     )
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_target(url: str, https_only: bool) -> _Target:
+    """Where to send a request for ``url``: its origin's address (``_parse_origin``), and
+    the rest of it as httpx reads it (percent-encoding).
+
+    Raises ValueError (``check_url``) or ``httpx.InvalidURL``. The busiest targets get
+    request after request: their URLs are remembered. Few of them: a fan-out to thousands
+    of hooks, each once, would only churn a large cache.
+    """
+    check_url(url, https_only=https_only)
+    scheme, _, rest = url.partition("://")
+    # check_url read the same authority: it ends where the path, query or fragment starts.
+    end = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
+    origin = _parse_origin(f"{scheme}://{rest[:end]}")
+    return _Target(url=httpx.URL(origin.send_to + rest[end:]), origin=origin)
 
 
 class AsyncDeliveryClient:
@@ -328,11 +349,12 @@ class AsyncDeliveryClient:
             raise DeliveryError("refused", str(exc)) from exc
         except httpx.InvalidURL as exc:
             raise DeliveryError("refused", f"invalid URL: {exc}") from exc
-        host = target.host
+        origin = target.origin
+        host = origin.host
         started = time.monotonic()
         try:
-            if target.literal is not None:
-                check_addresses(self.options.policy, host, target.literal)
+            if origin.literal is not None:
+                check_addresses(self.options.policy, host, origin.literal)
             async with asyncio.timeout(self.options.deadline):
                 request = httpx.Request(
                     "POST",
@@ -342,7 +364,7 @@ class AsyncDeliveryClient:
                     headers=[
                         (name.encode("latin-1"), value.encode())
                         for name, value in (
-                            ("Host", target.netloc),
+                            ("Host", origin.netloc),
                             *self._headers,
                             *headers.items(),
                         )
