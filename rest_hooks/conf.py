@@ -92,8 +92,10 @@ DEFAULTS: dict[str, Any] = {
     "BREAKER_MAX_COOLDOWN": 600,
     # Redis unreachable: "open" lets deliveries through unchecked, "closed" holds them.
     "FLOW_ON_REDIS_ERROR": "open",
-    # Fan-out reads hooks and writes deliveries in chunks of this size.
-    "FANOUT_CHUNK_SIZE": 500,
+    # Fan-out reads hooks and writes deliveries in chunks of this size. A chunk's batches
+    # share their targets' in-flight slots out as lanes (plan_batches); the next chunk's
+    # only compete for them, so a chunk holds a large event's hooks whole.
+    "FANOUT_CHUNK_SIZE": 5000,
     # At most this many deliveries to one target go in one deliver message (a batch).
     "DELIVERY_BATCH_SIZE": 50,
     # At most this many requests open at once in one worker process, all targets together
