@@ -395,7 +395,21 @@ def fan_out_once(user: Any, hooks: int, log: common.AccessLog) -> float:
     bad = [a for a in arrivals if a[2] != 204]
     if bad:
         raise RuntimeError(f"unexpected answers from the receiver: {bad[:3]}")
-    return hooks / (max(a[0] for a in arrivals) - started)
+    rate = hooks / (max(a[0] for a in arrivals) - started)
+    wait_recorded()
+    return rate
+
+
+def wait_recorded(timeout: float = 60) -> None:
+    """Wait until the workers recorded every delivery: the gate's release and the record
+    come after the arrival, and a snapshot of the costs taken before them misses them."""
+    from rest_hooks.models import Delivery
+
+    deadline = time.monotonic() + timeout
+    while Delivery.objects.filter(status=Delivery.Status.PENDING).exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"deliveries still pending {timeout} s after their arrival")
+        time.sleep(0.05)
 
 
 @contextlib.contextmanager
