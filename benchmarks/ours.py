@@ -559,6 +559,7 @@ def latency_once(
         with profiling(args, w.pids(), f"latency-{threads}t") as files:
             committed = send_at_rate(users, args.latency_rate, "lat")
             arrivals = log.wait_for(n, 60)
+            wait_recorded()
         spent = Costs.per_delivery(before, costs.snapshot(), n)
     latencies = sorted((at - committed[uri]) * 1000 for at, uri, _ in arrivals)
     result = {
