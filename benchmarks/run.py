@@ -473,7 +473,8 @@ def main(argv: list[str] | None = None) -> int:
                 side = run_side(command, f"rest_hooks ({name})")
                 results.setdefault("ours", {})[name] = side
         if "bare" in args.sides:
-            results["bare"] = run_bare(args, target)
+            if "fanout" in args.part_list:
+                results["bare"] = run_bare(args, target)
             if slow is not None:
                 results["bare_async"] = run_bare_slow(args, slow)
         if "gate" in args.sides:
