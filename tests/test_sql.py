@@ -16,7 +16,7 @@ from django.db.models import Model
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from rest_hooks.models import Delivery, Event, Hook
+from rest_hooks.models import Delivery, Event, Hook, uuid7
 from rest_hooks.security.encryption import is_token
 from rest_hooks.worker.tables import Expression, Table, write_transaction
 
@@ -438,47 +438,59 @@ def test_save_of_nothing_runs_nothing(table):
     assert len(queries) == 0
 
 
-# -- insert: new rows, as bulk_create writes them ----------------------------------------
+# -- insert: new rows that differ in a few fields, as bulk_create writes them -----------
 
 
-def new_deliveries(user: Any, count: int) -> list[Delivery]:
-    event = make_event()
-    return [
-        Delivery(event=event, hook=make_hook(user, f"/new{i}"), next_attempt_at=WHEN, attempts=i)
-        for i in range(count)
-    ]
+def new_rows(user: Any, count: int) -> tuple[dict[str, list[Any]], dict[str, Any]]:
+    """What a fan-out inserts: each row its id, hook and attempts; the rest shared."""
+    varying = {
+        "id": [uuid7() for _ in range(count)],
+        "hook": [make_hook(user, f"/new{i}").pk for i in range(count)],
+        "attempts": list(range(count)),
+    }
+    return varying, {"event": make_event().pk, "next_attempt_at": WHEN}
 
 
 @pytest.mark.parametrize("count", [1, 3])
 def test_insert_writes_what_bulk_create_writes(user, table, count):
-    mine, theirs = new_deliveries(user, count), new_deliveries(user, count)
+    varying, same = new_rows(user, count)
     with CaptureQueriesContext(connection) as queries:
-        table.insert(mine)
-    Delivery.objects.bulk_create(theirs)
+        assert table.insert(varying, same) == count
     assert [q["sql"].split(" ", 1)[0] for q in queries] == ["INSERT"]
-    for got, expected in zip(mine, theirs, strict=True):
-        assert (got._state.adding, got._state.db) == (False, "default")
-        stored = Delivery.objects.get(pk=got.pk)
+    other_event = make_event().pk  # (event, hook) is unique
+    theirs = Delivery.objects.bulk_create(
+        Delivery(event_id=other_event, hook_id=hook, attempts=n, next_attempt_at=WHEN)
+        for hook, n in zip(varying["hook"], varying["attempts"], strict=True)
+    )
+    for pk, expected in zip(varying["id"], theirs, strict=True):
+        stored = Delivery.objects.get(pk=pk)
+        expected.refresh_from_db()
         for field in Delivery._meta.concrete_fields:
-            assert getattr(stored, field.attname) == getattr(got, field.attname), field.name
-        # Stored as bulk_create stores it (on SQLite: UTC text, for example).
-        for column in ["next_attempt_at", "status", "attempts", "last_error"]:
-            assert raw(Delivery, column, got.pk) == raw(Delivery, column, expected.pk), column
+            if field.name not in ("id", "event", "created_at"):
+                assert getattr(stored, field.attname) == getattr(expected, field.attname), field
+        # Stored as bulk_create stores it (on SQLite: UTC text, for example), the defaults
+        # of the fields given neither way among them.
+        for column in ["next_attempt_at", "status", "attempts", "last_error", "created_at"]:
+            mine, bulk = raw(Delivery, column, pk), raw(Delivery, column, expected.pk)
+            assert type(mine) is type(bulk), column
+            if column != "created_at":
+                assert mine == bulk, column
 
 
 def test_insert_cuts_rows_to_what_the_database_takes(user, table, monkeypatch):
-    deliveries = new_deliveries(user, 5)
+    varying, same = new_rows(user, 5)
     monkeypatch.setattr(connection.ops, "bulk_batch_size", lambda fields, objs: 2)
     with CaptureQueriesContext(connection) as queries:
-        table.insert(deliveries)
+        table.insert(varying, same)
     inserts = [q for q in queries if q["sql"].startswith("INSERT")]
     assert len(inserts) == (1 if connection.vendor == "postgresql" else 3)  # UNNEST: one
     assert sorted(Delivery.objects.values_list("attempts", flat=True)) == [0, 1, 2, 3, 4]
+    assert set(Delivery.objects.values_list("pk", flat=True)) == set(varying["id"])
 
 
 def test_insert_of_nothing_runs_nothing(table):
     with CaptureQueriesContext(connection) as queries:
-        table.insert([])
+        assert table.insert({"id": [], "hook": []}, {}) == 0
     assert len(queries) == 0
 
 

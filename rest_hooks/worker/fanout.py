@@ -18,7 +18,7 @@ from django.utils import timezone
 from rest_hooks import metrics
 from rest_hooks.conf import hook_settings
 from rest_hooks.delivery.flow import SEND_HORIZON, origin_of
-from rest_hooks.models import Delivery, Event, get_hook_model
+from rest_hooks.models import Delivery, Event, get_hook_model, uuid7
 from rest_hooks.worker import gate
 from rest_hooks.worker.batch import deliver_claimed, give_back, lease
 from rest_hooks.worker.messages import Batch, send_batches
@@ -129,22 +129,40 @@ def _next_chunk(
         expected = {"pk": event_id, "status": Event.Status.PENDING}
         if not events.update(progress, expected | {"fanout_cursor": event.fanout_cursor}):
             return None
-        deliveries = [
-            Delivery(event=event, hook_id=hook_id, next_attempt_at=now) for hook_id, _, _ in rows
-        ]
+        ids = [uuid7() for _ in rows]
+        hook_ids = [hook_id for hook_id, _, _ in rows]
         batches = plan_batches(
-            (d.pk, target, rate) for d, (_, target, rate) in zip(deliveries, rows, strict=True)
+            (pk, target, rate) for pk, (_, target, rate) in zip(ids, rows, strict=True)
         )
+        # The new deliveries: due now, except the held batch's, claimed by this thread.
+        varying: dict[str, list[Any]] = {"id": ids, "hook": hook_ids}
+        same: dict[str, Any] = {"event": event.pk, "created_at": now, "next_attempt_at": now}
         kept: list[Delivery] = []
         lanes = 1
         if hold and batches:
             first, lanes = batches.pop(0)
             held_ids = set(first)
-            kept = [d for d in deliveries if str(d.pk) in held_ids]
-            for delivery in kept:
-                delivery.attempts = 1
-                delivery.next_attempt_at = now + lease(len(kept))
-        Table.of(Delivery, using).insert(deliveries)
+            held = [str(pk) in held_ids for pk in ids]
+            leased = now + lease(len(first))
+            varying["attempts"] = [int(h) for h in held]
+            varying["next_attempt_at"] = [leased if h else now for h in held]
+            del same["next_attempt_at"]
+            kept = [
+                _stored(
+                    Delivery(
+                        id=pk,
+                        event=event,
+                        hook_id=hook_id,
+                        attempts=1,
+                        next_attempt_at=leased,
+                        created_at=now,
+                    ),
+                    using,
+                )
+                for pk, hook_id, h in zip(ids, hook_ids, held, strict=True)
+                if h
+            ]
+        Table.of(Delivery, using).insert(varying, same)
     if kept:
         known: dict[Any, Any] = {hook.pk: hook for hook in read}
         unread = [d.hook_id for d in kept if d.hook_id not in known]
@@ -192,3 +210,10 @@ def plan_batches(rows: Iterable[tuple[Any, str, str]]) -> list[Batch]:
         lanes = size if slots is None else max(1, min(size, slots // count))
         batches.extend(Batch(ids[i : i + size], lanes) for i in range(0, len(ids), size))
     return batches
+
+
+def _stored(delivery: Delivery, using: str) -> Delivery:
+    """``delivery`` marked as a row of ``using`` (what saving it would have done)."""
+    delivery._state.adding = False
+    delivery._state.db = using
+    return delivery
