@@ -493,8 +493,12 @@ def test_deliveries_are_batched_by_target_and_limits():
     assert batch_shapes(rows(6, a) + rows(2, b, start=6), MAX_IN_FLIGHT=2) == [(6, 2), (2, 2)]
     assert batch_shapes(rows(60, a), MAX_IN_FLIGHT=10) == [(30, 5)] * 2
     assert batch_shapes(rows(500, a), MAX_IN_FLIGHT=10) == [(50, 1)] * 10
-    assert batch_shapes(rows(2000, a), MAX_IN_FLIGHT=10) == [(50, 1)] * 40
+    # More batches than slots: fewer, larger ones (a batch without a slot is refused and
+    # comes back every 0.25 s), up to BATCH_GROWTH times the size; 1 stays one a message.
+    assert batch_shapes(rows(2000, a), MAX_IN_FLIGHT=10) == [(200, 1)] * 10
+    assert batch_shapes(rows(6000, a), MAX_IN_FLIGHT=10) == [(500, 1)] * 12
     assert batch_shapes(rows(30, a), MAX_IN_FLIGHT=10, DELIVERY_BATCH_SIZE=1) == [(1, 1)] * 30
+    assert batch_shapes(rows(30, a, rate="5/s"), MAX_IN_FLIGHT=2) == [(5, 1)] * 6
     # No cap: every delivery of a batch at once (the process's cap bounds them).
     assert batch_shapes(rows(120, a), MAX_IN_FLIGHT=None) == [(40, 40)] * 3
     assert batch_shapes(rows(500, a), MAX_IN_FLIGHT=1000) == [(50, 50)] * 10
