@@ -21,6 +21,7 @@ on SQLite takes the write lock at its BEGIN.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -268,17 +269,17 @@ class Table:
                 # The constants' parameters come first: they are in the SELECT list.
                 cursor.execute(sql, [*constants.values(), *columns.values()])
             else:
-                size = max(1, self.connection.ops.bulk_batch_size(self.fields, range(count)))
+                each_field = [
+                    columns[f] if f in columns else itertools.repeat(constants[f], count)
+                    for f in self.fields
+                ]
+                rows = list(zip(*each_field, strict=True))
+                size = max(1, self.connection.ops.bulk_batch_size(self.fields, rows))
                 one = "({})".format(", ".join(["%s"] * len(self.fields)))
                 for start in range(0, count, size):
-                    rows = range(start, min(start + size, count))
-                    values = ", ".join([one] * len(rows))
-                    params = [
-                        columns[f][i] if f in columns else constants[f]
-                        for i in rows
-                        for f in self.fields
-                    ]
-                    cursor.execute(f"{into}VALUES {values}", params)
+                    batch = rows[start : start + size]
+                    values = ", ".join([one] * len(batch))
+                    cursor.execute(f"{into}VALUES {values}", [v for row in batch for v in row])
         return count
 
     # -- building blocks -------------------------------------------------------------------
