@@ -448,7 +448,7 @@ def new_rows(user: Any, count: int) -> tuple[dict[str, list[Any]], dict[str, Any
         "hook": [make_hook(user, f"/new{i}").pk for i in range(count)],
         "attempts": list(range(count)),
     }
-    return varying, {"event": make_event().pk, "next_attempt_at": WHEN}
+    return varying, {"event": make_event(), "next_attempt_at": WHEN}
 
 
 @pytest.mark.parametrize("count", [1, 3])
@@ -486,6 +486,23 @@ def test_insert_cuts_rows_to_what_the_database_takes(user, table, monkeypatch):
     assert len(inserts) == (1 if connection.vendor == "postgresql" else 3)  # UNNEST: one
     assert sorted(Delivery.objects.values_list("attempts", flat=True)) == [0, 1, 2, 3, 4]
     assert set(Delivery.objects.values_list("pk", flat=True)) == set(varying["id"])
+
+
+def test_insert_saves_what_a_new_instance_saves(user):
+    """The fields given in neither argument: defaults, and auto_now / auto_now_add."""
+    hooks = Table.of(Hook, "default")
+    before = timezone.now()
+    pks = [10_001, 10_002]
+    hooks.insert(
+        {"id": pks, "target": ["https://a.example/1", "https://a.example/2"]},
+        {"user": user, "event": "book.added"},
+    )
+    stored = list(Hook.objects.filter(pk__in=pks))
+    assert len(stored) == 2
+    for hook in stored:
+        assert hook.created >= before
+        assert hook.updated >= before
+        assert (hook.is_active, hook.signing, hook.rate_limit) == (True, "hmac-sha256", "")
 
 
 def test_insert_of_nothing_runs_nothing(table):

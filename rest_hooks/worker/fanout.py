@@ -141,7 +141,7 @@ def _next_chunk(
         )
         # The new deliveries: due now, except the held batch's, claimed by this thread.
         varying: dict[str, list[Any]] = {"id": ids, "hook": hook_ids}
-        same: dict[str, Any] = {"event": event.pk, "created_at": now, "next_attempt_at": now}
+        same: dict[str, Any] = {"event": event, "created_at": now, "next_attempt_at": now}
         kept: list[Delivery] = []
         lanes = 1
         if hold and batches:

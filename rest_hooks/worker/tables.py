@@ -230,8 +230,9 @@ class Table:
         """INSERT new rows that differ only in the ``varying`` fields; how many.
 
         ``varying`` gives each of its fields one value a row (the primary key among them:
-        none is read back); every other field is ``same``'s value or its default, the
-        same in every row. A fan-out's thousands of deliveries differ in their id and
+        none is read back); every other field is what a new instance made with ``same``
+        saves (``same``'s value, the field's default, ``auto_now``), the same in every
+        row. A fan-out's thousands of deliveries differ in their id and
         hook alone, so no model instance is made for them: those were most of a chunk's
         memory (5,000 instances, about 10 MiB, held at once by each thread fanning out).
         On PostgreSQL this is one INSERT ... SELECT FROM UNNEST, one array a varying
@@ -241,16 +242,15 @@ class Table:
         count = len(next(iter(varying.values())))
         if not count:
             return 0
-        given = {self._field(name): value for name, value in same.items()}
         each = {self._field(name): values for name, values in varying.items()}
+        template = self.model(**same)  # what bulk_create would save of every other field
         columns: dict[Any, list[Any]] = {}  # a varying field's prepared values
         constants: dict[Any, Any] = {}  # another field's prepared value
         for field in self.fields:
             if field in each:
                 columns[field] = [self._prep_save(field, v) for v in each[field]]
             else:
-                value = given[field] if field in given else field.get_default()
-                constants[field] = self._prep_save(field, value)
+                constants[field] = self._prep_save(field, field.pre_save(template, True))
         names = ", ".join(self.quote(str(field.column)) for field in self.fields)
         into = f"INSERT INTO {self.name} ({names}) "
         with (
@@ -258,13 +258,13 @@ class Table:
             self.connection.cursor() as cursor,
         ):
             if count > 1 and self.connection.vendor == "postgresql":
-                arrays = list(columns)
+                position = {field: i for i, field in enumerate(columns)}
                 selected = ", ".join(
-                    f"u.c{arrays.index(f)}" if f in columns else self._typed("%s", f)
+                    f"u.c{position[f]}" if f in position else self._typed("%s", f)
                     for f in self.fields
                 )
-                unnest = ", ".join(self._array(f) for f in arrays)
-                alias = ", ".join(f"c{i}" for i in range(len(arrays)))
+                unnest = ", ".join(self._array(f) for f in columns)
+                alias = ", ".join(f"c{i}" for i in position.values())
                 sql = f"{into}SELECT {selected} FROM UNNEST({unnest}) AS u({alias})"  # noqa: S608
                 # The constants' parameters come first: they are in the SELECT list.
                 cursor.execute(sql, [*constants.values(), *columns.values()])
