@@ -33,6 +33,8 @@ TARGET_MAX_LENGTH = 255
 RATE_LIMIT_MAX_LENGTH = 32
 #: Rotated-out secrets kept signing at once (each adds a signature to every delivery).
 MAX_PREVIOUS_SECRETS = 3
+#: What re-enabling a disabled hook clears.
+REENABLE_CLEARS = ("disabled_at", "disabled_reason", "failing_since")
 
 
 def uuid7() -> uuid.UUID:
@@ -89,6 +91,17 @@ class AbstractHook(models.Model):
     def save(self, *args: Any, **kwargs: Any) -> None:
         if self._state.adding and self.signing_is_ed25519 and not self.secret.startswith("whsk_"):
             self.secret = generate_signing_key()
+        update_fields = kwargs.get("update_fields")
+        if (
+            self.is_active
+            and self.disabled_at is not None
+            and (update_fields is None or "is_active" in update_fields)
+        ):
+            # Re-enabled (the API, the admin, a shell): the failure clock starts afresh,
+            # so the hook is not disabled again by the failures that disabled it.
+            self.disabled_at, self.disabled_reason, self.failing_since = None, "", None
+            if update_fields is not None:
+                kwargs["update_fields"] = {*update_fields, *REENABLE_CLEARS}
         super().save(*args, **kwargs)
 
     @property

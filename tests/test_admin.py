@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.conf import settings
 from django.test import override_settings
 from django.urls import reverse
+from django.utils import timezone
 
 from bookstore.models import Book
 from bookstore.receiver import Answer
@@ -105,6 +107,44 @@ def test_secret_is_shown_once_after_adding_and_never_again(admin_client, user):
     ]
     for path in pages:
         assert hook.secret not in page(admin_client, path), path
+
+
+def test_reenabling_a_disabled_hook_in_the_admin_starts_its_failure_clock_afresh(
+    admin_client, user
+):
+    hook = Hook.objects.create(user=user, event="book.added", target="https://example.com/a")
+    Hook.objects.filter(pk=hook.pk).update(
+        is_active=False,
+        disabled_reason="failing since a week",
+        disabled_at=timezone.now(),
+        failing_since=timezone.now() - timedelta(days=7),
+    )
+    response = admin_client.post(
+        url("hook_change", hook.pk),
+        {"user": user.pk, "event": "book.added", "target": hook.target, "is_active": "on"},
+    )
+    assert response.status_code == 302
+    hook.refresh_from_db()
+    assert (hook.is_active, hook.disabled_at, hook.disabled_reason, hook.failing_since) == (
+        True,
+        None,
+        "",
+        None,
+    )
+
+
+def test_a_save_that_leaves_is_active_alone_keeps_the_disabled_state(user):
+    hook = Hook.objects.create(user=user, event="book.added", target="https://example.com/a")
+    disabled_at = timezone.now()
+    Hook.objects.filter(pk=hook.pk).update(disabled_at=disabled_at, disabled_reason="410")
+    hook.refresh_from_db()  # active, by a stale read, but the row says disabled
+    hook.target = "https://example.com/b"
+    hook.save(update_fields=["target"])
+    hook.refresh_from_db()
+    assert (hook.disabled_at, hook.disabled_reason) == (disabled_at, "410")
+    hook.save(update_fields=["is_active"])
+    hook.refresh_from_db()
+    assert (hook.disabled_at, hook.disabled_reason) == (None, "")
 
 
 def test_changing_a_hook_keeps_and_hides_its_secret(admin_client, user):
