@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import re
 import sys
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Any
@@ -464,6 +465,38 @@ def check_sqlite(app_configs: Any = None, **kwargs: Any) -> list[Error | Warning
                 )
             )
     return messages
+
+
+#: DRF's rate syntax: a count, a slash, a period that starts with s, m, h or d.
+API_RATE = re.compile(r"[0-9]+/[smhd][a-z]*")
+
+
+@register()
+def check_api_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    """API_MAX_HOOKS_PER_USER and API_THROTTLE_RATE (rest_hooks.api)."""
+    s = hook_settings
+    problems = []
+    cap = s.API_MAX_HOOKS_PER_USER
+    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+        problems.append(
+            f"REST_HOOKS['API_MAX_HOOKS_PER_USER'] must be a whole number of at least 1 or "
+            f"None, not {cap!r}."
+        )
+    rate = s.API_THROTTLE_RATE
+    if rate is not None and not (isinstance(rate, str) and API_RATE.fullmatch(rate)):
+        problems.append(
+            f"REST_HOOKS['API_THROTTLE_RATE'] must be a rate in Django REST framework's "
+            f"syntax or None, not {rate!r}."
+        )
+    return [
+        Error(
+            p,
+            hint="For example API_MAX_HOOKS_PER_USER 100 (None: no cap), API_THROTTLE_RATE "
+            "'120/min' or '10/s' (None: no throttle).",
+            id="rest_hooks.E017",
+        )
+        for p in problems
+    ]
 
 
 @register()

@@ -108,6 +108,10 @@ DEFAULTS: dict[str, Any] = {
     "METRICS_ALLOWED_NETWORKS": None,
     # Add the target's host as a label of the delivery metrics (mind the cardinality).
     "METRICS_TARGET_HOST": False,
+    # The subscription API (rest_hooks.api): hooks a user may have at most (None: no cap),
+    # and requests a user may make to it (DRF's rate syntax, "120/min"; None: no throttle).
+    "API_MAX_HOOKS_PER_USER": 100,
+    "API_THROTTLE_RATE": "120/min",
 }
 
 

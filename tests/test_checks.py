@@ -445,6 +445,39 @@ def test_good_flow_control_settings():
         assert rest_hooks_messages() == []
 
 
+# -- the subscription API ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("entries", "named"),
+    [
+        ({"API_MAX_HOOKS_PER_USER": 0}, "API_MAX_HOOKS_PER_USER"),
+        ({"API_MAX_HOOKS_PER_USER": "100"}, "API_MAX_HOOKS_PER_USER"),
+        ({"API_MAX_HOOKS_PER_USER": True}, "API_MAX_HOOKS_PER_USER"),
+        ({"API_THROTTLE_RATE": "120 per minute"}, "API_THROTTLE_RATE"),
+        ({"API_THROTTLE_RATE": "120/week"}, "API_THROTTLE_RATE"),
+        ({"API_THROTTLE_RATE": 120}, "API_THROTTLE_RATE"),
+    ],
+)
+def test_malformed_api_setting(entries, named):
+    with rest_hooks_setting(**entries):
+        (message,) = only("rest_hooks.E017")
+    assert named in message.msg
+
+
+@pytest.mark.parametrize(
+    "entries",
+    [
+        {"API_MAX_HOOKS_PER_USER": None, "API_THROTTLE_RATE": None},
+        {"API_MAX_HOOKS_PER_USER": 1, "API_THROTTLE_RATE": "10/s"},
+        {"API_THROTTLE_RATE": "1000/day"},
+    ],
+)
+def test_good_api_settings_pass(entries):
+    with rest_hooks_setting(**entries):
+        assert rest_hooks_messages() == []
+
+
 # -- metrics ---------------------------------------------------------------------------
 
 

@@ -4,4 +4,5 @@ from django.urls import include, path
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("metrics", include("rest_hooks.metrics.urls")),
+    path("api/", include("rest_hooks.api.urls")),
 ]

@@ -1,0 +1,130 @@
+"""What the API reads and writes of a hook.
+
+A hook is validated by the model itself (``full_clean``: the event in ``HOOK_EVENTS``,
+the target through the same address policy as the admin and the workers), so the API
+accepts exactly what a hook saved any other way may be. On top, what a subscriber may
+not decide alone: how many hooks they have, and a rate above the operator's for the
+target.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from django.core.exceptions import NON_FIELD_ERRORS
+from django.core.exceptions import ValidationError as DjangoValidationError
+from rest_framework import serializers
+from rest_framework.settings import api_settings
+
+from rest_hooks.conf import hook_settings
+from rest_hooks.delivery.flow import origin_of, parse_rate
+from rest_hooks.models import get_hook_model
+from rest_hooks.worker import gate
+
+#: The model's field names that the API spells differently.
+API_NAMES = {"is_active": "active", NON_FIELD_ERRORS: api_settings.NON_FIELD_ERRORS_KEY}
+
+
+class HookSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+    """A hook as its owner sees it: never its secret (``HookWithSecretSerializer``)."""
+
+    # Checked by the model alone (full_clean), so that the answer names the setting that
+    # would allow a refused address, as the admin's does.
+    target = serializers.CharField(
+        help_text="The URL deliveries are POSTed to (http or https, at most 255 characters)."
+    )
+    active = serializers.BooleanField(
+        source="is_active",
+        default=True,  # a form post without the field too (DRF reads that as false)
+        help_text="Deliveries are made while true. The engine sets it to false when the "
+        "target answers 410 or keeps failing; setting it to true again re-enables the hook "
+        "and starts its failure clock afresh.",
+    )
+    public_key = serializers.CharField(
+        read_only=True,
+        allow_null=True,
+        help_text="What an Ed25519 hook's deliveries verify with (whpk_...); null for HMAC.",
+    )
+
+    class Meta:
+        model = get_hook_model()
+        fields = [
+            "id",
+            "event",
+            "target",
+            "active",
+            "rate_limit",
+            "signing",
+            "public_key",
+            "disabled_reason",
+            "disabled_at",
+            "created",
+            "updated",
+        ]
+        read_only_fields = ["disabled_reason", "disabled_at", "created", "updated"]
+        extra_kwargs = {
+            "rate_limit": {
+                "help_text": "At most this many deliveries to the target, e.g. '10/s' or "
+                "'600/min'; no faster than the operator's limit for the target. Empty: the "
+                "operator's limit."
+            },
+            "signing": {
+                "help_text": "How deliveries are signed, chosen at creation: "
+                "'hmac-sha256' (a shared secret) or 'ed25519' (a public key)."
+            },
+        }
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if self.instance is None:
+            self._check_room()
+        elif "signing" in attrs and attrs["signing"] != self.instance.signing:
+            raise serializers.ValidationError(
+                {"signing": "The signing scheme is chosen at creation: create a new hook."}
+            )
+        hook: Any = copy.copy(self.instance) if self.instance is not None else self.Meta.model()
+        for name, value in attrs.items():
+            setattr(hook, name, value)
+        try:
+            hook.full_clean(exclude=["user"], validate_unique=False)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(
+                {API_NAMES.get(field, field): errors for field, errors in exc.message_dict.items()}
+            ) from exc
+        self._check_rate(hook.target, hook.rate_limit)
+        return attrs
+
+    def _check_room(self) -> None:
+        cap = hook_settings.API_MAX_HOOKS_PER_USER
+        user = self.context["request"].user
+        if cap is not None and self.Meta.model._default_manager.filter(user=user).count() >= cap:
+            raise serializers.ValidationError(
+                f"A user may have at most {cap} hooks: delete one before creating another."
+            )
+
+    @staticmethod
+    def _check_rate(target: str, rate_limit: str) -> None:
+        """A subscriber may slow deliveries to their target down, not speed them up past
+        what the operator set for it (``RATE_LIMIT``, ``ORIGIN_LIMITS``)."""
+        operators = gate.limits_for(origin_of(target)).rate
+        wanted = parse_rate(rate_limit)  # full_clean() has refused a malformed one
+        if operators is not None and wanted is not None and wanted > operators:
+            raise serializers.ValidationError(
+                {"rate_limit": f"At most {operators:g} deliveries a second to this target."}
+            )
+
+
+class HookWithSecretSerializer(HookSerializer):
+    """A hook as the response that made its secret shows it, once."""
+
+    secret = serializers.SerializerMethodField(
+        help_text="The HMAC signing secret (whsec_...), shown only in this response: keep it. "
+        "Null for an Ed25519 hook, whose deliveries verify with public_key."
+    )
+
+    class Meta(HookSerializer.Meta):
+        fields = [*HookSerializer.Meta.fields, "secret"]
+
+    def get_secret(self, hook: Any) -> str | None:
+        # An Ed25519 hook's secret is its private key: it never leaves the server.
+        return None if hook.signing_is_ed25519 else hook.secret

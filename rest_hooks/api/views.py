@@ -1,0 +1,107 @@
+"""The endpoints: a user's hooks, and what can be done to one of them.
+
+Every query starts from the requesting user's hooks, so another user's hook is not found
+(404) rather than forbidden: the API does not tell which ids exist.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from rest_framework import mixins, permissions, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.pagination import CursorPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.serializers import BaseSerializer
+from rest_framework.throttling import UserRateThrottle
+
+from rest_hooks.api.serializers import HookSerializer, HookWithSecretSerializer
+from rest_hooks.conf import hook_settings
+from rest_hooks.models import get_hook_model
+
+
+class HookThrottle(UserRateThrottle):
+    """``REST_HOOKS["API_THROTTLE_RATE"]`` requests per user (or client address, for
+    requests that are refused before a user is known)."""
+
+    scope = "rest_hooks"
+
+    def get_rate(self) -> str | None:
+        return hook_settings.API_THROTTLE_RATE
+
+
+class NewestFirst(CursorPagination):
+    """Pages that stay consistent while hooks are added (a cursor, not an offset)."""
+
+    ordering = "-pk"
+    page_size = 50
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="The user's hooks, newest first",
+        parameters=[
+            OpenApiParameter("event", str, description="Only the hooks of this event."),
+            OpenApiParameter("active", bool, description="Only the active (or disabled) ones."),
+        ],
+    ),
+    create=extend_schema(
+        summary="Subscribe a target URL to an event",
+        responses={201: HookWithSecretSerializer},
+    ),
+    retrieve=extend_schema(summary="One of the user's hooks"),
+    partial_update=extend_schema(summary="Change a hook's event, target, rate limit or state"),
+    destroy=extend_schema(summary="Unsubscribe: delete the hook"),
+)
+class HookViewSet(
+    mixins.ListModelMixin,
+    mixins.CreateModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.UpdateModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,  # type: ignore[type-arg]
+):
+    serializer_class = HookSerializer
+    permission_classes = [permissions.IsAuthenticated]
+    throttle_classes = [HookThrottle]
+    pagination_class = NewestFirst
+    # Partial updates only: a PUT that forgot a field would reset it.
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+
+    def get_queryset(self) -> QuerySet[Any]:
+        hooks = get_hook_model()._default_manager.filter(user=self.request.user)
+        params = self.request.query_params
+        if "event" in params:
+            hooks = hooks.filter(event=params["event"])
+        if "active" in params:
+            hooks = hooks.filter(is_active=params["active"].lower() in {"true", "1", "yes"})
+        return hooks
+
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        hook = serializer.save(user=request.user)
+        return self._with_secret(hook, status.HTTP_201_CREATED)
+
+    @extend_schema(
+        summary="Replace the hook's signing secret",
+        description="The response carries the new secret (or public key) once. Deliveries "
+        "are signed with the old one too for REST_HOOKS['SECRET_ROTATION_GRACE'] seconds, so "
+        "that the subscriber can switch without missing one.",
+        request=None,
+        responses={200: HookWithSecretSerializer},
+    )
+    @action(detail=True, methods=["post"], url_path="rotate-secret")
+    def rotate_secret(self, request: Request, pk: str | None = None) -> Response:
+        hook = self.get_object()
+        hook.rotate_secret()
+        return self._with_secret(hook, status.HTTP_200_OK)
+
+    def _with_secret(self, hook: Any, code: int) -> Response:
+        serializer: BaseSerializer[Any] = HookWithSecretSerializer(
+            hook, context=self.get_serializer_context()
+        )
+        return Response(serializer.data, status=code)

@@ -1,0 +1,330 @@
+"""The subscription API: owner scoping, secrets shown once, validation, rotation, throttles."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from django.core.cache import cache
+from django.test import override_settings
+from django.urls import reverse
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from rest_hooks.models import Hook
+from rest_hooks.security.signing import signature_headers, verify
+
+pytestmark = pytest.mark.django_db
+
+TARGET = "https://hooks.example.com/in"
+
+
+@pytest.fixture(autouse=True)
+def fresh_throttles() -> None:
+    """Throttle counts live in the cache: each test starts with none."""
+    cache.clear()
+
+
+@pytest.fixture
+def client(user: Any) -> APIClient:
+    api = APIClient()
+    api.force_authenticate(user)
+    return api
+
+
+@pytest.fixture
+def other(django_user_model: Any) -> Any:
+    return django_user_model.objects.create_user(username="cslewis", password="x")
+
+
+def hooks_url() -> str:
+    return reverse("hook-list")
+
+
+def hook_url(hook: Any, name: str = "hook-detail") -> str:
+    return reverse(name, args=[hook.pk])
+
+
+def create(client: APIClient, **fields: Any) -> Any:
+    return client.post(hooks_url(), {"event": "book.added", "target": TARGET, **fields})
+
+
+def errors(response: Any) -> dict[str, Any]:
+    assert response.status_code == 400, (response.status_code, response.content)
+    return dict(response.json())
+
+
+# -- creating, and the secret shown once ------------------------------------------------------
+
+
+def test_create_answers_with_the_secret_once_and_no_later_read_shows_it(
+    client: APIClient, user: Any
+) -> None:
+    response = create(client)
+    assert response.status_code == 201, response.content
+    body = response.json()
+    hook = Hook.objects.get(pk=body["id"])
+    assert hook.user == user
+    assert (body["event"], body["target"], body["active"]) == ("book.added", TARGET, True)
+    assert body["secret"] == hook.secret
+    assert body["secret"].startswith("whsec_")
+    assert body["public_key"] is None
+
+    later = [
+        client.get(hooks_url()),
+        client.get(hook_url(hook)),
+        client.patch(hook_url(hook), {"target": TARGET + "2"}),
+    ]
+    for reply in later:
+        assert reply.status_code == 200, reply.content
+        assert hook.secret not in reply.content.decode()
+        assert "secret" not in json.dumps(reply.json())
+
+
+def test_an_ed25519_hook_shows_its_public_key_and_never_its_private_key(
+    client: APIClient,
+) -> None:
+    response = create(client, signing="ed25519")
+    assert response.status_code == 201, response.content
+    body = response.json()
+    hook = Hook.objects.get(pk=body["id"])
+    assert hook.secret.startswith("whsk_")
+    assert body["secret"] is None
+    assert body["public_key"] == hook.public_key
+    assert body["public_key"].startswith("whpk_")
+    rotated = client.post(hook_url(hook, "hook-rotate-secret"))
+    hook.refresh_from_db()
+    for reply in (response, rotated, client.get(hook_url(hook))):
+        assert "whsk_" not in reply.content.decode()
+    assert rotated.json()["public_key"] == hook.public_key != body["public_key"]
+
+
+def test_the_secret_the_api_gave_verifies_the_deliveries(client: APIClient) -> None:
+    secret = create(client).json()["secret"]
+    hook = Hook.objects.get()
+    headers = signature_headers(hook.signing_secrets(), "msg_1", 1_765_000_000, b'{"a": 1}')
+    assert verify(b'{"a": 1}', headers, secret, now=1_765_000_000) == {"a": 1}
+
+
+# -- owner scoping ----------------------------------------------------------------------------
+
+
+def test_anonymous_requests_are_refused(user: Any) -> None:
+    hook = Hook.objects.create(user=user, event="book.added", target=TARGET)
+    anonymous = APIClient()
+    replies = [
+        anonymous.get(hooks_url()),
+        anonymous.post(hooks_url(), {"event": "book.added", "target": TARGET}),
+        anonymous.get(hook_url(hook)),
+        anonymous.delete(hook_url(hook)),
+        anonymous.post(hook_url(hook, "hook-rotate-secret")),
+    ]
+    assert {reply.status_code for reply in replies} <= {401, 403}
+    assert Hook.objects.count() == 1
+    assert Hook.objects.get().secret == hook.secret
+
+
+@pytest.mark.parametrize("staff", [False, True], ids=["another user", "a staff user"])
+def test_another_users_hook_is_not_found_whoever_asks(user: Any, other: Any, staff: bool) -> None:
+    other.is_staff = other.is_superuser = staff
+    other.save()
+    hook = Hook.objects.create(user=user, event="book.added", target=TARGET)
+    theirs = APIClient()
+    theirs.force_authenticate(other)
+    assert theirs.get(hooks_url()).json()["results"] == []
+    for reply in (
+        theirs.get(hook_url(hook)),
+        theirs.patch(hook_url(hook), {"target": "https://evil.example.com/"}),
+        theirs.delete(hook_url(hook)),
+        theirs.post(hook_url(hook, "hook-rotate-secret")),
+    ):
+        assert reply.status_code == 404, reply.content
+        assert hook.secret not in reply.content.decode()
+    assert Hook.objects.get(pk=hook.pk).target == TARGET
+    assert Hook.objects.get(pk=hook.pk).secret == hook.secret
+
+
+def test_the_list_shows_the_users_own_hooks_filtered_and_paged(
+    client: APIClient, user: Any, other: Any
+) -> None:
+    mine = [Hook.objects.create(user=user, event="book.added", target=TARGET) for _ in range(55)]
+    Hook.objects.create(user=user, event="book.removed", target=TARGET, is_active=False)
+    Hook.objects.create(user=other, event="book.added", target=TARGET)
+
+    first = client.get(hooks_url(), {"event": "book.added"}).json()
+    second = client.get(first["next"]).json()
+    listed = [hook["id"] for hook in first["results"] + second["results"]]
+    assert listed == [hook.pk for hook in reversed(mine)]  # newest first, each once
+    assert second["next"] is None
+
+    disabled = client.get(hooks_url(), {"active": "false"}).json()["results"]
+    assert [hook["event"] for hook in disabled] == ["book.removed"]
+
+
+def test_delete_unsubscribes(client: APIClient, user: Any) -> None:
+    hook = Hook.objects.create(user=user, event="book.added", target=TARGET)
+    assert client.delete(hook_url(hook)).status_code == 204
+    assert not Hook.objects.exists()
+    assert client.get(hook_url(hook)).status_code == 404
+
+
+def test_put_is_not_offered(client: APIClient, user: Any) -> None:
+    hook = Hook.objects.create(user=user, event="book.added", target=TARGET)
+    reply = client.put(hook_url(hook), {"event": "book.removed", "target": TARGET})
+    assert reply.status_code == 405
+    assert Hook.objects.get().event == "book.added"
+
+
+# -- validation -------------------------------------------------------------------------------
+
+
+def test_an_event_outside_hook_events_is_refused(client: APIClient) -> None:
+    assert errors(create(client, event="book.burned")) == {
+        "event": ["Invalid hook event book.burned."]
+    }
+    assert not Hook.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("target", "says"),
+    [
+        ("ftp://hooks.example.com/in", "http"),
+        ("https://user:pw@hooks.example.com/in", "user"),
+        ("https://hooks.example.com:0/in", "port"),
+        ("https://hooks.example.com/" + "a" * 300, "255"),
+        ("not a url", "URL"),
+    ],
+)
+def test_a_target_the_model_refuses_is_refused(client: APIClient, target: str, says: str) -> None:
+    problems = errors(create(client, target=target))
+    assert list(problems) == ["target"]
+    assert says in " ".join(problems["target"])
+    assert not Hook.objects.exists()
+
+
+@override_settings(REST_HOOKS={"ALLOW_PRIVATE_TARGETS": False})
+@pytest.mark.parametrize("target", ["http://127.0.0.1/in", "http://[::1]/in", "http://2130706433/"])
+def test_a_private_address_is_refused_unless_the_operator_allows_it(
+    client: APIClient, target: str
+) -> None:
+    problems = errors(create(client, target=target))
+    assert "ALLOWED_NETWORKS" in " ".join(problems["target"])
+
+
+@override_settings(REST_HOOKS={"HTTPS_ONLY": True})
+def test_https_only_refuses_http_targets(client: APIClient) -> None:
+    assert "target" in errors(create(client, target="http://hooks.example.com/in"))
+    assert create(client).status_code == 201
+
+
+def test_a_malformed_rate_limit_is_refused(client: APIClient) -> None:
+    problems = errors(create(client, rate_limit="fast"))
+    assert "not a rate" in problems["rate_limit"][0]
+
+
+@override_settings(
+    REST_HOOKS={
+        "RATE_LIMIT": "10/s",
+        "ORIGIN_LIMITS": {"https://slow.example.com:443": {"RATE_LIMIT": "1/s"}},
+    }
+)
+def test_a_subscriber_may_slow_deliveries_down_but_not_exceed_the_operators_rate(
+    client: APIClient,
+) -> None:
+    assert create(client, rate_limit="5/s").status_code == 201
+    assert "10" in errors(create(client, rate_limit="20/s"))["rate_limit"][0]
+    slow = "https://slow.example.com/in"
+    assert "rate_limit" in errors(create(client, target=slow, rate_limit="2/s"))
+    assert create(client, target=slow, rate_limit="30/min").status_code == 201
+    hook = Hook.objects.get(rate_limit="5/s")
+    assert "rate_limit" in errors(client.patch(hook_url(hook), {"rate_limit": "1200/min"}))
+    # The operator's limit for the new target counts, not the old one's.
+    assert "rate_limit" in errors(client.patch(hook_url(hook), {"target": slow}))
+
+
+def test_the_signing_scheme_cannot_change_after_creation(client: APIClient, user: Any) -> None:
+    hook = Hook.objects.create(user=user, event="book.added", target=TARGET)
+    assert "signing" in errors(client.patch(hook_url(hook), {"signing": "ed25519"}))
+    assert client.patch(hook_url(hook), {"signing": "hmac-sha256"}).status_code == 200
+    assert Hook.objects.get().secret == hook.secret
+
+
+@override_settings(REST_HOOKS={"API_MAX_HOOKS_PER_USER": 2})
+def test_a_user_has_at_most_the_operators_number_of_hooks(
+    client: APIClient, user: Any, other: Any
+) -> None:
+    Hook.objects.create(user=other, event="book.added", target=TARGET)
+    assert create(client).status_code == 201
+    assert create(client).status_code == 201
+    problems = errors(create(client))
+    assert "at most 2 hooks" in problems["non_field_errors"][0]
+    assert Hook.objects.filter(user=user).count() == 2
+
+
+# -- changing a hook --------------------------------------------------------------------------
+
+
+def test_patch_changes_what_it_names_only(client: APIClient, user: Any) -> None:
+    hook = Hook.objects.create(user=user, event="book.added", target=TARGET, rate_limit="5/s")
+    reply = client.patch(hook_url(hook), {"event": "book.removed"})
+    assert reply.status_code == 200, reply.content
+    hook.refresh_from_db()
+    assert (hook.event, hook.target, hook.rate_limit) == ("book.removed", TARGET, "5/s")
+
+
+def test_reenabling_a_disabled_hook_starts_its_failure_clock_afresh(
+    client: APIClient, user: Any
+) -> None:
+    long_ago = timezone.now() - timezone.timedelta(days=6)
+    hook = Hook.objects.create(user=user, event="book.added", target=TARGET)
+    Hook.objects.filter(pk=hook.pk).update(
+        is_active=False,
+        disabled_reason="the target answered 410 Gone",
+        disabled_at=timezone.now(),
+        failing_since=long_ago,
+    )
+    shown = client.get(hook_url(hook)).json()
+    assert (shown["active"], shown["disabled_reason"]) == (False, "the target answered 410 Gone")
+
+    reply = client.patch(hook_url(hook), {"active": True})
+    assert reply.status_code == 200, reply.content
+    assert (reply.json()["disabled_reason"], reply.json()["disabled_at"]) == ("", None)
+    hook.refresh_from_db()
+    assert hook.is_active
+    assert (hook.disabled_at, hook.disabled_reason, hook.failing_since) == (None, "", None)
+
+
+def test_disabling_keeps_the_failure_clock(client: APIClient, user: Any) -> None:
+    since = timezone.now() - timezone.timedelta(hours=1)
+    hook = Hook.objects.create(user=user, event="book.added", target=TARGET)
+    Hook.objects.filter(pk=hook.pk).update(failing_since=since)
+    assert client.patch(hook_url(hook), {"active": False}).status_code == 200
+    hook.refresh_from_db()
+    assert (hook.is_active, hook.failing_since) == (False, since)
+
+
+def test_rotate_secret_answers_with_the_new_one_and_the_old_keeps_signing(
+    client: APIClient, user: Any
+) -> None:
+    old = create(client).json()
+    reply = client.post(reverse("hook-rotate-secret", args=[old["id"]]))
+    assert reply.status_code == 200, reply.content
+    new = reply.json()["secret"]
+    hook = Hook.objects.get()
+    assert new == hook.secret != old["secret"]
+    assert hook.signing_secrets() == [new, old["secret"]]
+    assert client.get(hook_url(hook)).content.decode().count("whsec_") == 0
+
+
+@override_settings(REST_HOOKS={"API_THROTTLE_RATE": "3/min"})
+def test_requests_over_the_throttle_rate_are_answered_429(client: APIClient, other: Any) -> None:
+    assert [client.get(hooks_url()).status_code for _ in range(4)] == [200, 200, 200, 429]
+    theirs = APIClient()
+    theirs.force_authenticate(other)
+    assert theirs.get(hooks_url()).status_code == 200  # per user
+
+
+@override_settings(REST_HOOKS={"API_THROTTLE_RATE": None})
+def test_no_throttle_rate_means_no_throttle(client: APIClient) -> None:
+    assert {client.get(hooks_url()).status_code for _ in range(5)} == {200}
