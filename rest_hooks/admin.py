@@ -17,7 +17,7 @@ from django.template.response import TemplateResponse
 from django.utils.html import format_html
 
 from rest_hooks.conf import hook_settings
-from rest_hooks.models import Delivery, Event, get_hook_model
+from rest_hooks.models import Delivery, DeliveryAttempt, Event, get_hook_model
 from rest_hooks.worker.relay import redeliver
 
 
@@ -96,16 +96,38 @@ class HookAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         )
 
 
-class DeliveryInline(admin.TabularInline):  # type: ignore[type-arg]
-    model = Delivery
-    fields = ("id", "hook", "status", "attempts", "last_status_code", "next_attempt_at")
-    readonly_fields = fields
+class ReadOnlyInline(admin.TabularInline):  # type: ignore[type-arg]
+    """Rows of the log under their event or delivery: shown, never edited."""
+
     extra = 0
     can_delete = False
-    show_change_link = True
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class DeliveryInline(ReadOnlyInline):
+    model = Delivery
+    fields = ("id", "hook", "status", "attempts", "last_status_code", "next_attempt_at")
+    readonly_fields = fields
+    show_change_link = True
+
+
+class DeliveryAttemptInline(ReadOnlyInline):
+    model = DeliveryAttempt
+    fields = (
+        "number",
+        "started_at",
+        "outcome",
+        "status_code",
+        "duration_ms",
+        "error",
+        "response_excerpt",
+    )
+    readonly_fields = fields
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
@@ -177,6 +199,7 @@ class DeliveryAdmin(ReadOnlyAdmin):
         "finished_at",
     )
     readonly_fields = fields
+    inlines = [DeliveryAttemptInline]
     actions = ["redeliver_selected"]
 
     @admin.display(description="response (excerpt)")

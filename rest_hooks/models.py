@@ -1,4 +1,5 @@
-"""Hook (the subscription), Event (the transactional outbox) and Delivery (the log).
+"""Hook (the subscription), Event (the transactional outbox), Delivery and its
+DeliveryAttempts (the log).
 
 ``Hook`` keeps the table and columns of django-rest-hooks 1.5 (``rest_hooks_hook``), so an
 existing database upgrades in place; the columns added here all have defaults.
@@ -323,3 +324,31 @@ class Delivery(models.Model):
 
     def __str__(self) -> str:
         return f"delivery {self.pk}"
+
+
+class DeliveryAttempt(models.Model):
+    """One attempt of a delivery, as it went: every one is kept, not only the last
+    (which its delivery's ``last_*`` fields repeat), until ``rest_hooks_purge`` removes
+    the delivery."""
+
+    class Outcome(models.TextChoices):
+        SUCCESS = "success"  # a 2xx
+        RETRY = "retry"  # failed; another attempt is due
+        FAILED = "failed"  # failed for good: no retry left, the hook disabled, a 410
+        BLOCKED = "blocked"  # refused before any request (the address policy, a bad URL)
+
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="attempt_log")
+    number = models.PositiveIntegerField()  # 1 for the first attempt
+    started_at = models.DateTimeField()
+    outcome = models.CharField(max_length=16, choices=Outcome.choices)
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    duration_ms = models.FloatField()
+    error = models.TextField(blank=True, default="")
+    response_excerpt = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["delivery", "number"]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} of delivery {self.delivery_id}"

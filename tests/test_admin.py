@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from bookstore.models import Book
 from bookstore.receiver import Answer
-from rest_hooks.models import Delivery, Event, Hook
+from rest_hooks.models import Delivery, DeliveryAttempt, Event, Hook
 
 pytestmark = pytest.mark.django_db
 
@@ -194,6 +194,27 @@ def test_logged_content_is_escaped(admin_client, user):
     assert f"HTTP 500 {XSS_ESCAPED}" in delivery_html
     event_html = page(admin_client, pages["event change"])
     assert f"{XSS_ESCAPED}&quot;}}}}</pre>" in event_html  # the payload, in its <pre>
+
+
+def test_a_deliverys_page_lists_every_attempt(admin_client, user):
+    hook = Hook.objects.create(user=user, event="book.added", target="https://example.com/a")
+    event = Event.objects.create(name="book.added", payload="{}")
+    delivery = Delivery.objects.create(event=event, hook=hook, attempts=2)
+    for number, code, error in [(1, 500, f"HTTP 500 {XSS}"), (2, 204, "")]:
+        DeliveryAttempt.objects.create(
+            delivery=delivery,
+            number=number,
+            started_at=timezone.now(),
+            outcome="retry" if error else "success",
+            status_code=code,
+            duration_ms=12.5,
+            error=error,
+        )
+    html = page(admin_client, url("delivery_change", delivery.pk))
+    assert XSS not in html
+    assert f"HTTP 500 {XSS_ESCAPED}" in html
+    assert html.count("12.5") == 2
+    assert 'name="attempt_log-0-number"' not in html  # shown, not editable
 
 
 def test_redeliver_action_sends_again_with_the_same_id(admin_client, user, receiver, run_pipeline):

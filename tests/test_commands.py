@@ -17,7 +17,7 @@ from bookstore.models import Book
 from bookstore.receiver import Answer
 from rest_hooks import tasks
 from rest_hooks.management.commands import rest_hooks_purge, rest_hooks_replay
-from rest_hooks.models import Delivery, Event, Hook
+from rest_hooks.models import Delivery, DeliveryAttempt, Event, Hook
 
 pytestmark = pytest.mark.django_db
 
@@ -360,11 +360,20 @@ def test_purge_in_batches_with_a_progress_bar_on_stderr(user, monkeypatch):
     monkeypatch.setattr(rest_hooks_purge, "BATCH", 2)
     hook = make_hook(user)
     for _ in range(5):
-        make_delivery(hook, SUCCESS, days_ago(40))
+        delivery = make_delivery(hook, SUCCESS, days_ago(40))
+        DeliveryAttempt.objects.create(
+            delivery=delivery, number=1, started_at=days_ago(40), outcome="success", duration_ms=1
+        )
+    kept = make_delivery(hook, SUCCESS, days_ago(1))
+    DeliveryAttempt.objects.create(
+        delivery=kept, number=1, started_at=days_ago(1), outcome="success", duration_ms=1
+    )
     out, err = run("rest_hooks_purge")
     assert out.strip() == "Deleted 5 deliveries and 5 events older than 30 days."
-    assert not Delivery.objects.exists()
-    assert not Event.objects.exists()
+    assert list(Delivery.objects.all()) == [kept]
+    # A delivery's attempts go with it, and only those.
+    assert [a.delivery_id for a in DeliveryAttempt.objects.all()] == [kept.pk]
+    assert list(Event.objects.all()) == [kept.event]
     assert "5/5" in err
     assert "5/5" not in out
 

@@ -79,6 +79,44 @@ def test_500_then_200_retries_with_the_same_id(user, receiver, run_pipeline):
     assert [r.headers["x-hook-attempt"] for r in receiver.requests] == ["1", "2", "3"]
 
 
+def test_every_attempt_is_kept_not_only_the_last(user, receiver, run_pipeline):
+    make_hook(user, receiver)
+    receiver.answer("/hook", Answer(500, body=b"down"), Answer(502))
+    add_book(user)
+    with override_settings(REST_HOOKS=FAST_RETRIES):
+        run_pipeline()
+        run_pipeline()
+        (delivery,) = run_pipeline()
+    log = list(delivery.attempt_log.order_by("number"))
+    assert [(a.number, a.outcome, a.status_code) for a in log] == [
+        (1, "retry", 500),
+        (2, "retry", 502),
+        (3, "success", 200),
+    ]
+    assert (log[0].error, log[0].response_excerpt) == ("HTTP 500", "down")
+    assert log[0].started_at <= log[1].started_at <= log[2].started_at
+    assert all(a.duration_ms >= 0 for a in log)
+    last = log[-1]
+    assert (last.status_code, last.duration_ms) == (
+        delivery.last_status_code,
+        delivery.last_duration_ms,
+    )
+
+
+def test_a_refused_attempt_and_a_final_failure_are_logged_as_such(user, receiver, run_pipeline):
+    make_hook(user, receiver)
+    add_book(user)
+    with override_settings(REST_HOOKS={"ALLOW_PRIVATE_TARGETS": False}):
+        (refused,) = run_pipeline()
+    receiver.default = Answer(500)
+    add_book(user, "second")
+    with override_settings(REST_HOOKS={**FAST_RETRIES, "RETRY_SCHEDULE": []}):
+        _, failed = run_pipeline()
+    assert [a.outcome for a in refused.attempt_log.all()] == ["blocked"]
+    assert refused.attempt_log.get().error.startswith("refused")
+    assert [(a.outcome, a.status_code) for a in failed.attempt_log.all()] == [("failed", 500)]
+
+
 def test_last_attempt_fails_the_delivery(user, receiver, run_pipeline):
     make_hook(user, receiver)
     receiver.default = Answer(500, body=b"<b>broken</b>")

@@ -18,7 +18,7 @@ from rest_hooks import metrics
 from rest_hooks.conf import hook_settings
 from rest_hooks.delivery.http import HttpResult
 from rest_hooks.delivery.retry import Outcome
-from rest_hooks.models import Delivery
+from rest_hooks.models import Delivery, DeliveryAttempt, uuid7
 from rest_hooks.signals import hook_disabled, hook_sent_event
 from rest_hooks.worker.attempt import Attempt, instance_of, retry_policy
 from rest_hooks.worker.messages import Batch, send_batches
@@ -40,9 +40,11 @@ RECORDED = [
 
 
 def record(attempts: list[Attempt], instances: dict[int, Any]) -> None:
-    """Write the batch's results in one query, then act on them: signals, retries, logs."""
+    """Write the batch's results (its deliveries in one query, their attempts' rows in
+    another), then act on them: signals, retries, logs."""
     now = timezone.now()
     retries: list[tuple[Delivery, float]] = []
+    outcomes: list[str] = []
     for done in attempts:
         delivery = done.delivery
         delivery.last_duration_ms = done.duration_ms
@@ -65,10 +67,26 @@ def record(attempts: list[Attempt], instances: dict[int, Any]) -> None:
         else:
             delivery.next_attempt_at = now + timedelta(seconds=delay)
             retries.append((delivery, delay))
+        outcomes.append(_logged_outcome(done))
     recorded = [done.delivery for done in attempts]
-    Table.of(Delivery, router.db_for_write(Delivery)).save(recorded, RECORDED)
+    using = router.db_for_write(Delivery)
+    Table.of(Delivery, using).save(recorded, RECORDED)
+    Table.of(DeliveryAttempt, using).insert(
+        {
+            "id": [uuid7() for _ in recorded],
+            "delivery": [delivery.pk for delivery in recorded],
+            "number": [delivery.attempts for delivery in recorded],
+            "started_at": [delivery.last_attempt_at or now for delivery in recorded],
+            "outcome": outcomes,
+            "status_code": [delivery.last_status_code for delivery in recorded],
+            "duration_ms": [delivery.last_duration_ms for delivery in recorded],
+            "error": [delivery.last_error for delivery in recorded],
+            "response_excerpt": [delivery.response_excerpt for delivery in recorded],
+        },
+        {},
+    )
 
-    for done in attempts:
+    for done, reported in zip(attempts, outcomes, strict=True):
         delivery, hook, event = done.delivery, done.delivery.hook, done.delivery.event
         if done.outcome is Outcome.SUCCESS:
             _hook_succeeded(hook)
@@ -80,14 +98,8 @@ def record(attempts: list[Attempt], instances: dict[int, Any]) -> None:
                     hook=hook,
                     delivery=delivery,
                 )
-            reported = "success"
         elif done.outcome is Outcome.GONE:
             disable_hook(hook, "The target answered 410 Gone.", cause="gone")
-            reported = "failed"
-        elif done.outcome is Outcome.FINAL:
-            reported = "blocked"
-        else:
-            reported = "retry" if delivery.status == Delivery.Status.PENDING else "failed"
         logger.info(
             "Delivery %s attempt %d to hook %s: %s%s in %.1f ms.",
             delivery.pk,
@@ -117,6 +129,17 @@ def record(attempts: list[Attempt], instances: dict[int, Any]) -> None:
         )
     for delivery, delay in retries:
         send_batches([Batch([str(delivery.pk)])], delay)
+
+
+def _logged_outcome(done: Attempt) -> str:
+    """What the attempt came to (``DeliveryAttempt.Outcome``), its delivery recorded."""
+    if done.outcome is Outcome.SUCCESS:
+        return DeliveryAttempt.Outcome.SUCCESS.value
+    if done.outcome is Outcome.FINAL:
+        return DeliveryAttempt.Outcome.BLOCKED.value
+    if done.delivery.status == Delivery.Status.PENDING:
+        return DeliveryAttempt.Outcome.RETRY.value
+    return DeliveryAttempt.Outcome.FAILED.value
 
 
 def _excerpt(result: HttpResult | None) -> str:
