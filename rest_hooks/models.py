@@ -339,7 +339,9 @@ class DeliveryAttempt(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
     delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="attempt_log")
-    number = models.PositiveIntegerField()  # 1 for the first attempt
+    # The X-Hook-Attempt header it was sent with: 1 for the first attempt, and again for
+    # the first after a redelivery, which starts the retry schedule over.
+    number = models.PositiveIntegerField()
     started_at = models.DateTimeField()
     outcome = models.CharField(max_length=16, choices=Outcome.choices)
     status_code = models.PositiveSmallIntegerField(null=True, blank=True)
@@ -348,7 +350,7 @@ class DeliveryAttempt(models.Model):
     response_excerpt = models.TextField(blank=True, default="")
 
     class Meta:
-        ordering = ["delivery", "number"]
+        ordering = ["started_at", "number"]
 
     def __str__(self) -> str:
         return f"attempt {self.number} of delivery {self.delivery_id}"

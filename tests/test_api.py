@@ -12,12 +12,16 @@ from django.urls import reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from rest_hooks.models import Hook
+from bookstore.models import Book
+from bookstore.receiver import Answer
+from rest_hooks.models import Delivery, DeliveryAttempt, Event, Hook
 from rest_hooks.security.signing import signature_headers, verify
 
 pytestmark = pytest.mark.django_db
 
 TARGET = "https://hooks.example.com/in"
+FAST_RETRIES = {"ALLOW_PRIVATE_TARGETS": True, "RETRY_SCHEDULE": [0, 0], "RETRY_JITTER": 0}
+NO_RETRIES = {"ALLOW_PRIVATE_TARGETS": True, "RETRY_SCHEDULE": []}
 
 
 @pytest.fixture(autouse=True)
@@ -328,3 +332,157 @@ def test_requests_over_the_throttle_rate_are_answered_429(client: APIClient, oth
 @override_settings(REST_HOOKS={"API_THROTTLE_RATE": None})
 def test_no_throttle_rate_means_no_throttle(client: APIClient) -> None:
     assert {client.get(hooks_url()).status_code for _ in range(5)} == {200}
+
+
+# -- deliveries and their attempts ------------------------------------------------------------
+
+
+def deliveries_url(hook: Any, *delivery: Any, name: str = "delivery-list") -> str:
+    return reverse(name, args=[hook.pk, *(str(d.pk) for d in delivery)])
+
+
+def add_book(user: Any, title: str = "Dune") -> Book:
+    return Book.objects.create(user=user, title=title, pages=1, fiction=True)
+
+
+def logged(hook: Any, *, status: str, created_at: Any) -> Delivery:
+    """A delivery of the past, with the one attempt that made it ``status``."""
+    event = Event.objects.create(name=hook.event, payload='{"data": 1}', created_at=created_at)
+    delivery = Delivery.objects.create(
+        event=event, hook=hook, status=status, attempts=1, created_at=created_at
+    )
+    DeliveryAttempt.objects.create(
+        delivery=delivery,
+        number=1,
+        started_at=created_at,
+        outcome="success" if status == "success" else "failed",
+        status_code=200 if status == "success" else 500,
+        duration_ms=3.0,
+    )
+    return delivery
+
+
+def test_a_hooks_deliveries_show_every_attempt_and_the_body_sent(
+    client: APIClient, user: Any, receiver: Any, run_pipeline: Any
+) -> None:
+    hook_id = create(client, target=receiver.url("/hook")).json()["id"]
+    hook = Hook.objects.get(pk=hook_id)
+    receiver.answer("/hook", Answer(500, body=b"down"), Answer(502))
+    add_book(user)
+    with override_settings(REST_HOOKS=FAST_RETRIES):
+        for _ in range(3):
+            run_pipeline()
+
+    (listed,) = client.get(deliveries_url(hook)).json()["results"]
+    assert (listed["event"], listed["status"], listed["attempts"]) == ("book.added", "success", 3)
+    assert [(a["number"], a["outcome"], a["status_code"]) for a in listed["attempt_log"]] == [
+        (1, "retry", 500),
+        (2, "retry", 502),
+        (3, "success", 200),
+    ]
+    assert listed["attempt_log"][0]["response_excerpt"] == "down"
+    assert listed["id"] == receiver.requests[0].headers["webhook-id"]
+    assert "payload" not in listed
+
+    detail = client.get(deliveries_url(hook, Delivery.objects.get(), name="delivery-detail"))
+    assert detail.status_code == 200, detail.content
+    assert detail.json()["payload"] == json.loads(receiver.requests[-1].body)
+    assert detail.json()["payload"]["hook"]["id"] == hook.pk
+
+
+def test_deliveries_are_filtered_by_status_and_time(client: APIClient, user: Any) -> None:
+    hook = Hook.objects.create(user=user, event="book.added", target=TARGET)
+    now = timezone.now()
+    old_failed = logged(hook, status="failed", created_at=now - timezone.timedelta(days=3))
+    new_failed = logged(hook, status="failed", created_at=now - timezone.timedelta(hours=1))
+    new_success = logged(hook, status="success", created_at=now - timezone.timedelta(minutes=5))
+
+    def ids(**query: Any) -> list[str]:
+        reply = client.get(deliveries_url(hook), query)
+        assert reply.status_code == 200, reply.content
+        return [d["id"] for d in reply.json()["results"]]
+
+    assert ids() == [str(d.pk) for d in (new_success, new_failed, old_failed)]
+    assert ids(status="failed") == [str(new_failed.pk), str(old_failed.pk)]
+    since = (now - timezone.timedelta(days=1)).isoformat()
+    until = (now - timezone.timedelta(minutes=30)).isoformat()
+    assert ids(since=since) == [str(new_success.pk), str(new_failed.pk)]
+    assert ids(since=since, until=until) == [str(new_failed.pk)]
+    assert "status" in errors(client.get(deliveries_url(hook), {"status": "lost"}))
+    assert "since" in errors(client.get(deliveries_url(hook), {"since": "yesterday"}))
+    assert "until" in errors(client.get(deliveries_url(hook), {"since": until, "until": since}))
+
+
+def test_another_users_deliveries_are_not_found(client: APIClient, user: Any, other: Any) -> None:
+    theirs = Hook.objects.create(user=other, event="book.added", target=TARGET)
+    mine = Hook.objects.create(user=user, event="book.added", target=TARGET)
+    delivery = logged(theirs, status="failed", created_at=timezone.now())
+    for reply in (
+        client.get(deliveries_url(theirs)),
+        client.get(deliveries_url(theirs, delivery, name="delivery-detail")),
+        client.get(deliveries_url(mine, delivery, name="delivery-detail")),  # not under mine
+        client.post(deliveries_url(theirs, delivery, name="delivery-redeliver")),
+        client.post(deliveries_url(mine, delivery, name="delivery-redeliver")),
+        client.post(reverse("hook-recover", args=[theirs.pk]), {"since": "2020-01-01T00:00Z"}),
+    ):
+        assert reply.status_code == 404, reply.content
+    assert Delivery.objects.get().status == "failed"
+    anonymous = APIClient()
+    assert anonymous.get(deliveries_url(mine)).status_code in {401, 403}
+
+
+def test_redeliver_sends_a_failed_delivery_again_with_the_same_id(
+    client: APIClient, user: Any, receiver: Any, run_pipeline: Any
+) -> None:
+    hook = Hook.objects.create(user=user, event="book.added", target=receiver.url("/hook"))
+    receiver.answer("/hook", Answer(500))
+    add_book(user)
+    with override_settings(REST_HOOKS=NO_RETRIES):
+        (failed,) = run_pipeline()
+    assert failed.status == "failed"
+
+    reply = client.post(deliveries_url(hook, failed, name="delivery-redeliver"))
+    assert reply.status_code == 202, reply.content
+    assert (reply.json()["status"], reply.json()["attempts"]) == ("pending", 0)
+    again = client.post(deliveries_url(hook, failed, name="delivery-redeliver"))
+    assert again.status_code == 409  # pending: its attempt comes anyway
+    with override_settings(REST_HOOKS=NO_RETRIES):
+        (delivered,) = run_pipeline()
+    assert delivered.status == "success"
+    assert [r.headers["webhook-id"] for r in receiver.requests] == [str(failed.pk)] * 2
+    log = client.get(deliveries_url(hook)).json()["results"][0]["attempt_log"]
+    assert [(a["number"], a["outcome"]) for a in log] == [(1, "failed"), (1, "success")]
+
+
+def test_recover_redelivers_the_failed_deliveries_of_a_time_range(
+    client: APIClient, user: Any
+) -> None:
+    hook = Hook.objects.create(user=user, event="book.added", target=TARGET)
+    now = timezone.now()
+    before = logged(hook, status="failed", created_at=now - timezone.timedelta(days=3))
+    inside = [
+        logged(hook, status="failed", created_at=now - timezone.timedelta(hours=h)) for h in (2, 3)
+    ]
+    succeeded = logged(hook, status="success", created_at=now - timezone.timedelta(hours=2))
+    reply = client.post(
+        reverse("hook-recover", args=[hook.pk]),
+        {"since": (now - timezone.timedelta(days=1)).isoformat(), "until": now.isoformat()},
+    )
+    assert reply.status_code == 202, reply.content
+    assert reply.json() == {"redelivered": 2}
+    statuses = dict(Delivery.objects.values_list("pk", "status"))
+    assert {pk for pk, s in statuses.items() if s == "pending"} == {d.pk for d in inside}
+    assert (statuses[before.pk], statuses[succeeded.pk]) == ("failed", "success")
+    assert "since" in errors(client.post(reverse("hook-recover", args=[hook.pk]), {}))
+
+
+def test_nothing_is_sent_again_to_a_disabled_hook(client: APIClient, user: Any) -> None:
+    hook = Hook.objects.create(user=user, event="book.added", target=TARGET, is_active=False)
+    delivery = logged(hook, status="failed", created_at=timezone.now())
+    for reply in (
+        client.post(deliveries_url(hook, delivery, name="delivery-redeliver")),
+        client.post(reverse("hook-recover", args=[hook.pk]), {"since": "2020-01-01T00:00Z"}),
+    ):
+        assert reply.status_code == 409, reply.content
+        assert "re-enable" in reply.json()["detail"]
+    assert Delivery.objects.get().status == "failed"

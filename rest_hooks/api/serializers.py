@@ -10,6 +10,7 @@ target.
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 from django.core.exceptions import NON_FIELD_ERRORS
@@ -19,8 +20,9 @@ from rest_framework.settings import api_settings
 
 from rest_hooks.conf import hook_settings
 from rest_hooks.delivery.flow import origin_of, parse_rate
-from rest_hooks.models import get_hook_model
+from rest_hooks.models import Delivery, DeliveryAttempt, get_hook_model
 from rest_hooks.worker import gate
+from rest_hooks.worker.attempt import build_body
 
 #: The model's field names that the API spells differently.
 API_NAMES = {"is_active": "active", NON_FIELD_ERRORS: api_settings.NON_FIELD_ERRORS_KEY}
@@ -128,3 +130,79 @@ class HookWithSecretSerializer(HookSerializer):
     def get_secret(self, hook: Any) -> str | None:
         # An Ed25519 hook's secret is its private key: it never leaves the server.
         return None if hook.signing_is_ed25519 else hook.secret
+
+
+class DeliveryAttemptSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+    class Meta:
+        model = DeliveryAttempt
+        fields = [
+            "number",
+            "started_at",
+            "outcome",
+            "status_code",
+            "duration_ms",
+            "error",
+            "response_excerpt",
+        ]
+
+
+class DeliverySerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+    """One event sent to one hook: its state and every attempt of it."""
+
+    event = serializers.CharField(source="event.name", read_only=True)
+    attempt_log = DeliveryAttemptSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Delivery
+        fields = [
+            "id",
+            "event",
+            "status",
+            "attempts",
+            "created_at",
+            "next_attempt_at",
+            "finished_at",
+            "attempt_log",
+        ]
+        extra_kwargs = {
+            "id": {"help_text": "The webhook-id header of every attempt of it."},
+            "attempts": {"help_text": "How many attempts were made."},
+            "next_attempt_at": {"help_text": "When the next attempt is due, while pending."},
+        }
+
+
+class DeliveryWithPayloadSerializer(DeliverySerializer):
+    """A delivery with the body its attempts POSTed."""
+
+    payload = serializers.SerializerMethodField(help_text="The JSON body that was sent.")
+
+    class Meta(DeliverySerializer.Meta):
+        fields = [*DeliverySerializer.Meta.fields, "payload"]
+
+    def get_payload(self, delivery: Delivery) -> Any:
+        return json.loads(build_body(delivery.event, delivery.hook))
+
+
+class DeliveryFilterSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    """The query of a hook's deliveries: a status, and a range of creation times."""
+
+    status = serializers.ChoiceField(choices=Delivery.Status.choices, required=False)
+    since = serializers.DateTimeField(required=False, help_text="Created at or after this.")
+    until = serializers.DateTimeField(required=False, help_text="Created before this.")
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        since, until = attrs.get("since"), attrs.get("until")
+        if since is not None and until is not None and until <= since:
+            raise serializers.ValidationError({"until": "It must be after since."})
+        return attrs
+
+
+class RecoverSerializer(DeliveryFilterSerializer):
+    """Which failed deliveries of a hook to send again: those created in a range."""
+
+    status = None  # type: ignore[assignment]  # failed ones only
+    since = serializers.DateTimeField(help_text="Created at or after this.")
+
+
+class RecoveredSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    redelivered = serializers.IntegerField(help_text="How many deliveries were queued again.")

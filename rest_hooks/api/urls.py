@@ -1,13 +1,16 @@
 """``path("api/", include("rest_hooks.api.urls"))``: the subscription API.
 
-Route names (for ``reverse``): ``hook-list``, ``hook-detail``, ``hook-rotate-secret``.
+Route names (for ``reverse``): ``hook-list``, ``hook-detail``, ``hook-rotate-secret``,
+``hook-recover``; ``delivery-list``, ``delivery-detail``, ``delivery-redeliver`` (with the
+hook's id, then the delivery's).
 """
 
 from rest_framework.routers import SimpleRouter
 
-from rest_hooks.api.views import HookViewSet
+from rest_hooks.api.views import DeliveryViewSet, HookViewSet
 
 router = SimpleRouter()
 router.register("hooks", HookViewSet, basename="hook")
+router.register(r"hooks/(?P<hook_pk>[0-9]+)/deliveries", DeliveryViewSet, basename="delivery")
 
 urlpatterns = router.urls

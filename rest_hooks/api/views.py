@@ -9,8 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.models import QuerySet
+from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
-from rest_framework import mixins, permissions, status, viewsets
+from rest_framework import exceptions, mixins, permissions, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
@@ -18,9 +19,18 @@ from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 from rest_framework.throttling import UserRateThrottle
 
-from rest_hooks.api.serializers import HookSerializer, HookWithSecretSerializer
+from rest_hooks.api.serializers import (
+    DeliveryFilterSerializer,
+    DeliverySerializer,
+    DeliveryWithPayloadSerializer,
+    HookSerializer,
+    HookWithSecretSerializer,
+    RecoveredSerializer,
+    RecoverSerializer,
+)
 from rest_hooks.conf import hook_settings
-from rest_hooks.models import get_hook_model
+from rest_hooks.models import Delivery, get_hook_model
+from rest_hooks.worker.relay import redeliver
 
 
 class HookThrottle(UserRateThrottle):
@@ -38,6 +48,29 @@ class NewestFirst(CursorPagination):
 
     ordering = "-pk"
     page_size = 50
+
+
+class Conflict(exceptions.APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "conflict"
+
+
+def refuse_if_disabled(hook: Any) -> None:
+    """Nothing is sent to a disabled hook: say so rather than queue what would be
+    cancelled."""
+    if not hook.is_active:
+        raise Conflict('The hook is disabled: re-enable it first (PATCH {"active": true}).')
+
+
+def filtered(deliveries: QuerySet[Delivery], query: dict[str, Any]) -> QuerySet[Delivery]:
+    """``deliveries`` of a status, created in [since, until), as validated."""
+    if "status" in query:
+        deliveries = deliveries.filter(status=query["status"])
+    if "since" in query:
+        deliveries = deliveries.filter(created_at__gte=query["since"])
+    if "until" in query:
+        deliveries = deliveries.filter(created_at__lt=query["until"])
+    return deliveries
 
 
 @extend_schema_view(
@@ -100,8 +133,87 @@ class HookViewSet(
         hook.rotate_secret()
         return self._with_secret(hook, status.HTTP_200_OK)
 
+    @extend_schema(
+        summary="Send the hook's failed deliveries of a time range again",
+        description="Every failed delivery of the hook created in [since, until) starts over, "
+        "with its own id (receivers that processed it already can drop it).",
+        request=RecoverSerializer,
+        responses={202: RecoveredSerializer},
+    )
+    @action(detail=True, methods=["post"])
+    def recover(self, request: Request, pk: str | None = None) -> Response:
+        hook = self.get_object()
+        refuse_if_disabled(hook)
+        query = RecoverSerializer(data=request.data)
+        query.is_valid(raise_exception=True)
+        failed = filtered(
+            Delivery.objects.filter(hook=hook),
+            {"status": Delivery.Status.FAILED, **query.validated_data},
+        )
+        return Response({"redelivered": redeliver(failed)}, status=status.HTTP_202_ACCEPTED)
+
     def _with_secret(self, hook: Any, code: int) -> Response:
         serializer: BaseSerializer[Any] = HookWithSecretSerializer(
             hook, context=self.get_serializer_context()
         )
         return Response(serializer.data, status=code)
+
+
+HOOK_PK = OpenApiParameter("hook_pk", int, OpenApiParameter.PATH, description="The hook's id.")
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="The hook's deliveries, newest first, each with its attempts",
+        parameters=[HOOK_PK, DeliveryFilterSerializer],
+    ),
+    retrieve=extend_schema(
+        summary="One delivery, its attempts and the body sent", parameters=[HOOK_PK]
+    ),
+)
+class DeliveryViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet,  # type: ignore[type-arg]
+):
+    """The deliveries of one of the user's hooks (another user's hook: 404)."""
+
+    permission_classes = [permissions.IsAuthenticated]
+    throttle_classes = [HookThrottle]
+    pagination_class = NewestFirst
+
+    def get_serializer_class(self) -> type[BaseSerializer[Any]]:
+        return DeliveryWithPayloadSerializer if self.action == "retrieve" else DeliverySerializer
+
+    def hook(self) -> Any:
+        hooks = get_hook_model()._default_manager.filter(user=self.request.user)
+        return get_object_or_404(hooks, pk=self.kwargs["hook_pk"])
+
+    def get_queryset(self) -> QuerySet[Delivery]:
+        deliveries = (
+            Delivery.objects.filter(hook=self.hook())
+            .select_related("event", "hook")
+            .prefetch_related("attempt_log")
+        )
+        if self.action != "list":
+            return deliveries
+        query = DeliveryFilterSerializer(data=self.request.query_params)
+        query.is_valid(raise_exception=True)
+        return filtered(deliveries, query.validated_data)
+
+    @extend_schema(
+        summary="Send the delivery again",
+        description="It starts over from the first step of the retry schedule, with the "
+        "same id. A pending delivery is attempted anyway: 409.",
+        parameters=[HOOK_PK],
+        request=None,
+        responses={202: DeliverySerializer},
+    )
+    @action(detail=True, methods=["post"])
+    def redeliver(self, request: Request, hook_pk: str, pk: str | None = None) -> Response:
+        delivery = self.get_object()
+        refuse_if_disabled(delivery.hook)
+        if not redeliver(Delivery.objects.filter(pk=delivery.pk)):
+            raise Conflict("The delivery is pending: its next attempt comes anyway.")
+        delivery.refresh_from_db()
+        return Response(DeliverySerializer(delivery).data, status=status.HTTP_202_ACCEPTED)

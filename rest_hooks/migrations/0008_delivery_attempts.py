@@ -52,7 +52,7 @@ class Migration(migrations.Migration):
                 ),
             ],
             options={
-                "ordering": ["delivery", "number"],
+                "ordering": ["started_at", "number"],
             },
         ),
     ]
