@@ -131,6 +131,21 @@ class AbstractHook(models.Model):
         now = time.time() if now is None else now
         return [self.secret] + [p["secret"] for p in self._previous() if p["expires"] > now]
 
+    def public_keys(self, now: float | None = None) -> list[tuple[str, float | None]]:
+        """An Ed25519 hook's ``whpk_`` public keys that verify its deliveries now, each
+        with when it stops (None: the current key): the current one, then those of the
+        rotated-out keys still signing. None for an HMAC hook: its secret is not public.
+        """
+        if not self.signing_is_ed25519:
+            return []
+        now = time.time() if now is None else now
+        current: list[tuple[str, float | None]] = [(public_key_for(self.secret), None)]
+        return current + [
+            (public_key_for(p["secret"]), p["expires"])
+            for p in self._previous()
+            if p["expires"] > now
+        ]
+
     def rotate_secret(self, grace: timedelta | None = None) -> str:
         """Replace the secret; the old one keeps signing for ``grace`` (default 24 h).
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import time
 from typing import Any
 
 import pytest
@@ -15,7 +17,7 @@ from rest_framework.test import APIClient
 from bookstore.models import Book
 from bookstore.receiver import Answer
 from rest_hooks.models import Delivery, DeliveryAttempt, Event, Hook
-from rest_hooks.security.signing import signature_headers, verify
+from rest_hooks.security.signing import public_jwk, signature_headers, verify
 
 pytestmark = pytest.mark.django_db
 
@@ -486,3 +488,102 @@ def test_nothing_is_sent_again_to_a_disabled_hook(client: APIClient, user: Any) 
         assert reply.status_code == 409, reply.content
         assert "re-enable" in reply.json()["detail"]
     assert Delivery.objects.get().status == "failed"
+
+
+# -- Zapier, samples, public keys -------------------------------------------------------------
+
+
+def test_zapiers_subscribe_and_unsubscribe_calls_work(client: APIClient, user: Any) -> None:
+    zapier_url = "https://hooks.zapier.com/hooks/standard/1/abc/"
+    subscribed = client.post(
+        hooks_url(), {"target_url": zapier_url, "event": "book.added"}, format="json"
+    )
+    assert subscribed.status_code == 201, subscribed.content
+    hook = Hook.objects.get(pk=subscribed.json()["id"])
+    assert (hook.target, hook.event, hook.user) == (zapier_url, "book.added", user)
+    # As a form too, the way Zapier's legacy builder posted it.
+    form = client.post(
+        hooks_url(), {"target_url": zapier_url, "event": "book.removed"}, format="multipart"
+    )
+    assert form.status_code == 201, form.content
+    assert form.json()["target"] == zapier_url
+    assert client.delete(hook_url(hook)).status_code == 204
+    assert list(Hook.objects.values_list("event", flat=True)) == ["book.removed"]
+
+
+def test_the_sample_is_what_the_users_hook_received_lately(
+    client: APIClient, user: Any, other: Any
+) -> None:
+    hook = Hook.objects.create(user=user, event="book.added", target=TARGET)
+    theirs = Hook.objects.create(user=other, event="book.added", target=TARGET)
+    for title in ("First", "Second", "Third", "Fourth"):
+        add_book(user, title)
+    add_book(other, "Not yours")
+    # The newest of all, but aimed at another user's hook (HOOK_FINDER, deliver_hook).
+    Event.objects.create(name="book.added", payload='{"data": {"title": "Aimed"}}', hook=theirs)
+    samples = client.get(reverse("hook-sample"), {"event": "book.added"})
+    assert samples.status_code == 200, samples.content
+    titles = [sample["data"]["title"] for sample in samples.json()]
+    assert titles == ["Fourth", "Third", "Second"]  # the latest, the user's own only
+    assert all(sample["hook"] == hook.dict() for sample in samples.json())
+
+
+def test_a_sample_of_an_event_sent_to_every_subscriber(client: APIClient, other: Any) -> None:
+    # "book.changed" is a "+" event: every subscriber gets every change.
+    add_book(other, "Shared").save()
+    (sample,) = client.get(reverse("hook-sample"), {"event": "book.changed"}).json()
+    assert sample["data"]["title"] == "Shared"
+    assert sample["hook"] == {"id": None, "event": "book.changed", "target": ""}
+
+
+def test_the_sample_of_an_unknown_event_is_refused(client: APIClient) -> None:
+    assert "event" in errors(client.get(reverse("hook-sample"), {"event": "book.burned"}))
+    assert "event" in errors(client.get(reverse("hook-sample")))
+    assert client.get(reverse("hook-sample"), {"event": "book.read"}).json() == []
+
+
+def test_the_keys_of_an_ed25519_hook_are_published_as_a_jwks(client: APIClient) -> None:
+    created = create(client, signing="ed25519").json()
+    hook = Hook.objects.get(pk=created["id"])
+    (current,) = client.get(hook_url(hook, "hook-keys")).json()["keys"]
+    assert (current["kty"], current["crv"], current["alg"], current["use"]) == (
+        "OKP",
+        "Ed25519",
+        "EdDSA",
+        "sig",
+    )
+    assert "exp" not in current
+    raw = base64.urlsafe_b64decode(current["x"] + "==")
+    assert "whpk_" + base64.b64encode(raw).decode() == created["public_key"]
+
+    client.post(hook_url(hook, "hook-rotate-secret"))
+    keys = client.get(hook_url(hook, "hook-keys")).json()["keys"]
+    assert keys[1] == current | {"exp": keys[1]["exp"]}
+    assert keys[1]["exp"] > time.time() + 3600
+    assert keys[0]["kid"] != current["kid"]
+    hook.refresh_from_db()
+    # A delivery signed now verifies with either published key.
+    body = b'{"a": 1}'
+    headers = signature_headers(hook.signing_secrets(), "msg_1", int(time.time()), body)
+    for jwk in keys:
+        public = "whpk_" + base64.b64encode(base64.urlsafe_b64decode(jwk["x"] + "==")).decode()
+        assert verify(body, headers, public) == {"a": 1}
+
+
+def test_the_thumbprint_is_rfc_7638s() -> None:
+    # RFC 8037, appendix A.3: the thumbprint of its example Ed25519 key.
+    x = "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"
+    raw = base64.urlsafe_b64decode(x + "=")
+    jwk = public_jwk("whpk_" + base64.b64encode(raw).decode())
+    assert jwk["x"] == x
+    assert jwk["kid"] == "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"
+
+
+def test_an_hmac_hook_publishes_no_key(client: APIClient, user: Any, other: Any) -> None:
+    hook = Hook.objects.get(pk=create(client).json()["id"])
+    reply = client.get(hook_url(hook, "hook-keys"))
+    assert reply.json() == {"keys": []}
+    assert hook.secret not in reply.content.decode()
+    theirs = APIClient()
+    theirs.force_authenticate(other)
+    assert theirs.get(hook_url(hook, "hook-keys")).status_code == 404

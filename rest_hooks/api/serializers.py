@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from django.core.exceptions import NON_FIELD_ERRORS
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import QueryDict
 from rest_framework import serializers
 from rest_framework.settings import api_settings
 
@@ -76,6 +78,13 @@ class HookSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
                 "'hmac-sha256' (a shared secret) or 'ed25519' (a public key)."
             },
         }
+
+    def to_internal_value(self, data: Any) -> Any:
+        # Zapier's REST hook subscription names the target "target_url".
+        if isinstance(data, Mapping) and "target_url" in data and "target" not in data:
+            data = data.copy() if isinstance(data, QueryDict) else dict(data)  # a form's, a dict
+            data["target"] = data["target_url"]
+        return super().to_internal_value(data)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if self.instance is None:
@@ -206,3 +215,28 @@ class RecoverSerializer(DeliveryFilterSerializer):
 
 class RecoveredSerializer(serializers.Serializer):  # type: ignore[type-arg]
     redelivered = serializers.IntegerField(help_text="How many deliveries were queued again.")
+
+
+class SampleQuerySerializer(serializers.Serializer):  # type: ignore[type-arg]
+    event = serializers.CharField(help_text="An event name of HOOK_EVENTS.")
+
+    def validate_event(self, event: str) -> str:
+        if event not in hook_settings.HOOK_EVENTS:
+            raise serializers.ValidationError(f"Invalid hook event {event}.")
+        return event
+
+
+class JwkSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    kty = serializers.CharField(help_text="OKP")
+    crv = serializers.CharField(help_text="Ed25519")
+    x = serializers.CharField(help_text="The public key, base64url.")
+    kid = serializers.CharField(help_text="Its RFC 7638 thumbprint.")
+    use = serializers.CharField(help_text="sig")
+    alg = serializers.CharField(help_text="EdDSA")
+    exp = serializers.IntegerField(
+        required=False, help_text="A rotated-out key: when it stops signing (Unix seconds)."
+    )
+
+
+class JwksSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    keys = JwkSerializer(many=True)

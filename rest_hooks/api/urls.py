@@ -11,6 +11,6 @@ from rest_hooks.api.views import DeliveryViewSet, HookViewSet
 
 router = SimpleRouter()
 router.register("hooks", HookViewSet, basename="hook")
-router.register(r"hooks/(?P<hook_pk>[0-9]+)/deliveries", DeliveryViewSet, basename="delivery")
+router.register(r"hooks/(?P<hook_pk>[^/.]+)/deliveries", DeliveryViewSet, basename="delivery")
 
 urlpatterns = router.urls

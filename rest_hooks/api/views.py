@@ -6,9 +6,11 @@ Every query starts from the requesting user's hooks, so another user's hook is n
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db import models
+from django.db.models import Q, QuerySet
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import exceptions, mixins, permissions, status, viewsets
@@ -25,12 +27,19 @@ from rest_hooks.api.serializers import (
     DeliveryWithPayloadSerializer,
     HookSerializer,
     HookWithSecretSerializer,
+    JwksSerializer,
     RecoveredSerializer,
     RecoverSerializer,
+    SampleQuerySerializer,
 )
 from rest_hooks.conf import hook_settings
-from rest_hooks.models import Delivery, get_hook_model
+from rest_hooks.models import Delivery, Event, get_hook_model
+from rest_hooks.security.signing import public_jwk
+from rest_hooks.worker.attempt import build_body
 from rest_hooks.worker.relay import redeliver
+
+#: Payloads the sample endpoint answers with at most.
+SAMPLES = 3
 
 
 class HookThrottle(UserRateThrottle):
@@ -44,10 +53,15 @@ class HookThrottle(UserRateThrottle):
 
 
 class NewestFirst(CursorPagination):
-    """Pages that stay consistent while hooks are added (a cursor, not an offset)."""
+    """Pages that stay consistent while rows are added (a cursor, not an offset)."""
 
     ordering = "-pk"
     page_size = 50
+
+
+class NewestDeliveriesFirst(NewestFirst):
+    # Delivery ids are time-ordered to the millisecond only: the creation time first.
+    ordering = ("-created_at", "-pk")  # type: ignore[assignment]
 
 
 class Conflict(exceptions.APIException):
@@ -152,6 +166,45 @@ class HookViewSet(
         )
         return Response({"redelivered": redeliver(failed)}, status=status.HTTP_202_ACCEPTED)
 
+    @extend_schema(
+        summary="The public keys that verify an Ed25519 hook's deliveries (JWKS)",
+        description="The current key, then those rotated out whose grace period still runs "
+        "(with exp). An HMAC hook has none: its secret is shared, not published.",
+        responses={200: JwksSerializer},
+    )
+    @action(detail=True, methods=["get"])
+    def keys(self, request: Request, pk: str | None = None) -> Response:
+        hook = self.get_object()
+        keys = [
+            public_jwk(key) | ({} if expires is None else {"exp": int(expires)})
+            for key, expires in hook.public_keys()
+        ]
+        return Response({"keys": keys})
+
+    @extend_schema(
+        summary="Recent payloads of an event, as the user's hook receives them",
+        description="For Zapier's perform-list, and to see what a subscription would get: "
+        "the bodies of the event's latest deliveries the user can see (their own, and those "
+        "sent to every subscriber), newest first; an empty list if there is none yet.",
+        parameters=[SampleQuerySerializer],
+        responses={200: {"type": "array", "items": {"type": "object"}}},
+    )
+    @action(detail=False, methods=["get"])
+    def sample(self, request: Request) -> Response:
+        query = SampleQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        name = query.validated_data["event"]
+        user = request.user
+        hook = self.get_queryset().filter(event=name).first() or get_hook_model()(event=name)
+        events = (
+            Event.objects.filter(name=name)
+            .exclude(status=Event.Status.REFUSED)
+            .filter(Q(owner_id=None) | Q(owner_id=str(user.pk)))
+            .filter(Q(hook=None) | Q(hook__user=user))
+            .order_by("-pk")[:SAMPLES]
+        )
+        return Response([json.loads(build_body(event, hook)) for event in events])
+
     def _with_secret(self, hook: Any, code: int) -> Response:
         serializer: BaseSerializer[Any] = HookWithSecretSerializer(
             hook, context=self.get_serializer_context()
@@ -159,7 +212,9 @@ class HookViewSet(
         return Response(serializer.data, status=code)
 
 
-HOOK_PK = OpenApiParameter("hook_pk", int, OpenApiParameter.PATH, description="The hook's id.")
+#: The hook model's primary key: an integer, unless HOOK_CUSTOM_MODEL says otherwise.
+HOOK_ID = int if isinstance(get_hook_model()._meta.pk, models.AutoField) else str
+HOOK_PK = OpenApiParameter("hook_pk", HOOK_ID, OpenApiParameter.PATH, description="The hook's id.")
 
 
 @extend_schema_view(
@@ -180,7 +235,7 @@ class DeliveryViewSet(
 
     permission_classes = [permissions.IsAuthenticated]
     throttle_classes = [HookThrottle]
-    pagination_class = NewestFirst
+    pagination_class = NewestDeliveriesFirst
 
     def get_serializer_class(self) -> type[BaseSerializer[Any]]:
         return DeliveryWithPayloadSerializer if self.action == "retrieve" else DeliverySerializer

@@ -167,6 +167,26 @@ def public_key_for(signing_key: str) -> str:
     return PUBLIC_KEY_PREFIX + base64.b64encode(raw).decode("ascii")
 
 
+def public_jwk(public_key: str) -> dict[str, str]:
+    """The ``whpk_`` public key as a JSON Web Key (RFC 8037), for a JWKS document.
+
+    Its ``kid`` is the key's RFC 7638 thumbprint: the same key always has the same id,
+    whoever computes it.
+    """
+    x = base64.urlsafe_b64encode(decode_public_key(public_key)).rstrip(b"=").decode("ascii")
+    # RFC 7638: the required members, sorted, no white space.
+    canonical = json.dumps({"crv": "Ed25519", "kty": "OKP", "x": x}, separators=(",", ":"))
+    thumbprint = hashlib.sha256(canonical.encode()).digest()
+    return {
+        "kty": "OKP",
+        "crv": "Ed25519",
+        "x": x,
+        "kid": base64.urlsafe_b64encode(thumbprint).rstrip(b"=").decode("ascii"),
+        "use": "sig",
+        "alg": "EdDSA",
+    }
+
+
 def decode_secret(secret: str) -> bytes:
     """Return the HMAC key held by a ``whsec_`` secret.
 
