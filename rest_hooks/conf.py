@@ -112,6 +112,8 @@ DEFAULTS: dict[str, Any] = {
     # and requests a user may make to it (DRF's rate syntax, "120/min"; None: no throttle).
     "API_MAX_HOOKS_PER_USER": 100,
     "API_THROTTLE_RATE": "120/min",
+    # POST .../ping waits at most this many seconds for the test delivery's attempt.
+    "API_PING_WAIT": 10,
 }
 
 

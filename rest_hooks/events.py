@@ -315,14 +315,14 @@ def capture_model_event(
 
 def capture_for_hook(
     sender: Any, hook: Any, instance: Any, payload_override: Any = None, **kwargs: Any
-) -> None:
+) -> Event:
     """An event for one given hook: the receiver of ``hook_delivery_requested``, which
-    ``Hook.deliver_hook`` sends."""
+    ``Hook.deliver_hook`` sends, and the API's ping."""
     placeholder = placeholder_hook(hook.event, None)
     payload = (
         payload_override if payload_override is not None else model_payload(instance, placeholder)
     )
-    capture(
+    return capture(
         event_name=hook.event,
         payload=payload,
         names_hook=True,

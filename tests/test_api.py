@@ -587,3 +587,68 @@ def test_an_hmac_hook_publishes_no_key(client: APIClient, user: Any, other: Any)
     theirs = APIClient()
     theirs.force_authenticate(other)
     assert theirs.get(hook_url(hook, "hook-keys")).status_code == 404
+
+
+# -- ping -------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.integration
+def test_ping_sends_a_signed_test_delivery_through_the_workers(
+    client: APIClient, receiver: Any, start_workers: Any
+) -> None:
+    start_workers(RETRY_SCHEDULE=[0.2])
+    created = create(client, target=receiver.url("/hook"), event="book.read").json()
+    receiver.answer("/hook", Answer(500, body=b"not yet"))
+
+    first = client.post(reverse("hook-ping", args=[created["id"]]))
+    assert first.status_code == 200, first.content
+    (attempt,) = first.json()["attempt_log"]
+    assert (attempt["outcome"], attempt["status_code"]) == ("retry", 500)
+    assert attempt["response_excerpt"] == "not yet"
+
+    second = client.post(reverse("hook-ping", args=[created["id"]]))
+    assert second.status_code == 200, second.content
+    assert second.json()["attempt_log"][0]["outcome"] == "success"
+    request = receiver.requests[-1]
+    assert request.headers["x-hook-event"] == "book.read"
+    assert request.headers["webhook-id"] == second.json()["id"]
+    body = verify(request.body, request.headers, created["secret"])
+    assert body == {
+        "hook": {"id": created["id"], "event": "book.read", "target": created["target"]},
+        "ping": True,
+    }
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(REST_HOOKS={**NO_RETRIES, "API_PING_WAIT": 0.3})
+def test_a_ping_no_worker_takes_is_answered_202(client: APIClient, user: Any) -> None:
+    hook = Hook.objects.create(user=user, event="book.added", target=TARGET)
+    started = time.monotonic()
+    reply = client.post(reverse("hook-ping", args=[hook.pk]))
+    assert reply.status_code == 202, reply.content
+    assert "no worker" in reply.json()["detail"]
+    assert time.monotonic() - started >= 0.3
+    assert Event.objects.get(hook=hook).status == "pending"  # the workers send it later
+
+
+def test_a_ping_inside_the_requests_transaction_does_not_wait_for_itself(
+    client: APIClient, user: Any
+) -> None:
+    # The test's transaction stands for ATOMIC_REQUESTS: nothing is sent before it commits.
+    hook = Hook.objects.create(user=user, event="book.added", target=TARGET)
+    with override_settings(REST_HOOKS={"API_PING_WAIT": 30}):
+        started = time.monotonic()
+        reply = client.post(reverse("hook-ping", args=[hook.pk]))
+    assert reply.status_code == 202, reply.content
+    assert time.monotonic() - started < 5
+
+
+def test_a_disabled_or_another_users_hook_is_not_pinged(
+    client: APIClient, user: Any, other: Any
+) -> None:
+    disabled = Hook.objects.create(user=user, event="book.added", target=TARGET, is_active=False)
+    theirs = Hook.objects.create(user=other, event="book.added", target=TARGET)
+    assert client.post(reverse("hook-ping", args=[disabled.pk])).status_code == 409
+    assert client.post(reverse("hook-ping", args=[theirs.pk])).status_code == 404
+    assert not Event.objects.exists()

@@ -1,8 +1,8 @@
 """``path("api/", include("rest_hooks.api.urls"))``: the subscription API.
 
 Route names (for ``reverse``): ``hook-list``, ``hook-detail``, ``hook-rotate-secret``,
-``hook-recover``; ``delivery-list``, ``delivery-detail``, ``delivery-redeliver`` (with the
-hook's id, then the delivery's).
+``hook-ping``, ``hook-recover``, ``hook-keys``, ``hook-sample``; ``delivery-list``,
+``delivery-detail``, ``delivery-redeliver`` (with the hook's id, then the delivery's).
 """
 
 from rest_framework.routers import SimpleRouter

@@ -7,9 +7,10 @@ Every query starts from the requesting user's hooks, so another user's hook is n
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
-from django.db import models
+from django.db import connections, models, router
 from django.db.models import Q, QuerySet
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
@@ -33,6 +34,7 @@ from rest_hooks.api.serializers import (
     SampleQuerySerializer,
 )
 from rest_hooks.conf import hook_settings
+from rest_hooks.events import capture_for_hook
 from rest_hooks.models import Delivery, Event, get_hook_model
 from rest_hooks.security.signing import public_jwk
 from rest_hooks.worker.attempt import build_body
@@ -40,6 +42,8 @@ from rest_hooks.worker.relay import redeliver
 
 #: Payloads the sample endpoint answers with at most.
 SAMPLES = 3
+#: How often a ping looks for its attempt (seconds).
+PING_POLL = 0.05
 
 
 class HookThrottle(UserRateThrottle):
@@ -204,6 +208,41 @@ class HookViewSet(
             .order_by("-pk")[:SAMPLES]
         )
         return Response([json.loads(build_body(event, hook)) for event in events])
+
+    @extend_schema(
+        summary="Send the hook a test delivery now, and answer with how it went",
+        description='A ping event (body {"hook": {...}, "ping": true}, the hook\'s event '
+        "name in X-Hook-Event) goes through the workers like any delivery: signed, through "
+        "the target's rate limit and breaker. The answer waits at most "
+        "REST_HOOKS['API_PING_WAIT'] seconds for its first attempt: 200 with the delivery and "
+        "its attempt, or 202 with the delivery still pending (follow it in deliveries/).",
+        request=None,
+        responses={200: DeliverySerializer, 202: DeliverySerializer},
+    )
+    @action(detail=True, methods=["post"])
+    def ping(self, request: Request, pk: str | None = None) -> Response:
+        hook = self.get_object()
+        refuse_if_disabled(hook)
+        using = router.db_for_write(type(hook))
+        # Under ATOMIC_REQUESTS the event is only sent once this answer has committed.
+        wait = 0.0 if connections[using].in_atomic_block else float(hook_settings.API_PING_WAIT)
+        event = capture_for_hook(
+            type(hook), hook, None, payload_override={"hook": hook.dict(), "ping": True}
+        )
+        deadline = time.monotonic() + wait
+        while True:
+            delivery = Delivery.objects.filter(event=event).prefetch_related("attempt_log").first()
+            tried = delivery is not None and delivery.attempt_log.all()
+            if tried or time.monotonic() >= deadline:
+                break
+            time.sleep(PING_POLL)
+        if delivery is None:  # not even fanned out: no worker running?
+            return Response(
+                {"detail": "The test delivery is queued; no worker has taken it yet."},
+                status=status.HTTP_202_ACCEPTED,
+            )
+        code = status.HTTP_200_OK if tried else status.HTTP_202_ACCEPTED
+        return Response(DeliverySerializer(delivery).data, status=code)
 
     def _with_secret(self, hook: Any, code: int) -> Response:
         serializer: BaseSerializer[Any] = HookWithSecretSerializer(
