@@ -23,12 +23,6 @@ XSS_ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"
 NO_RETRIES = {"ALLOW_PRIVATE_TARGETS": True, "RETRY_SCHEDULE": []}
 
 
-@pytest.fixture(autouse=True)
-def fast_passwords(settings: Any) -> None:
-    """admin_client logs in with a password; hashing it the real way costs half a second."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def url(name: str, *args: Any) -> str:
     return reverse(f"admin:rest_hooks_{name}", args=args)
 

@@ -30,12 +30,6 @@ CANCELLED = Delivery.Status.CANCELLED
 FOR_THE_WORKERS = "Queued for the Dramatiq workers; this command does not wait for them."
 
 
-@pytest.fixture(autouse=True)
-def fast_passwords(settings: Any) -> None:
-    """The user fixture sets a password; hashing it the real way costs a fifth of a second."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def run(name: str, *args: str) -> tuple[str, str]:
     """Run a command; return its stdout and stderr."""
     out, err = io.StringIO(), io.StringIO()

@@ -14,8 +14,6 @@ import functools
 import json
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import urllib.parse
 import urllib.request
@@ -31,7 +29,7 @@ from bookstore.models import Book
 from bookstore.receiver import Answer
 from rest_hooks.models import Delivery, Hook
 from tests import helpers
-from tests.helpers import ROOT, project_env
+from tests.helpers import ROOT, Process, free_port, http_get, project_env
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
 
@@ -39,56 +37,8 @@ TOKEN = "e2e-metrics-token"
 RULES = ROOT / "deploy" / "prometheus" / "rules" / "rest_hooks.rules.yml"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 # Prometheus and the metrics server take their time to start and to scrape.
 wait_until = functools.partial(helpers.wait_until, timeout=30.0, interval=0.2)
-
-
-def http_get(url: str, token: str | None = None) -> tuple[int, bytes]:
-    request = urllib.request.Request(url)
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-    except OSError:
-        return 0, b""
-
-
-class Process:
-    """A server the test starts in a session of its own, and stops with its group."""
-
-    def __init__(self, args: list[str], env: dict[str, str] | None, log: Path) -> None:
-        self.log = log
-        self._out = log.open("w")
-        self.proc = subprocess.Popen(
-            args,
-            cwd=ROOT,
-            env=env,
-            stdout=self._out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def output(self) -> str:
-        return self.log.read_text()[-3000:]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._out.close()
 
 
 @pytest.fixture

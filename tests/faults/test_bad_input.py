@@ -32,12 +32,6 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
 FAST = {"RETRY_SCHEDULE": [0.2, 0.2], "RETRY_JITTER": 0, "RELAY_AFTER": 1, "RELAY_INTERVAL": 0.5}
 
 
-@pytest.fixture(autouse=True)
-def fast_passwords(settings: Any) -> None:
-    """admin_client logs in with a password; hashing it the real way costs half a second."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def refused_count(client: Any, event: str, reason: str) -> float:
     return scraped(client, "rest_hooks_events_refused_total", event=event, reason=reason)
 
