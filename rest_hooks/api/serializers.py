@@ -240,3 +240,7 @@ class JwkSerializer(serializers.Serializer):  # type: ignore[type-arg]
 
 class JwksSerializer(serializers.Serializer):  # type: ignore[type-arg]
     keys = JwkSerializer(many=True)
+
+
+class QueuedSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    detail = serializers.CharField(help_text="Why there is nothing to show yet.")
