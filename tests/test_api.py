@@ -168,6 +168,14 @@ def test_the_list_shows_the_users_own_hooks_filtered_and_paged(
     assert [hook["event"] for hook in disabled] == ["book.removed"]
 
 
+@pytest.mark.parametrize(
+    "query", [{"event": "book.\x00added"}, {"active": "maybe"}], ids=["NUL", "not a bool"]
+)
+def test_a_malformed_list_query_is_refused(client: APIClient, query: dict[str, str]) -> None:
+    # PostgreSQL refuses NUL in text: a query with one was a server error there.
+    assert list(errors(client.get(hooks_url(), query))) == list(query)
+
+
 def test_delete_unsubscribes(client: APIClient, user: Any) -> None:
     hook = Hook.objects.create(user=user, event="book.added", target=TARGET)
     assert client.delete(hook_url(hook)).status_code == 204

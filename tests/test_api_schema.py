@@ -117,6 +117,7 @@ def test_no_generated_request_gets_a_server_error_or_an_answer_off_the_schema(
         capture_output=True,
         text=True,
         timeout=600,
+        cwd=tmp_path,  # where it keeps its cache
     )
     (tmp_path / "schemathesis.log").write_text(run.stdout + run.stderr)
     assert run.returncode == 0, run.stdout[-20000:] + run.stderr[-2000:]

@@ -217,6 +217,15 @@ class RecoveredSerializer(serializers.Serializer):  # type: ignore[type-arg]
     redelivered = serializers.IntegerField(help_text="How many deliveries were queued again.")
 
 
+class HookFilterSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    """The query of a user's hooks. Read it partial: a form's missing boolean is false."""
+
+    event = serializers.CharField(required=False, help_text="Only the hooks of this event.")
+    active = serializers.BooleanField(
+        required=False, help_text="Only the active (or disabled) ones."
+    )
+
+
 class SampleQuerySerializer(serializers.Serializer):  # type: ignore[type-arg]
     event = serializers.CharField(help_text="An event name of HOOK_EVENTS.")
 

@@ -31,6 +31,7 @@ from rest_hooks.api.serializers import (
     DeliveryFilterSerializer,
     DeliverySerializer,
     DeliveryWithPayloadSerializer,
+    HookFilterSerializer,
     HookSerializer,
     HookWithSecretSerializer,
     JwksSerializer,
@@ -98,13 +99,7 @@ def filtered(deliveries: QuerySet[Delivery], query: dict[str, Any]) -> QuerySet[
 
 
 @extend_schema_view(
-    list=extend_schema(
-        summary="The user's hooks, newest first",
-        parameters=[
-            OpenApiParameter("event", str, description="Only the hooks of this event."),
-            OpenApiParameter("active", bool, description="Only the active (or disabled) ones."),
-        ],
-    ),
+    list=extend_schema(summary="The user's hooks, newest first", parameters=[HookFilterSerializer]),
     create=extend_schema(
         summary="Subscribe a target URL to an event",
         responses={201: HookWithSecretSerializer},
@@ -132,11 +127,14 @@ class HookViewSet(
         if getattr(self, "swagger_fake_view", False):  # drf-spectacular reading the types
             return get_hook_model()._default_manager.none()
         hooks = get_hook_model()._default_manager.filter(user=self.request.user)
-        params = self.request.query_params
-        if "event" in params:
-            hooks = hooks.filter(event=params["event"])
-        if "active" in params:
-            hooks = hooks.filter(is_active=params["active"].lower() in {"true", "1", "yes"})
+        if self.action != "list":
+            return hooks
+        query = HookFilterSerializer(data=self.request.query_params, partial=True)
+        query.is_valid(raise_exception=True)
+        if "event" in query.validated_data:
+            hooks = hooks.filter(event=query.validated_data["event"])
+        if "active" in query.validated_data:
+            hooks = hooks.filter(is_active=query.validated_data["active"])
         return hooks
 
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
