@@ -17,7 +17,7 @@ from django.template.response import TemplateResponse
 from django.utils.html import format_html
 
 from rest_hooks.conf import hook_settings
-from rest_hooks.models import Delivery, DeliveryAttempt, Event, get_hook_model
+from rest_hooks.models import Delivery, DeliveryAttempt, Event, HookNotice, get_hook_model
 from rest_hooks.worker.relay import redeliver
 
 
@@ -218,6 +218,17 @@ class DeliveryAdmin(ReadOnlyAdmin):
         skipped = queryset.count() - count
         note = f" {skipped} still pending were left alone." if skipped else ""
         self.message_user(request, f"{count} deliveries queued again.{note}", messages.SUCCESS)
+
+
+@admin.register(HookNotice)
+class HookNoticeAdmin(ReadOnlyAdmin):
+    """What owners were told of their failing hooks, and when it went out."""
+
+    list_display = ("hook", "stage", "percent", "created_at", "emailed_at", "posted_at")
+    list_filter = ("stage", "created_at")
+    list_select_related = ("hook",)
+    fields = ("hook", "stage", "percent", "run", "reason", "created_at", "emailed_at", "posted_at")
+    readonly_fields = fields
 
 
 if not get_hook_model()._meta.swapped and get_hook_model()._meta.app_label == "rest_hooks":

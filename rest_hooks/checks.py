@@ -25,6 +25,7 @@ from rest_hooks.metrics.exposition import multiprocess_dir
 from rest_hooks.models import AbstractHook
 from rest_hooks.security.encryption import SecretBox
 from rest_hooks.security.network import IPNetwork
+from rest_hooks.security.signing import decode_secret
 
 #: Middleware the actors rely on in worker processes: (dotted path, why).
 REQUIRED_MIDDLEWARE = [
@@ -495,6 +496,45 @@ def check_api_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
             hint="For example API_MAX_HOOKS_PER_USER 100 (None: no cap), API_THROTTLE_RATE "
             "'120/min' or '10/s' (None: no throttle).",
             id="rest_hooks.E017",
+        )
+        for p in problems
+    ]
+
+
+@register()
+def check_notice_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    """NOTICE_AT, NOTICE_EMAIL and the operational webhook's URL and secret."""
+    s = hook_settings
+    problems = []
+    stages = s.NOTICE_AT
+    if not isinstance(stages, list | tuple) or not all(
+        _is_seconds(p) and 0 < p < 100 for p in stages
+    ):
+        problems.append(
+            f"REST_HOOKS['NOTICE_AT'] must be a list of percentages of DISABLE_AFTER "
+            f"between 0 and 100, not {stages!r}."
+        )
+    if not isinstance(s.NOTICE_EMAIL, bool):
+        problems.append("REST_HOOKS['NOTICE_EMAIL'] must be True or False.")
+    url = s.NOTICE_WEBHOOK_URL
+    if url is not None and not (isinstance(url, str) and url.startswith(("http://", "https://"))):
+        problems.append("REST_HOOKS['NOTICE_WEBHOOK_URL'] must be an http(s) URL or None.")
+    if url is not None:
+        try:
+            decode_secret(s.NOTICE_WEBHOOK_SECRET)
+        except ValueError:
+            problems.append(
+                "REST_HOOKS['NOTICE_WEBHOOK_SECRET'] must be a whsec_ secret when "
+                "NOTICE_WEBHOOK_URL is set: the operational webhook is signed like a delivery."
+            )
+    return [
+        Error(
+            p,
+            hint="For example NOTICE_AT [50, 90], NOTICE_WEBHOOK_URL "
+            "'https://ops.example.com/hooks', NOTICE_WEBHOOK_SECRET os.environ[...] (make one "
+            "with: python -c 'from rest_hooks.security.signing import generate_secret; "
+            "print(generate_secret())').",
+            id="rest_hooks.E018",
         )
         for p in problems
     ]

@@ -114,6 +114,15 @@ DEFAULTS: dict[str, Any] = {
     "API_THROTTLE_RATE": "120/min",
     # POST .../ping waits at most this many seconds for the test delivery's attempt.
     "API_PING_WAIT": 10,
+    # Owners are told when their hook has failed for these percentages of DISABLE_AFTER,
+    # and when it is disabled: the hook_failing / hook_disabled signals, an e-mail
+    # (NOTICE_EMAIL, from NOTICE_EMAIL_FROM or DEFAULT_FROM_EMAIL) and, with a URL, an
+    # operational webhook signed with NOTICE_WEBHOOK_SECRET (a whsec_ secret).
+    "NOTICE_AT": [50, 90],
+    "NOTICE_EMAIL": True,
+    "NOTICE_EMAIL_FROM": None,
+    "NOTICE_WEBHOOK_URL": None,
+    "NOTICE_WEBHOOK_SECRET": None,
 }
 
 

@@ -369,3 +369,39 @@ class DeliveryAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"attempt {self.number} of delivery {self.delivery_id}"
+
+
+class HookNotice(models.Model):
+    """A notice to a hook's owner: failing for a part of ``DISABLE_AFTER``, or disabled.
+
+    One row per hook, *run* and stage, unique: whichever worker writes it first sends it,
+    and no other does. A run of failures is keyed by its start (``failing_since``), so a
+    hook that recovers and fails anew is warned again; a disabling by the time it was
+    disabled.
+    """
+
+    class Stage(models.TextChoices):
+        FAILING = "failing"
+        DISABLED = "disabled"
+
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    hook = models.ForeignKey(hook_model_label(), on_delete=models.CASCADE, related_name="notices")
+    stage = models.CharField(max_length=16, choices=Stage.choices)
+    # The part of DISABLE_AFTER the hook had failed for, as a percentage (100 when disabled).
+    percent = models.PositiveSmallIntegerField()
+    run = models.CharField(max_length=40)  # the ISO time the run of failures started
+    reason = models.CharField(max_length=255, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+    # Set by the notify actor as each channel has gone out (a retry skips those done).
+    emailed_at = models.DateTimeField(null=True, blank=True)
+    posted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["hook", "run", "stage", "percent"], name="rest_hooks_notice_once"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.stage} notice ({self.percent}%) of hook {self.hook_id}"

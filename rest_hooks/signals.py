@@ -9,6 +9,10 @@
   (``None`` when it is gone or the event was raw).
 - ``hook_disabled(sender, hook, reason)``: a hook was switched off (410 Gone, or failing
   for longer than ``REST_HOOKS["DISABLE_AFTER"]``).
+- ``hook_failing(sender, hook, percent, failing_since, disable_at)``: a hook's deliveries
+  have failed since ``failing_since`` for ``percent`` of ``DISABLE_AFTER`` (a stage of
+  ``REST_HOOKS["NOTICE_AT"]``); it is disabled at ``disable_at`` unless one succeeds. Once
+  per stage and run of failures.
 - ``breaker_changed(sender=None, origin, state)``: a target's circuit breaker went to
   ``"open"``, ``"half_open"`` or ``"closed"``.
 - ``hook_delivery_requested(sender, hook, instance, payload_override)``: sent by
@@ -23,5 +27,6 @@ hook_event = Signal()
 raw_hook_event = Signal()
 hook_sent_event = Signal()
 hook_disabled = Signal()
+hook_failing = Signal()
 breaker_changed = Signal()
 hook_delivery_requested = Signal()

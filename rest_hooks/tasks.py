@@ -1,6 +1,6 @@
 """The Dramatiq actors: ``dispatch`` (fan-out), ``deliver`` (a batch of POSTs to one
-target) and the relay. django-dramatiq discovers them here; what each does lives in
-``rest_hooks.worker``, one module a stage.
+target), the relay and ``notify`` (a notice to a hook's owner). django-dramatiq discovers
+them here; what each does lives in ``rest_hooks.worker``, one module a stage.
 
 Every actor is idempotent, because a message may arrive twice (a worker killed before it
 acked, the relay re-sending an event whose first message was merely slow):
@@ -25,7 +25,8 @@ from rest_hooks.conf import hook_settings
 from rest_hooks.worker.batch import deliver_batch
 from rest_hooks.worker.fanout import fan_out
 from rest_hooks.worker.handoff import HandOff
-from rest_hooks.worker.messages import DELIVER, DISPATCH, RELAY
+from rest_hooks.worker.messages import DELIVER, DISPATCH, NOTIFY, RELAY
+from rest_hooks.worker.notices import send_notice
 from rest_hooks.worker.relay import relay_pending
 
 # Each worker process runs the relay in a thread of its own, besides the relay actor, and
@@ -62,3 +63,5 @@ def _relay() -> None:
 dispatch = _actor(_dispatch, DISPATCH, max_retries=10, min_backoff=1000)
 deliver = _actor(deliver_batch, DELIVER, max_retries=3, min_backoff=1000)
 relay = _actor(_relay, RELAY, max_retries=0)
+# A notice's e-mail and operational webhook: retried for about a day (Dramatiq's backoff).
+notify = _actor(send_notice, NOTIFY, max_retries=16, min_backoff=5000, max_backoff=3_600_000)

@@ -62,6 +62,11 @@ MIDDLEWARE = [
 
 TEMPLATES = demo.TEMPLATES
 
+# Worker processes a test starts write their e-mails (hook notices) as files there.
+if os.environ.get("REST_HOOKS_TEST_EMAIL_DIR"):
+    EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
+    EMAIL_FILE_PATH = os.environ["REST_HOOKS_TEST_EMAIL_DIR"]
+
 # Users log in (the admin, the API's Basic authentication) with passwords: hashing them
 # the real way costs a fifth of a second a request.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

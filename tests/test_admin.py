@@ -255,7 +255,7 @@ def test_redeliver_action_leaves_unselected_deliveries_alone(admin_client, user)
     assert (other.status, other.attempts) == (Delivery.Status.FAILED, 3)
 
 
-@pytest.mark.parametrize("model", ["delivery", "event"])
+@pytest.mark.parametrize("model", ["delivery", "event", "hooknotice"])
 def test_log_cannot_be_added(admin_client, model):
     assert admin_client.get(url(f"{model}_add")).status_code == 403
     assert admin_client.post(url(f"{model}_add"), {"name": "x"}).status_code == 403

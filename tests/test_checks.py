@@ -478,6 +478,47 @@ def test_good_api_settings_pass(entries):
         assert rest_hooks_messages() == []
 
 
+# -- notices -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("entries", "named"),
+    [
+        ({"NOTICE_AT": 50}, "NOTICE_AT"),
+        ({"NOTICE_AT": [50, 100]}, "NOTICE_AT"),
+        ({"NOTICE_AT": [0.5, -1]}, "NOTICE_AT"),
+        ({"NOTICE_EMAIL": "yes"}, "NOTICE_EMAIL"),
+        (
+            {"NOTICE_WEBHOOK_URL": "ops.example.com", "NOTICE_WEBHOOK_SECRET": "whsec_" + "A" * 32},
+            "NOTICE_WEBHOOK_URL",
+        ),
+        ({"NOTICE_WEBHOOK_URL": "https://ops.example.com/"}, "NOTICE_WEBHOOK_SECRET"),
+        (
+            {"NOTICE_WEBHOOK_URL": "https://ops.example.com/", "NOTICE_WEBHOOK_SECRET": "s3cr3t"},
+            "NOTICE_WEBHOOK_SECRET",
+        ),
+    ],
+)
+def test_malformed_notice_setting(entries, named):
+    with rest_hooks_setting(**entries):
+        (message,) = only("rest_hooks.E018")
+    assert named in message.msg
+    assert "s3cr3t" not in message.msg + (message.hint or "")
+
+
+def test_good_notice_settings_pass():
+    entries = {
+        "NOTICE_AT": [25, 50, 99.5],
+        "NOTICE_EMAIL": False,
+        "NOTICE_WEBHOOK_URL": "https://ops.example.com/hooks",
+        "NOTICE_WEBHOOK_SECRET": "whsec_" + "A" * 32,
+    }
+    with rest_hooks_setting(**entries):
+        assert rest_hooks_messages() == []
+    with rest_hooks_setting(NOTICE_AT=[]):
+        assert rest_hooks_messages() == []
+
+
 # -- metrics ---------------------------------------------------------------------------
 
 

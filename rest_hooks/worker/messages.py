@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 DISPATCH = "rest_hooks.dispatch"
 DELIVER = "rest_hooks.deliver"
 RELAY = "rest_hooks.relay"
+NOTIFY = "rest_hooks.notify"
 
 
 class Batch(NamedTuple):

@@ -20,6 +20,7 @@ from rest_hooks.delivery.http import HttpResult
 from rest_hooks.delivery.retry import Outcome
 from rest_hooks.models import Delivery, DeliveryAttempt, uuid7
 from rest_hooks.signals import hook_disabled, hook_sent_event
+from rest_hooks.worker import notices
 from rest_hooks.worker.attempt import Attempt, instance_of, retry_policy
 from rest_hooks.worker.messages import Batch, send_batches
 from rest_hooks.worker.tables import Table
@@ -160,11 +161,13 @@ def _hook_succeeded(hook: Any) -> None:
 
 
 def _hook_failed(hook: Any, now: Any) -> bool:
-    """Note the failure; disable the hook if it has failed for too long. True if disabled."""
+    """Note the failure; warn the owner of a stage of ``NOTICE_AT`` reached; disable the
+    hook if it has failed for too long. True if disabled."""
     if hook.failing_since is None:
         type(hook)._default_manager.filter(pk=hook.pk, failing_since=None).update(failing_since=now)
         return False
     if now - hook.failing_since < timedelta(seconds=float(hook_settings.DISABLE_AFTER)):
+        notices.failing(hook, now)
         return False
     disable_hook(
         hook, f"Deliveries have failed since {hook.failing_since.isoformat()}.", cause="failing"
@@ -177,10 +180,11 @@ def disable_hook(hook: Any, reason: str, cause: str = "other") -> None:
 
     ``cause`` is the bounded label of the metric: ``gone`` (410), ``failing``.
     """
+    disabled_at = timezone.now()
     updated = (
         type(hook)
         ._default_manager.filter(pk=hook.pk, is_active=True)
-        .update(is_active=False, disabled_reason=reason[:255], disabled_at=timezone.now())
+        .update(is_active=False, disabled_reason=reason[:255], disabled_at=disabled_at)
     )
     if updated:
         hook.is_active = False
@@ -188,3 +192,4 @@ def disable_hook(hook: Any, reason: str, cause: str = "other") -> None:
         logger.warning("Hook %s disabled: %s", hook.pk, reason, extra={"hook_id": hook.pk})
         metrics.hook_disabled(cause)
         hook_disabled.send_robust(sender=type(hook), hook=hook, reason=reason)
+        notices.disabled(hook, reason, disabled_at)
