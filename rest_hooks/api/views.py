@@ -159,8 +159,9 @@ class HookViewSet(
 
     @extend_schema(
         summary="Send the hook's failed deliveries of a time range again",
-        description="Every failed delivery of the hook created in [since, until) starts over, "
-        "with its own id (receivers that processed it already can drop it).",
+        description="Every failed delivery of the hook created in [since, until) starts over "
+        "from the first step of the retry schedule, each with the id it had (receivers that "
+        "processed it already can drop it).",
         request=RecoverSerializer,
         responses={202: RecoveredSerializer},
     )
