@@ -253,8 +253,13 @@ class Table:
                 constants[field] = self._prep_save(field, field.pre_save(template, True))
         names = ", ".join(self.quote(str(field.column)) for field in self.fields)
         into = f"INSERT INTO {self.name} ({names}) "
+        one_statement = count == 1 or self.connection.vendor == "postgresql"
         with (
-            transaction.atomic(using=self.using, savepoint=False),
+            # A statement of its own is atomic: no BEGIN, no COMMIT to wait for (one-hook
+            # events). Several are one transaction.
+            contextlib.nullcontext()
+            if one_statement
+            else transaction.atomic(using=self.using, savepoint=False),
             self.connection.cursor() as cursor,
         ):
             if count > 1 and self.connection.vendor == "postgresql":
