@@ -353,7 +353,13 @@ class DeliveryAttempt(models.Model):
         BLOCKED = "blocked"  # refused before any request (the address policy, a bad URL)
 
     id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
-    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="attempt_log")
+    # No foreign-key constraint: the database would check every row a batch writes (one
+    # statement a delivery), and refuse the batch's attempts if one delivery had been
+    # deleted (its hook with it) while its request was in flight. Django's CASCADE still
+    # deletes the attempts with their delivery; rest_hooks_purge removes any left behind.
+    delivery = models.ForeignKey(
+        Delivery, on_delete=models.CASCADE, related_name="attempt_log", db_constraint=False
+    )
     # The X-Hook-Attempt header it was sent with: 1 for the first attempt, and again for
     # the first after a redelivery, which starts the retry schedule over.
     number = models.PositiveIntegerField()

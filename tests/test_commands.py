@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -358,6 +359,12 @@ def test_purge_in_batches_with_a_progress_bar_on_stderr(user, monkeypatch):
         DeliveryAttempt.objects.create(
             delivery=delivery, number=1, started_at=days_ago(40), outcome="success", duration_ms=1
         )
+    # Attempts whose delivery was deleted while they were recorded: old ones go too.
+    recent_orphan = uuid.uuid4()
+    for delivery_id, started in ((uuid.uuid4(), days_ago(40)), (recent_orphan, days_ago(1))):
+        DeliveryAttempt.objects.create(
+            delivery_id=delivery_id, number=1, started_at=started, outcome="failed", duration_ms=1
+        )
     kept = make_delivery(hook, SUCCESS, days_ago(1))
     DeliveryAttempt.objects.create(
         delivery=kept, number=1, started_at=days_ago(1), outcome="success", duration_ms=1
@@ -366,7 +373,8 @@ def test_purge_in_batches_with_a_progress_bar_on_stderr(user, monkeypatch):
     assert out.strip() == "Deleted 5 deliveries and 5 events older than 30 days."
     assert list(Delivery.objects.all()) == [kept]
     # A delivery's attempts go with it, and only those.
-    assert [a.delivery_id for a in DeliveryAttempt.objects.all()] == [kept.pk]
+    left = DeliveryAttempt.objects.order_by("started_at")
+    assert [a.delivery_id for a in left] == [recent_orphan, kept.pk]
     assert list(Event.objects.all()) == [kept.event]
     assert "5/5" in err
     assert "5/5" not in out

@@ -31,6 +31,7 @@ from rest_hooks.signals import hook_disabled
 from rest_hooks.worker.attempt import build_body
 from rest_hooks.worker.batch import claim, deliver_batch, lanes_for
 from rest_hooks.worker.fanout import CAPTURE_SKEW, fan_out, plan_batches
+from rest_hooks.worker.record import record
 from rest_hooks.worker.relay import relay_pending
 from tests.helpers import attempts_metric
 
@@ -690,3 +691,25 @@ def test_a_hook_deleted_after_the_claim_is_not_an_error(user, receiver, monkeypa
         deliver_batch(ids)
     assert [r.path for r in receiver.requests] == ["/kept"]
     assert list(Delivery.objects.values_list("hook_id", "status")) == [(kept.pk, "success")]
+
+
+def test_a_hook_deleted_while_its_request_was_in_flight_costs_only_its_attempt(
+    user, receiver, monkeypatch
+):
+    """Its delivery went with it; the batch's other attempts are recorded all the same."""
+    kept, gone = make_hook(user, receiver, "/kept"), make_hook(user, receiver, "/gone")
+    add_book(user)
+    with override_settings(REST_HOOKS=FAST_RETRIES):
+        fan_out(Event.objects.get().pk)
+        ids = [str(pk) for pk in Delivery.objects.order_by("hook_id").values_list("pk", flat=True)]
+
+        def delete_then_record(tried: list[Any], instances: dict[Any, Any]) -> None:
+            Hook.objects.filter(pk=gone.pk).delete()  # after the POSTs, before the write
+            record(tried, instances)
+
+        monkeypatch.setattr("rest_hooks.worker.batch.record", delete_then_record)
+        deliver_batch(ids)
+    assert sorted(r.path for r in receiver.requests) == ["/gone", "/kept"]
+    (delivery,) = Delivery.objects.all()
+    assert (delivery.hook_id, delivery.status) == (kept.pk, "success")
+    assert [a.outcome for a in delivery.attempt_log.all()] == ["success"]

@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from rest_hooks.conf import hook_settings
 from rest_hooks.management.progress import progress_bar
-from rest_hooks.models import Delivery, Event
+from rest_hooks.models import Delivery, DeliveryAttempt, Event
 
 BATCH = 1000
 
@@ -51,6 +51,10 @@ class Command(BaseCommand):
             return
         removed_deliveries = self._delete(deliveries, "deliveries")
         removed_events = self._delete(events, "events")
+        # Attempts whose delivery was deleted while they were being recorded.
+        DeliveryAttempt.objects.filter(started_at__lt=cutoff).exclude(
+            Exists(Delivery.objects.filter(pk=OuterRef("delivery_id")))
+        ).delete()
         self.stdout.write(
             f"Deleted {removed_deliveries} deliveries and {removed_events} events older "
             f"than {days:g} days."
