@@ -18,6 +18,7 @@ from django.utils.html import format_html
 
 from rest_hooks.conf import hook_settings
 from rest_hooks.models import Delivery, DeliveryAttempt, Event, HookNotice, get_hook_model
+from rest_hooks.plurals import deliveries_text
 from rest_hooks.worker.relay import redeliver
 
 
@@ -217,7 +218,9 @@ class DeliveryAdmin(ReadOnlyAdmin):
         count = redeliver(queryset)
         skipped = queryset.count() - count
         note = f" {skipped} still pending were left alone." if skipped else ""
-        self.message_user(request, f"{count} deliveries queued again.{note}", messages.SUCCESS)
+        self.message_user(
+            request, f"{deliveries_text(count)} queued again.{note}", messages.SUCCESS
+        )
 
 
 @admin.register(HookNotice)

@@ -227,7 +227,7 @@ def test_redeliver_action_sends_again_with_the_same_id(admin_client, user, recei
             follow=True,
         )
         assert response.status_code == 200
-        assert "1 deliveries queued again." in response.content.decode()
+        assert "1 delivery queued again." in response.content.decode()
         delivery.refresh_from_db()
         assert delivery.status == Delivery.Status.PENDING
         assert delivery.attempts == 0

@@ -106,7 +106,7 @@ def test_relay_enqueues_pending_events_and_due_deliveries(user):
     before = timezone.now()
     out, _err = run("rest_hooks_relay")
 
-    assert out.splitlines() == ["Relayed 1 events and 1 deliveries.", FOR_THE_WORKERS]
+    assert out.splitlines() == ["Relayed 1 event and 1 delivery.", FOR_THE_WORKERS]
     pending_event.refresh_from_db()
     assert pending_event.enqueued_at >= before
     dispatched.refresh_from_db()
@@ -122,7 +122,7 @@ def test_relay_sends_exactly_the_pending_work(user, sent):
     due = make_delivery(hook, PENDING, days_ago(1))
     make_delivery(hook, SUCCESS, days_ago(1))
     out, _err = run("rest_hooks_relay")
-    assert out.splitlines() == ["Relayed 3 events and 1 deliveries.", FOR_THE_WORKERS]
+    assert out.splitlines() == ["Relayed 3 events and 1 delivery.", FOR_THE_WORKERS]
     assert sorted(sent["dispatch"]) == [e.pk for e in events]
     assert [str(d) for d in sent["deliver"]] == [str(due.pk)]
 
@@ -180,7 +180,7 @@ def replayed(log: dict[str, Any]) -> set[str]:
         (["--status", "cancelled"], "d"),
         (["--event", "book.added"], "a"),
         (["--event", "book.added", "--status", "all"], "ab"),
-        (["--event", "book.nothing", "--status", "all"], ""),
+        (["--event", "book.read", "--status", "all"], ""),  # known, never sent
         (["--hook", "changed"], "cf"),
         (["--hook", "changed", "--status", "all"], "cdf"),
         (["--since", "2026-01-15T00:00:00Z", "--status", "all"], "bcdf"),
@@ -192,12 +192,13 @@ def replayed(log: dict[str, Any]) -> set[str]:
 def test_replay_selects_exactly(log, sent, args, expected):
     args = [str(log["hooks"]["changed"].pk) if a == "changed" else a for a in args]
     out, _err = run("rest_hooks_replay", *args, "--dry-run")
-    assert out.strip() == f"{len(expected)} deliveries would be sent again."
+    counted = f"{len(expected)} {'delivery' if len(expected) == 1 else 'deliveries'}"
+    assert out.strip() == f"{counted} would be sent again."
     assert replayed(log) == set()
     assert sent["deliver"] == []
 
     out, _err = run("rest_hooks_replay", *args)
-    queued = f"{len(expected)} deliveries queued again."
+    queued = f"{counted} queued again."
     assert out.splitlines() == ([queued, FOR_THE_WORKERS] if expected else [queued])
     assert replayed(log) == set(expected)
     assert {str(d) for d in sent["deliver"]} == {str(log[n].pk) for n in expected}
@@ -241,7 +242,7 @@ def test_replayed_delivery_is_sent_again_with_the_same_id(user, receiver, run_pi
         (delivery,) = run_pipeline()
         assert delivery.status == FAILED
         out, _err = run("rest_hooks_replay", "--event", "book.added")
-        assert out.splitlines() == ["1 deliveries queued again.", FOR_THE_WORKERS]
+        assert out.splitlines() == ["1 delivery queued again.", FOR_THE_WORKERS]
         (delivery,) = run_pipeline()
     assert delivery.status == SUCCESS
     assert delivery.attempts == 1
@@ -307,6 +308,20 @@ EVERY_EVENT = {
     "recent pending",
     *(f"of {name}" for name in EVERY_DELIVERY),
 }
+
+
+def test_replay_of_an_event_nobody_knows_says_so(log):
+    with pytest.raises(
+        CommandError, match=r"no event is named 'nope.nope' \(HOOK_EVENTS has: book"
+    ):
+        run("rest_hooks_replay", "--event", "nope.nope")
+
+
+def test_replay_of_an_event_removed_from_hook_events_still_works(log, sent):
+    with override_settings(HOOK_EVENTS={"user.logged_in": None}):
+        out, _err = run("rest_hooks_replay", "--event", "book.added", "--dry-run")
+    assert out.strip().endswith("would be sent again.")
+    assert not out.startswith("0 ")
 
 
 def test_purge_deletes_old_finished_work_only(history):

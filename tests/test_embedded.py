@@ -214,7 +214,7 @@ def test_relay_in_embedded_mode_delivers_before_it_returns(project, receiver):
     assert sorted(r.path for r in receiver.requests) == ["/failing", "/hook"]
     lines = done.stdout.splitlines()
     assert lines[:2] == [
-        "Relayed 1 events and 0 deliveries.",
+        "Relayed 1 event and 0 deliveries.",
         "Delivering them in this process (embedded mode).",
     ]
     assert lines[2].startswith("1 delivered, 0 failed, 1 to be retried at ")
@@ -230,7 +230,7 @@ def test_replay_in_embedded_mode_delivers_before_it_returns(project, receiver):
 
     assert [r.path for r in receiver.requests] == ["/hook"]
     assert done.stdout.splitlines() == [
-        "1 deliveries queued again.",
+        "1 delivery queued again.",
         "Delivering them in this process (embedded mode).",
         "1 delivered, 0 failed.",
     ]

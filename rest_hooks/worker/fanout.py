@@ -19,6 +19,7 @@ from rest_hooks import metrics
 from rest_hooks.conf import hook_settings
 from rest_hooks.delivery.flow import SEND_HORIZON, origin_of
 from rest_hooks.models import Delivery, Event, get_hook_model, uuid7
+from rest_hooks.plurals import hooks_text
 from rest_hooks.worker import gate
 from rest_hooks.worker.batch import deliver_claimed, give_back, lease
 from rest_hooks.worker.messages import Batch, send_batches
@@ -65,10 +66,10 @@ def fan_out(event_id: int, *, deliver_here: bool = False) -> int:
             if done:
                 metrics.fanned_out(event.name, total)
                 logger.info(
-                    "Event %s (%s) fanned out to %d hooks.",
+                    "Event %s (%s) fanned out to %s.",
                     event_id,
                     event.name,
-                    total,
+                    hooks_text(total),
                     extra={"event_id": event_id, "fanout": total},
                 )
                 break

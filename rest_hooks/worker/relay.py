@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from rest_hooks.conf import hook_settings
 from rest_hooks.models import Delivery, Event
+from rest_hooks.plurals import deliveries_text, events_text
 from rest_hooks.worker.fanout import plan_batches
 from rest_hooks.worker.messages import DISPATCH, send_batches, send_each
 from rest_hooks.worker.tables import Table
@@ -67,7 +68,9 @@ def relay_pending(
     )
     enqueue_deliveries(deliveries)
     if events or deliveries:
-        logger.info("Relayed %d events and %d deliveries.", len(events), len(deliveries))
+        logger.info(
+            "Relayed %s and %s.", events_text(len(events)), deliveries_text(len(deliveries))
+        )
     return events, deliveries
 
 

@@ -9,6 +9,7 @@ from django.utils import timezone
 from rest_hooks.conf import hook_settings
 from rest_hooks.management.progress import progress_bar
 from rest_hooks.models import Delivery, DeliveryAttempt, Event
+from rest_hooks.plurals import deliveries_text, events_text
 
 BATCH = 1000
 
@@ -46,7 +47,8 @@ class Command(BaseCommand):
         )
         if options["dry_run"]:
             self.stdout.write(
-                f"{deliveries.count()} deliveries and {events.count()} events would be deleted."
+                f"{deliveries_text(deliveries.count())} and {events_text(events.count())} "
+                "would be deleted."
             )
             return
         removed_deliveries = self._delete(deliveries, "deliveries")
@@ -56,8 +58,8 @@ class Command(BaseCommand):
             Exists(Delivery.objects.filter(pk=OuterRef("delivery_id")))
         ).delete()
         self.stdout.write(
-            f"Deleted {removed_deliveries} deliveries and {removed_events} events older "
-            f"than {days:g} days."
+            f"Deleted {deliveries_text(removed_deliveries)} and {events_text(removed_events)} "
+            f"older than {days:g} days."
         )
 
     def _delete(self, queryset: Any, label: str) -> int:

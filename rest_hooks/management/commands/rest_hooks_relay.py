@@ -4,6 +4,7 @@ from django.core.management.base import BaseCommand
 from django.utils import timezone
 
 from rest_hooks.management.queued import finish_queued
+from rest_hooks.plurals import deliveries_text, events_text
 from rest_hooks.worker.relay import relay_pending
 
 
@@ -19,5 +20,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         since = timezone.now()
         events, deliveries = relay_pending(everything=True)
-        self.stdout.write(f"Relayed {len(events)} events and {len(deliveries)} deliveries.")
+        self.stdout.write(
+            f"Relayed {events_text(len(events))} and {deliveries_text(len(deliveries))}."
+        )
         finish_queued(self, since, deliveries=deliveries, events=events)

@@ -7,9 +7,11 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from rest_hooks.conf import hook_settings
 from rest_hooks.management.progress import progress_bar
 from rest_hooks.management.queued import finish_queued
-from rest_hooks.models import Delivery, get_hook_model
+from rest_hooks.models import Delivery, Event, get_hook_model
+from rest_hooks.plurals import deliveries_text
 from rest_hooks.worker.relay import redeliver
 
 BATCH = 500
@@ -36,11 +38,21 @@ class Command(BaseCommand):
         parser.add_argument("--until", help="created before (ISO 8601)")
         parser.add_argument("--dry-run", action="store_true", help="count, send nothing")
 
+    @staticmethod
+    def _check_event(name: str) -> None:
+        """A misspelt event name matches nothing: say so, rather than replay nothing. An
+        event no longer in HOOK_EVENTS may still have deliveries to replay."""
+        if name in hook_settings.HOOK_EVENTS or Event.objects.filter(name=name).exists():
+            return
+        known = ", ".join(sorted(hook_settings.HOOK_EVENTS)) or "none"
+        raise CommandError(f"--event: no event is named {name!r} (HOOK_EVENTS has: {known}).")
+
     def handle(self, *args: Any, **options: Any) -> None:
         deliveries = Delivery.objects.exclude(status=Delivery.Status.PENDING)
         if options["status"] != "all":
             deliveries = deliveries.filter(status=options["status"])
         if options["event"]:
+            self._check_event(options["event"])
             deliveries = deliveries.filter(event__name=options["event"])
         if options["hook"]:
             try:
@@ -63,7 +75,7 @@ class Command(BaseCommand):
                 deliveries = deliveries.filter(**{lookup: when})
         total = deliveries.count()
         if options["dry_run"]:
-            self.stdout.write(f"{total} deliveries would be sent again.")
+            self.stdout.write(deliveries_text(total) + " would be sent again.")
             return
         ids = deliveries.order_by("pk").values_list("pk", flat=True)
         since = timezone.now()
@@ -77,5 +89,5 @@ class Command(BaseCommand):
                 queued.extend(batch)
                 sent += redeliver(Delivery.objects.filter(pk__in=batch))
                 bar.update(len(batch))
-        self.stdout.write(f"{sent} deliveries queued again.")
+        self.stdout.write(deliveries_text(sent) + " queued again.")
         finish_queued(self, since, deliveries=queued)
