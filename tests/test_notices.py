@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 from django.core import mail
+from django.db import connection
 from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from bookstore.models import Book
@@ -103,6 +105,16 @@ def test_the_owner_is_warned_at_each_stage_once(
     fail_once(owner, run_pipeline, 95)
     assert notices(failing_hook) == [("failing", 50), ("failing", 90)]
     assert [w["percent"] for w in warned] == [50, 90]
+
+
+def test_failures_after_a_stage_write_no_notice_again(
+    failing_hook: Hook, owner: Any, run_pipeline: Any
+) -> None:
+    fail_once(owner, run_pipeline, 55)
+    with CaptureQueriesContext(connection) as queries:
+        fail_once(owner, run_pipeline, 60)
+    assert not [q for q in queries if "rest_hooks_hooknotice" in q["sql"]]
+    assert notices(failing_hook) == [("failing", 50)]
 
 
 def test_a_hook_that_recovers_and_fails_anew_is_warned_again(

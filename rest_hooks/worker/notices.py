@@ -82,15 +82,29 @@ def disabled(hook: Any, reason: str, disabled_at: datetime) -> None:
         send_each(NOTIFY, [str(notice.pk)], "notice")
 
 
+#: The notices this process wrote or found written, most recent last: a hook past a stage
+#: fails again and again (every retry of each of its deliveries), and only the first
+#: failure a process records needs the INSERT that tells whether the notice is new.
+_seen: dict[tuple[Any, str, int, str], None] = {}
+SEEN_MAX = 10_000
+
+
 def _written(hook: Any, stage: str, percent: int, run: str, reason: str = "") -> HookNotice | None:
     """The notice, if this call wrote it; None if it had been written already."""
+    key = (hook.pk, stage, percent, run)
+    if key in _seen:
+        return None
     try:
         with transaction.atomic():
-            return HookNotice.objects.create(
+            notice = HookNotice.objects.create(
                 hook_id=hook.pk, stage=stage, percent=percent, run=run, reason=reason[:255]
             )
     except IntegrityError:
-        return None
+        notice = None
+    _seen[key] = None
+    while len(_seen) > SEEN_MAX:
+        _seen.pop(next(iter(_seen)), None)
+    return notice
 
 
 def send_notice(notice_id: str) -> None:
@@ -113,7 +127,8 @@ def send_notice(notice_id: str) -> None:
 def describe(notice: HookNotice) -> dict[str, Any]:
     """What a notice says, in the e-mail's context and the operational webhook's body."""
     hook = notice.hook
-    failing_since = datetime.fromisoformat(notice.run) if notice.stage == "failing" else None
+    is_failing = notice.stage == HookNotice.Stage.FAILING
+    failing_since = datetime.fromisoformat(notice.run) if is_failing else None
     disable_after = timedelta(seconds=float(hook_settings.DISABLE_AFTER))
     return {
         "type": f"hook.{notice.stage}",
@@ -122,7 +137,7 @@ def describe(notice: HookNotice) -> dict[str, Any]:
         "percent": notice.percent,
         "failing_since": failing_since.isoformat() if failing_since else None,
         "disable_at": (failing_since + disable_after).isoformat() if failing_since else None,
-        "disabled_at": notice.run if notice.stage == "disabled" else None,
+        "disabled_at": None if is_failing else notice.run,
         "reason": notice.reason,
     }
 
