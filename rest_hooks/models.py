@@ -128,8 +128,7 @@ class AbstractHook(models.Model):
                 f"secret (manage.py rest_hooks_rotate_secret {self.pk}) and give the "
                 "subscriber the new one."
             )
-        now = time.time() if now is None else now
-        return [self.secret] + [p["secret"] for p in self._previous() if p["expires"] > now]
+        return [self.secret] + [p["secret"] for p in self._still_signing(now)]
 
     def public_keys(self, now: float | None = None) -> list[tuple[str, float | None]]:
         """An Ed25519 hook's ``whpk_`` public keys that verify its deliveries now, each
@@ -138,12 +137,9 @@ class AbstractHook(models.Model):
         """
         if not self.signing_is_ed25519:
             return []
-        now = time.time() if now is None else now
         current: list[tuple[str, float | None]] = [(public_key_for(self.secret), None)]
         return current + [
-            (public_key_for(p["secret"]), p["expires"])
-            for p in self._previous()
-            if p["expires"] > now
+            (public_key_for(p["secret"]), p["expires"]) for p in self._still_signing(now)
         ]
 
     def rotate_secret(self, grace: timedelta | None = None) -> str:
@@ -169,6 +165,11 @@ class AbstractHook(models.Model):
 
     def _previous(self) -> list[dict[str, Any]]:
         return list(json.loads(self.previous_secrets)) if self.previous_secrets else []
+
+    def _still_signing(self, now: float | None) -> list[dict[str, Any]]:
+        """The rotated-out secrets whose grace period runs at ``now`` (default: now)."""
+        now = time.time() if now is None else now
+        return [p for p in self._previous() if p["expires"] > now]
 
     def clean(self) -> None:
         errors: dict[str, str] = {}
